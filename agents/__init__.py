@@ -1,0 +1,1 @@
+"""REINFORCE agents on gymnasium environments (issue 3; not yet written)."""

@@ -1,0 +1,1 @@
+"""FGSM / PGD attacks and adversarial training on MNIST (issue 4; not yet written)."""

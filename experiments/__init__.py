@@ -1,0 +1,1 @@
+"""Scripts that run gradlab's agents and attacks and write plots and metrics into results/."""

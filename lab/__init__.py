@@ -1,0 +1,8 @@
+"""gradlab's shared core: tf.GradientTape utilities with no RL or dataset knowledge.
+
+Modules: ``clipping`` (gradient clipping), ``transforms`` (composable gradient transforms),
+``regularizers`` (penalties and regularized losses), ``higher_order`` (HVPs, Hessians, Newton
+steps, curvature diagnostics, input gradients), ``activations`` (custom-gradient activations
+and their Keras layers), ``training`` (a compiled training step), ``variables`` (flat vectors
+over variable lists), ``checks`` (argument validation).
+"""

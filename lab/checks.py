@@ -1,0 +1,64 @@
+"""Argument checks that fail early with the argument's name and the value received.
+
+Every public function in gradlab validates its arguments the same way, so errors read alike:
+``ValueError: max_norm must be > 0. Received: max_norm=-1.0``. Values that are only known at
+graph run time (symbolic tensors inside a ``tf.function``) cannot be checked here and pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+
+def static_value(value):
+    """Returns ``value`` as a Python/NumPy value if known before run time, else ``None``."""
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        try:
+            return tf.get_static_value(value)
+        except (TypeError, ValueError):
+            return None
+    if hasattr(value, "numpy") and callable(value.numpy):  # keras.Variable
+        return value.numpy()
+    return value
+
+
+def _fail(name, rule, value):
+    raise ValueError(f"{name} must be {rule}. Received: {name}={value!r}")
+
+
+def check_positive(name, value, *, allow_zero=False):
+    """Raises ``ValueError`` unless ``value`` > 0 (or >= 0 with ``allow_zero``)."""
+    known = static_value(value)
+    if known is None:
+        return
+    known = float(known)
+    rule = ">= 0" if allow_zero else "> 0"
+    if math.isnan(known) or known < 0 or (known == 0 and not allow_zero):
+        _fail(name, rule, value if not isinstance(value, tf.Tensor) else known)
+
+
+def check_in_range(name, value, lo, hi, *, lo_open=False, hi_open=False):
+    """Raises ``ValueError`` unless ``value`` lies in the interval from ``lo`` to ``hi``."""
+    known = static_value(value)
+    if known is None:
+        return
+    known = float(known)
+    above = known > lo if lo_open else known >= lo
+    below = known < hi if hi_open else known <= hi
+    if math.isnan(known) or not (above and below):
+        rule = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        _fail(name, rule, value if not isinstance(value, tf.Tensor) else known)
+
+
+def check_one_of(name, value, choices):
+    """Raises ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        _fail(name, f"one of {tuple(choices)}", value)
+
+
+def check_positive_int(name, value):
+    """Raises ``ValueError`` unless ``value`` is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _fail(name, "an integer >= 1", value)

@@ -1,0 +1,187 @@
+"""Gradient clipping over lists of gradients.
+
+Every function takes a list of gradients as ``tf.GradientTape.gradient`` returns it: entries may
+be ``None`` (a variable the loss does not touch; kept as ``None``) or ``tf.IndexedSlices`` (from
+embedding lookups and gathers; kept sparse where the operation allows). Results equal
+TensorFlow's ``tf.clip_by_value`` / ``tf.clip_by_norm`` / ``tf.clip_by_global_norm`` where those
+apply, including their convention that the norm of an ``IndexedSlices`` is the norm of its
+``values`` (duplicate indices are not summed first).
+
+To compose clipping with other gradient transforms, see ``lab.transforms``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from lab.checks import check_one_of, check_positive, static_value
+
+
+def _map_values(fn, grad):
+    """Applies ``fn`` to a dense gradient, or to the values of an ``IndexedSlices``."""
+    if grad is None:
+        return None
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(fn(grad.values), grad.indices, grad.dense_shape)
+    return fn(grad)
+
+
+def _values(grad):
+    return grad.values if isinstance(grad, tf.IndexedSlices) else grad
+
+
+def global_norm(grads: Sequence) -> tf.Tensor:
+    """Euclidean norm of all gradients taken together, in float32 (``None`` entries skipped).
+
+    Equals ``tf.linalg.global_norm`` for same-dtype inputs, and also accepts mixed dtypes
+    (e.g. float16 gradients next to float32 ones) by accumulating in float32.
+    """
+    squares = [tf.reduce_sum(tf.square(tf.cast(_values(g), tf.float32)))
+               for g in grads if g is not None]
+    if not squares:
+        return tf.constant(0.0, tf.float32)
+    return tf.sqrt(tf.add_n(squares))
+
+
+def clip_by_value(grads: Sequence, lo, hi) -> list:
+    """Clips every gradient element into ``[lo, hi]``.
+
+    Args:
+      grads: list of gradients (tensors, ``tf.IndexedSlices`` or ``None``).
+      lo: lower bound.
+      hi: upper bound, ``>= lo``.
+
+    Returns:
+      A list of clipped gradients, ``None`` entries kept, ``IndexedSlices`` kept sparse.
+    """
+    lo_value, hi_value = static_value(lo), static_value(hi)
+    if lo_value is not None and hi_value is not None and float(lo_value) > float(hi_value):
+        raise ValueError(f"lo must be <= hi. Received: lo={lo!r}, hi={hi!r}")
+    return [_map_values(lambda t: tf.clip_by_value(t, tf.cast(lo, t.dtype), tf.cast(hi, t.dtype)),
+                        g) for g in grads]
+
+
+def clip_by_norm(grads: Sequence, max_norm) -> list:
+    """Rescales each gradient on its own so that its L2 norm is at most ``max_norm``.
+
+    Args:
+      grads: list of gradients (tensors, ``tf.IndexedSlices`` or ``None``).
+      max_norm: the largest allowed norm per tensor, ``> 0``.
+
+    Returns:
+      A list of clipped gradients; equals ``[tf.clip_by_norm(g, max_norm) for g in grads]``.
+    """
+    check_positive("max_norm", max_norm)
+    return [_map_values(lambda t: tf.clip_by_norm(t, tf.cast(max_norm, t.dtype)), g)
+            for g in grads]
+
+
+NONFINITE_MODES = ("nan", "raise", "zero")
+
+
+def clip_by_global_norm(grads: Sequence, max_norm, *, nonfinite: str = "nan"):
+    """Rescales all gradients together so that their global L2 norm is at most ``max_norm``.
+
+    With ``g`` the concatenation of all gradients, the result is
+    ``g * max_norm / max(||g||, max_norm)`` (Pascanu et al. 2013, arXiv:1211.5063).
+
+    Args:
+      grads: list of gradients (tensors, ``tf.IndexedSlices`` or ``None``).
+      max_norm: the largest allowed global norm, ``> 0``.
+      nonfinite: what a NaN or infinite global norm does. ``"nan"``: every clipped gradient is
+        NaN, as in ``tf.clip_by_global_norm``. ``"raise"``: raise
+        ``tf.errors.InvalidArgumentError`` (at run time, also inside ``tf.function``).
+        ``"zero"``: every gradient becomes zero, so an optimizer step with them changes nothing
+        through the gradient (note that stateful optimizers such as Adam still decay their
+        moments; to skip a step entirely, use ``lab.training.make_train_step``).
+
+    Returns:
+      ``(clipped, norm)``: the clipped list and the global norm *before* clipping.
+
+    References:
+      Pascanu, Mikolov, Bengio. On the difficulty of training recurrent neural networks.
+      ICML 2013. arXiv:1211.5063.
+    """
+    check_positive("max_norm", max_norm)
+    check_one_of("nonfinite", nonfinite, NONFINITE_MODES)
+    norm = global_norm(grads)
+    if nonfinite == "raise":
+        norm = tf.debugging.check_numerics(
+            norm, "clip_by_global_norm: the global gradient norm is NaN or infinite")
+    finite = tf.math.is_finite(norm)
+    # Same arithmetic as tf.clip_by_global_norm, so results agree to the last bit.
+    max_norm_f = tf.cast(max_norm, tf.float32)
+    use_norm = tf.where(finite, norm, tf.constant(float("nan"), tf.float32))
+    scale = max_norm_f * tf.minimum(1.0 / use_norm, 1.0 / max_norm_f)
+
+    def rescale(t):
+        scaled = t * tf.cast(scale, t.dtype)
+        if nonfinite == "zero":
+            # tf.where, not a multiply by zero: NaN * 0 is still NaN.
+            return tf.where(finite, scaled, tf.zeros_like(t))
+        return scaled
+
+    return [_map_values(rescale, g) for g in grads], norm
+
+
+def _unitwise_norm(x: tf.Tensor) -> tf.Tensor:
+    """L2 norm per output unit, broadcastable against ``x``.
+
+    Scalars and vectors (biases, gains) count as one unit. Kernels in Keras's layouts keep the
+    output units on the last axis: dense ``[in, out]``, conv ``[w, in, out]``,
+    ``[h, w, in, out]`` and ``[d, h, w, in, out]``; each output unit's norm is taken over all
+    other axes. (The NFNet reference code treats a rank-3 tensor as a multi-head dense kernel
+    and reduces axis 0 only; Keras's rank-3 kernels are Conv1D kernels.)
+    """
+    if x.shape.rank <= 1:
+        return tf.norm(x)
+    axes = list(range(x.shape.rank - 1))
+    return tf.sqrt(tf.reduce_sum(tf.square(x), axis=axes, keepdims=True))
+
+
+def adaptive_clip(grads: Sequence, params: Sequence, clipping=0.01, eps=1e-3) -> list:
+    """Unit-wise adaptive gradient clipping (AGC).
+
+    For each unit ``i`` (an output neuron or channel) with weights ``W_i`` and gradient ``G_i``:
+    ``G_i <- G_i * clipping * max(||W_i||, eps) / ||G_i||`` when
+    ``||G_i|| / max(||W_i||, eps) > clipping``, else unchanged. ``eps`` keeps freshly
+    zero-initialized weights (biases) from having their gradients clipped to zero.
+
+    Args:
+      grads: list of gradients (tensors, ``tf.IndexedSlices`` or ``None``). ``IndexedSlices``
+        are made dense: a unit's norm needs all of its rows.
+      params: the variables the gradients belong to, same order and shapes.
+      clipping: the largest allowed ratio of gradient norm to weight norm, ``> 0``.
+      eps: the smallest weight norm used in the ratio, ``>= 0``.
+
+    Returns:
+      The list of clipped gradients, ``None`` kept.
+
+    References:
+      Brock, De, Smith, Simonyan. High-Performance Large-Scale Image Recognition Without
+      Normalization. ICML 2021. arXiv:2102.06171.
+    """
+    check_positive("clipping", clipping)
+    check_positive("eps", eps, allow_zero=True)
+    if len(grads) != len(params):
+        raise ValueError(
+            f"grads and params must have the same length. Received: {len(grads)} gradients "
+            f"and {len(params)} params")
+    clipped = []
+    for g, p in zip(grads, params):
+        if g is None:
+            clipped.append(None)
+            continue
+        g = tf.convert_to_tensor(g)
+        p = tf.cast(tf.convert_to_tensor(p), g.dtype)
+        if g.shape != p.shape:
+            raise ValueError(f"each gradient must have its param's shape. Received: gradient "
+                             f"of shape {g.shape} for a param of shape {p.shape}")
+        max_norm = tf.maximum(_unitwise_norm(p), tf.cast(eps, g.dtype)) * tf.cast(clipping, g.dtype)
+        grad_norm = _unitwise_norm(g)
+        # tf.where evaluates both branches: keep the unused one from dividing by zero.
+        safe_norm = tf.maximum(grad_norm, tf.cast(1e-6, g.dtype))
+        clipped.append(tf.where(grad_norm > max_norm, g * (max_norm / safe_norm), g))
+    return clipped

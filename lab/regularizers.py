@@ -1,0 +1,148 @@
+"""Regularized losses for custom ``tf.GradientTape`` loops.
+
+Scaling conventions, since libraries differ:
+
+- ``l2_penalty(vs, scale)`` is ``scale * sum(w**2)``, Keras's convention
+  (``keras.regularizers.L2(scale)``). ``tf.nn.l2_loss(w)`` is ``sum(w**2) / 2``: the same
+  penalty needs ``scale = l2 / 2`` here to match ``l2 * tf.nn.l2_loss(w)``. Decoupled weight
+  decay (``keras.optimizers.AdamW``) is a different thing and does not go through the loss.
+- ``l1_penalty(vs, scale)`` is ``scale * sum(|w|)`` (``keras.regularizers.L1``).
+- ``elastic_net_penalty(vs, l1, l2)`` is ``l1 * sum(|w|) + l2 * sum(w**2)``
+  (``keras.regularizers.L1L2``; Zou & Hastie 2005).
+
+``regularized_loss`` adds a Keras model's own ``model.losses`` (layer ``kernel_regularizer``
+and ``activity_regularizer`` terms, and ``add_loss`` calls): ``model.fit`` adds them for you,
+a hand-written tape loop silently forgets them unless it does the same.
+
+A *penalty* for ``lab.training.make_train_step`` is any callable ``penalty(model, x, y)``
+returning a scalar; ``WeightPenalty`` and ``InputGradientPenalty`` are the two kinds here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+from lab.checks import check_positive
+
+
+def _sum_over(fn, variables):
+    terms = [tf.reduce_sum(fn(tf.convert_to_tensor(v))) for v in variables]
+    return tf.add_n(terms) if terms else tf.constant(0.0)
+
+
+def l1_penalty(variables: Sequence, scale) -> tf.Tensor:
+    """``scale * sum(|w|)`` over all ``variables`` (``scale >= 0``)."""
+    check_positive("scale", scale, allow_zero=True)
+    return scale * _sum_over(tf.abs, variables)
+
+
+def l2_penalty(variables: Sequence, scale) -> tf.Tensor:
+    """``scale * sum(w**2)`` over all ``variables``: Keras's ``L2``, no factor 1/2."""
+    check_positive("scale", scale, allow_zero=True)
+    return scale * _sum_over(tf.square, variables)
+
+
+def elastic_net_penalty(variables: Sequence, l1, l2) -> tf.Tensor:
+    """``l1 * sum(|w|) + l2 * sum(w**2)`` over all ``variables`` (Keras's ``L1L2``).
+
+    References:
+      Zou, Hastie. Regularization and variable selection via the elastic net. JRSS B 2005.
+    """
+    return l1_penalty(variables, l1) + l2_penalty(variables, l2)
+
+
+def regularized_loss(loss, model, extra: Sequence = ()) -> tf.Tensor:
+    """``loss + sum(model.losses) + sum(extra)``, all in ``loss``'s dtype.
+
+    Call it inside the tape, after the forward pass: Keras 3 computes weight-regularizer terms
+    when ``model.losses`` is read, and activity-regularizer terms come from the last call.
+
+    Args:
+      loss: the scalar data loss.
+      model: a Keras model or layer (anything with ``.losses``), or ``None``.
+      extra: further scalar penalties, e.g. ``[l2_penalty(vs, 1e-4)]``.
+
+    Returns:
+      The scalar total loss.
+    """
+    loss = tf.convert_to_tensor(loss)
+    if loss.shape.rank != 0:
+        raise ValueError(f"loss must be a scalar. Received: loss of shape {loss.shape}")
+    terms = list(model.losses) if model is not None else []
+    terms += list(extra)
+    if not terms:
+        return loss
+    return loss + tf.add_n([tf.cast(t, loss.dtype) for t in terms])
+
+
+def input_gradient_penalty(model: Callable, loss_fn: Callable, x, y, *, training=True):
+    """Mean squared norm of the per-example input gradient, ``mean_i ||d loss_i / d x_i||^2``.
+
+    The input gradient is taken on an inner tape while any outer tape keeps recording, so the
+    penalty is differentiable with respect to the weights ("double backpropagation"). It
+    rewards models whose loss is flat around the data, which makes them smoother and harder to
+    attack with small perturbations.
+
+    Args:
+      model: callable ``model(x, training=...) -> logits``.
+      loss_fn: callable ``loss_fn(y, logits)`` returning per-example losses (e.g.
+        ``keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)``); the
+        gradient of their sum is the per-example input gradient.
+      x: the input batch.
+      y: the labels.
+      training: the mode the model runs in; ``True`` when the penalty is part of training.
+
+    Returns:
+      The scalar penalty (without a coefficient).
+
+    References:
+      Drucker, LeCun. Improving generalization performance using double backpropagation.
+      IEEE Trans. Neural Networks 1992.
+      Ross, Doshi-Velez. Improving the adversarial robustness and interpretability of deep
+      neural networks by regularizing their input gradients. AAAI 2018. arXiv:1711.09404.
+    """
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        losses = loss_fn(y, model(x, training=training))
+    grad = tape.gradient(losses, x)
+    per_example = tf.reduce_sum(tf.reshape(tf.square(grad), [tf.shape(grad)[0], -1]), axis=1)
+    return tf.reduce_mean(per_example)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightPenalty:
+    """Elastic-net penalty on a model's trainable weights, as a ``make_train_step`` penalty.
+
+    ``l1 * sum(|w|) + l2 * sum(w**2)`` over the model's trainable variables; biases and other
+    vectors (normalization gains and offsets) are left out unless ``include_vectors`` is set,
+    as is customary for weight decay.
+    """
+    l1: float = 0.0
+    l2: float = 0.0
+    include_vectors: bool = False
+
+    def __post_init__(self):
+        check_positive("l1", self.l1, allow_zero=True)
+        check_positive("l2", self.l2, allow_zero=True)
+
+    def __call__(self, model, x=None, y=None):
+        weights = [v for v in model.trainable_variables
+                   if self.include_vectors or len(v.shape) > 1]
+        return elastic_net_penalty(weights, self.l1, self.l2)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputGradientPenalty:
+    """``scale * input_gradient_penalty(model, loss_fn, x, y)`` as a ``make_train_step`` penalty."""
+    loss_fn: Callable
+    scale: float = 1.0
+
+    def __post_init__(self):
+        check_positive("scale", self.scale, allow_zero=True)
+
+    def __call__(self, model, x, y):
+        return self.scale * input_gradient_penalty(model, self.loss_fn, x, y, training=True)
