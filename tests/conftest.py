@@ -1,0 +1,52 @@
+"""Shared test set-up: quiet TensorFlow, float64 helpers for derivative checks."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def tiny_mlp_f64():
+    """A seeded float64 tanh MLP (3 -> 4 -> 2) with a batch and a scalar loss closure."""
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((3,), dtype="float64"),
+        keras.layers.Dense(4, activation="tanh", dtype="float64"),
+        keras.layers.Dense(2, dtype="float64"),
+    ])
+    x = tf.constant(np.random.default_rng(2).normal(size=(6, 3)))
+    y = tf.constant([0, 1, 1, 0, 1, 0])
+
+    def loss():
+        logits = model(x, training=False)
+        return tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+
+    return model, loss
+
+
+def finite_difference_grad(f, variables, h=1e-6):
+    """Central-difference gradient of the scalar ``f()`` in the variables (float64)."""
+    grads = []
+    for v in variables:
+        base = v.numpy().copy()
+        g = np.zeros_like(base)
+        for idx in np.ndindex(base.shape):
+            for sign in (1, -1):
+                shifted = base.copy()
+                shifted[idx] += sign * h
+                v.assign(shifted)
+                g[idx] += sign * float(f()) / (2 * h)
+            v.assign(base)
+        grads.append(g)
+    return grads
