@@ -1,0 +1,35 @@
+import dataclasses
+
+import pytest
+
+from experiments.cli import parse_config
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    total_steps: int = dataclasses.field(default=100, metadata={"help": "env steps"})
+    lr: float = dataclasses.field(default=0.01, metadata={"help": "learning rate"})
+    seeds: tuple[int, ...] = (0, 1)
+    out: str | None = None
+    quick: bool = False
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0. Received: lr={self.lr}")
+
+
+def test_flags_come_from_fields_with_their_types_and_defaults():
+    assert parse_config(Config, []) == Config()
+    config = parse_config(Config, ["--total-steps", "5", "--lr", "0.5", "--seeds", "3", "4",
+                                   "--out", "x", "--quick"])
+    assert config == Config(total_steps=5, lr=0.5, seeds=(3, 4), out="x", quick=True)
+    assert parse_config(Config, ["--no-quick"]).quick is False
+
+
+def test_invalid_values_are_usage_errors_that_name_the_field(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(Config, ["--lr", "-1"])
+    assert exit_info.value.code == 2
+    assert "lr must be > 0. Received: lr=-1.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(Config, ["--total-steps", "many"])
