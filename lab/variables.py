@@ -29,15 +29,15 @@ def as_list(variables) -> tuple[list, bool]:
 
 
 def flat_size(variables: Sequence) -> int:
-    """Total number of scalars across ``variables``."""
-    return sum(int(tf.size(v)) for v in variables)
+    """Total number of scalars across ``variables`` (static shapes, so it works when traced)."""
+    return sum(v.shape.num_elements() for v in variables)
 
 
 def flat_slices(variables: Sequence) -> list[slice]:
     """For each variable, the ``slice`` of the flat vector (or Hessian row/column) it occupies."""
     slices, start = [], 0
     for v in variables:
-        size = int(tf.size(v))
+        size = v.shape.num_elements()
         slices.append(slice(start, start + size))
         start += size
     return slices

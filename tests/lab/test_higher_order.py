@@ -143,6 +143,30 @@ def test_top_eigenvalue_of_network_loss_matches_dense_eigendecomposition(tiny_ml
     np.testing.assert_allclose(estimate, largest, rtol=1e-3)
 
 
+def test_curvature_loops_trace_the_closure_once_per_closure(rng):
+    w = tf.Variable(rng.normal(size=3))
+    calls = []
+
+    def f():
+        calls.append(1)  # Python side effect: runs only while TensorFlow traces f
+        return tf.reduce_sum(w ** 4)
+
+    ho.hessian_top_eigenvalue(f, w, iters=5)
+    traced = len(calls)
+    ho.hessian_top_eigenvalue(f, w, iters=5)
+    ho.hessian_trace(f, w, samples=5)
+    assert traced >= 1 and len(calls) == traced
+
+
+def test_helpers_run_inside_tf_function(rng):
+    a = _random_symmetric(rng, [4.0, 1.0, 0.5])
+    w = tf.Variable(np.zeros(3))
+    f = lambda: 0.5 * tf.tensordot(w, tf.linalg.matvec(a, w), 1) - tf.reduce_sum(w)
+    step = tf.function(lambda: ho.newton_step(f, w))()
+    np.testing.assert_allclose(step, np.linalg.solve(a, np.ones(3)), rtol=1e-10)
+    np.testing.assert_allclose(tf.function(lambda: ho.hessian(f, w))(), a, atol=1e-12)
+
+
 def test_hessian_trace_exact_for_diagonal_and_unbiased_otherwise(rng):
     d = tf.Variable(rng.normal(size=6))
     diag = np.array([1.0, -2.0, 3.0, 0.5, 4.0, 1.5])
