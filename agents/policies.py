@@ -1,0 +1,182 @@
+"""Stochastic policies over gymnasium action spaces: a Keras MLP plus the distribution math.
+
+- ``CategoricalPolicy`` for ``Discrete(n)``: the MLP gives ``n`` logits.
+- ``GaussianPolicy`` for ``Box``: a diagonal Gaussian over an unbounded ``u`` with a learned,
+  state-independent log standard deviation. Dimensions with finite bounds are squashed into
+  them, ``a = mid + half * tanh(u)``, and the log-probability includes the change of
+  variables, ``log p(a) = log N(u; mu, sigma) - sum log(half * (1 - tanh(u)^2))``, so it is
+  the density of the action the environment receives (no clipping, whose probability mass at
+  the bounds a Gaussian log-density would ignore). Unbounded dimensions pass ``u`` through.
+
+The *raw action* is what the policy samples and the update differentiates: the integer
+action for ``Discrete``, the pre-squash ``u`` for ``Box`` (inverting ``tanh`` at the bounds
+would be unstable). ``to_env`` maps raw actions to what ``env.step`` takes.
+
+References:
+  Haarnoja, Zhou, Abbeel, Levine. Soft Actor-Critic. ICML 2018. arXiv:1801.01290 (appendix C:
+  the tanh change of variables).
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def observation_size(space: gym.Space) -> int:
+    """Length of the flat float vector the policy sees for an observation from ``space``."""
+    if isinstance(space, gym.spaces.Box):
+        return int(np.prod(space.shape))
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    raise ValueError(f"observation space must be Box or Discrete. Received: {space}")
+
+
+def preprocess(space: gym.Space, obs) -> np.ndarray:
+    """A batch of observations as float32 ``[batch, observation_size]`` (one-hot if Discrete)."""
+    obs = np.asarray(obs)
+    if isinstance(space, gym.spaces.Discrete):
+        return np.eye(space.n, dtype=np.float32)[obs.reshape(-1) - space.start]
+    return obs.reshape(obs.shape[0], -1).astype(np.float32)
+
+
+def mlp(input_size: int, hidden_sizes, activation: str, head: keras.layers.Layer, name: str):
+    layers = [keras.Input((input_size,))]
+    layers += [keras.layers.Dense(size, activation=activation) for size in hidden_sizes]
+    return keras.Sequential(layers + [head], name=name)
+
+
+@keras.saving.register_keras_serializable(package="gradlab")
+class GaussianHead(keras.layers.Layer):
+    """Outputs ``concat([mean, log_std])``; ``log_std`` is a learned vector, not a function of
+    the state (the usual choice for policy-gradient methods)."""
+
+    def __init__(self, units: int, init_log_std: float = -0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.init_log_std = float(init_log_std)
+        # A small initial mean keeps early actions near the middle of the bounds.
+        self.mean = keras.layers.Dense(units, kernel_initializer=keras.initializers.Orthogonal(0.01))
+
+    def build(self, input_shape):
+        self.mean.build(input_shape)
+        self.log_std = self.add_weight(
+            shape=(self.units,), initializer=keras.initializers.Constant(self.init_log_std),
+            name="log_std")
+
+    def call(self, inputs):
+        mean = self.mean(inputs)
+        return tf.concat([mean, tf.broadcast_to(self.log_std, tf.shape(mean))], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 2 * self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "init_log_std": self.init_log_std}
+
+
+class CategoricalPolicy:
+    """Softmax policy over ``Discrete(n)`` actions."""
+
+    raw_dtype = tf.int32
+
+    def __init__(self, action_space: gym.spaces.Discrete, model: keras.Model):
+        self.action_space = action_space
+        self.model = model
+        self.raw_shape = ()
+
+    @classmethod
+    def build(cls, obs_size, action_space, hidden_sizes, activation, **_):
+        head = keras.layers.Dense(int(action_space.n),
+                                  kernel_initializer=keras.initializers.Orthogonal(0.01))
+        return cls(action_space, mlp(obs_size, hidden_sizes, activation, head, "policy"))
+
+    def sample(self, out, generator: tf.random.Generator):
+        # Gumbel-max: argmax(logits + Gumbel noise) is a categorical sample, and a
+        # tf.random.Generator keeps it reproducible from the seed.
+        u = generator.uniform(tf.shape(out), minval=1e-20, maxval=1.0, dtype=out.dtype)
+        return tf.argmax(out - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
+
+    def mode(self, out):
+        return tf.argmax(out, axis=-1, output_type=tf.int32)
+
+    def log_prob(self, out, raw_actions):
+        return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=raw_actions, logits=out)
+
+    def entropy(self, out):
+        logp = tf.nn.log_softmax(out)
+        return -tf.reduce_sum(tf.exp(logp) * logp, axis=-1)
+
+    def to_env(self, raw_actions: np.ndarray) -> np.ndarray:
+        return raw_actions.astype(np.int64) + int(self.action_space.start)
+
+
+class GaussianPolicy:
+    """Diagonal Gaussian policy over ``Box`` actions, tanh-squashed into finite bounds."""
+
+    raw_dtype = tf.float32
+
+    def __init__(self, action_space: gym.spaces.Box, model: keras.Model):
+        self.action_space = action_space
+        self.model = model
+        self.raw_shape = action_space.shape
+        low = np.asarray(action_space.low, np.float64).reshape(-1)
+        high = np.asarray(action_space.high, np.float64).reshape(-1)
+        self.bounded = np.isfinite(low) & np.isfinite(high)
+        self.mid = np.zeros_like(low)
+        self.half = np.ones_like(low)
+        self.mid[self.bounded] = (high[self.bounded] + low[self.bounded]) / 2
+        self.half[self.bounded] = (high[self.bounded] - low[self.bounded]) / 2
+        self._bounded = tf.constant(self.bounded)
+        self._log_half = tf.constant(np.log(self.half), tf.float32)
+        self.size = low.size
+
+    @classmethod
+    def build(cls, obs_size, action_space, hidden_sizes, activation, init_log_std=-0.5):
+        head = GaussianHead(int(np.prod(action_space.shape)), init_log_std)
+        return cls(action_space, mlp(obs_size, hidden_sizes, activation, head, "policy"))
+
+    def _split(self, out):
+        return out[:, :self.size], out[:, self.size:]
+
+    def sample(self, out, generator: tf.random.Generator):
+        mean, log_std = self._split(out)
+        return mean + tf.exp(log_std) * generator.normal(tf.shape(mean), dtype=out.dtype)
+
+    def mode(self, out):
+        return self._split(out)[0]
+
+    def log_prob(self, out, raw_actions):
+        mean, log_std = self._split(out)
+        z = (raw_actions - mean) * tf.exp(-log_std)
+        gaussian = -0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+        # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|.
+        log_dtanh = 2.0 * (math.log(2.0) - raw_actions - tf.nn.softplus(-2.0 * raw_actions))
+        log_jacobian = tf.where(self._bounded, self._log_half + log_dtanh, 0.0)
+        return tf.reduce_sum(gaussian - log_jacobian, axis=-1)
+
+    def entropy(self, out):
+        """Entropy of the Gaussian over ``u`` (the squashed one has no closed form)."""
+        _, log_std = self._split(out)
+        return tf.reduce_sum(log_std + 0.5 * math.log(2 * math.pi * math.e), axis=-1)
+
+    def to_env(self, raw_actions: np.ndarray) -> np.ndarray:
+        u = raw_actions.reshape(raw_actions.shape[0], -1).astype(np.float64)
+        a = np.where(self.bounded, self.mid + self.half * np.tanh(u), u)
+        # float32 rounding of tanh near +-1 may step a hair outside the box.
+        a = np.clip(a, self.action_space.low.reshape(-1), self.action_space.high.reshape(-1))
+        return a.reshape((-1, *self.action_space.shape)).astype(self.action_space.dtype)
+
+
+def policy_class(action_space: gym.Space):
+    """The policy class for ``action_space``, or a ``ValueError`` naming what is supported."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalPolicy
+    if isinstance(action_space, gym.spaces.Box) and np.issubdtype(action_space.dtype, np.floating):
+        return GaussianPolicy
+    raise ValueError("action space must be Discrete or a floating-point Box. "
+                     f"Received: {action_space}")

@@ -1,0 +1,385 @@
+"""REINFORCE (Williams 1992) for gymnasium environments with Discrete or Box actions.
+
+Each update plays one episode in each of ``num_envs`` vector sub-environments with the current
+policy, then takes one gradient step on
+
+    L(theta) = -mean_t[ log pi(a_t | s_t) * A_t ] - entropy_coef * mean_t[ H(pi(. | s_t)) ]
+
+over all steps of those episodes, where ``A_t`` is, by option:
+
+- ``baseline=False``: the discounted reward-to-go ``G_t = sum_k gamma^k r_{t+k}`` (REINFORCE
+  with causality: a reward cannot be credited to later actions);
+- ``baseline=True``: ``G_t - V(s_t)``, with ``V`` a separate network fitted to ``G_t`` by
+  mean squared error (REINFORCE with a learned state-value baseline; Sutton & Barto 13.4).
+  Time-limit truncations then bootstrap: ``G`` at the cut is ``r + gamma * V(final_obs)``.
+
+``normalize_returns=True`` (default) standardizes ``A_t`` over the batch. ``max_grad_norm``
+clips the policy gradient's global norm and ``l2`` adds a weight penalty, both through
+``lab``. Acting and both updates are ``tf.function``s with fixed input signatures.
+
+References:
+  Williams. Simple statistical gradient-following algorithms for connectionist
+  reinforcement learning. Machine Learning 1992.
+  Sutton, Barto. Reinforcement Learning: An Introduction, 2nd ed., 2018, section 13.4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import field
+from pathlib import Path
+
+import gymnasium as gym
+import keras
+import numpy as np
+import tensorflow as tf
+
+from agents.policies import observation_size, policy_class, preprocess, mlp
+from agents.returns import discounted_returns, normalize
+from agents.rollout import EnvFactory, collect_episodes, make_vector_env
+from lab.atomic import atomic_path, atomic_write
+from lab.checks import check_in_range, check_positive, check_positive_int
+from lab.regularizers import WeightPenalty
+from lab.seeding import seed_everything
+from lab.training import make_train_step
+from lab.transforms import ClipByGlobalNorm
+
+
+@dataclasses.dataclass(frozen=True)
+class ReinforceConfig:
+    """Every hyperparameter of the agent; the defaults solve CartPole-v1."""
+    hidden_sizes: tuple[int, ...] = field(default=(32,), metadata={"help": "hidden layer widths"})
+    activation: str = field(default="tanh", metadata={"help": "hidden layer activation"})
+    learning_rate: float = field(default=0.02, metadata={"help": "policy Adam learning rate"})
+    gamma: float = field(default=0.99, metadata={"help": "discount factor, in (0, 1]"})
+    num_envs: int = field(default=8, metadata={"help": "episodes per update (vector envs)"})
+    async_envs: bool = field(default=False, metadata={"help": "AsyncVectorEnv (processes)"})
+    normalize_returns: bool = field(default=True, metadata={"help": "standardize advantages"})
+    baseline: bool = field(default=False, metadata={"help": "learned value baseline"})
+    value_learning_rate: float = field(default=0.01, metadata={"help": "baseline learning rate"})
+    entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus weight"})
+    max_grad_norm: float | None = field(default=None,
+                                        metadata={"help": "clip policy gradient global norm"})
+    l2: float = field(default=0.0, metadata={"help": "L2 penalty on policy kernels"})
+    init_log_std: float = field(default=-0.5, metadata={"help": "Box: initial log std"})
+    max_episode_steps: int | None = field(default=None,
+                                          metadata={"help": "time limit (default: env's)"})
+    seed: int = field(default=0, metadata={"help": "seeds envs, weights and sampling"})
+
+    def __post_init__(self):
+        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
+            raise ValueError("hidden_sizes must be one or more integers >= 1. "
+                             f"Received: hidden_sizes={self.hidden_sizes!r}")
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("value_learning_rate", self.value_learning_rate)
+        check_in_range("gamma", self.gamma, 0.0, 1.0, lo_open=True)
+        check_positive_int("num_envs", self.num_envs)
+        check_positive("entropy_coef", self.entropy_coef, allow_zero=True)
+        check_positive("l2", self.l2, allow_zero=True)
+        if self.max_grad_norm is not None:
+            check_positive("max_grad_norm", self.max_grad_norm)
+        if self.max_episode_steps is not None:
+            check_positive_int("max_episode_steps", self.max_episode_steps)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer. Received: seed={self.seed!r}")
+
+
+def reinforce_loss(policy, out, raw_actions, advantages, entropy_coef=0.0):
+    """``-mean(log pi(a|s) * A) - entropy_coef * mean(H(pi(.|s)))``.
+
+    Its gradient is the REINFORCE estimate of ``-grad J`` when ``advantages`` are the
+    returns-to-go (minus a baseline) of on-policy samples.
+
+    Args:
+      policy: a ``CategoricalPolicy`` or ``GaussianPolicy``.
+      out: the policy network's output on the batch of observations.
+      raw_actions: the sampled raw actions.
+      advantages: ``[batch]`` float32, treated as constants.
+      entropy_coef: weight of the entropy bonus, ``>= 0``.
+    """
+    surrogate = -tf.reduce_mean(policy.log_prob(out, raw_actions) * advantages)
+    if entropy_coef:
+        surrogate -= entropy_coef * tf.reduce_mean(policy.entropy(out))
+    return surrogate
+
+
+class Reinforce:
+    """A REINFORCE agent bound to one environment.
+
+    Args:
+      env: a registered gymnasium id (``"CartPole-v1"``) or a callable returning a
+        ``gym.Env`` (picklable if ``async_envs``).
+      config: a ``ReinforceConfig``.
+
+    Raises:
+      ValueError: for an unsupported observation or action space, or an environment with no
+        time limit and no ``max_episode_steps``, before anything is trained.
+    """
+
+    def __init__(self, env: str | Callable[[], gym.Env], config: ReinforceConfig = ReinforceConfig()):
+        self.config = config
+        self.env_factory = EnvFactory(env, config.max_episode_steps)
+        probe = self.env_factory()
+        try:
+            self.observation_space = probe.observation_space
+            self.action_space = probe.action_space
+            self.max_steps = config.max_episode_steps or (
+                probe.spec.max_episode_steps if probe.spec else None)
+            self.reward_threshold = probe.spec.reward_threshold if probe.spec else None
+        finally:
+            probe.close()
+        obs_size = observation_size(self.observation_space)
+        build_policy = policy_class(self.action_space).build
+        if self.max_steps is None:
+            raise ValueError("the environment has no time limit: set max_episode_steps. "
+                             "Received: max_episode_steps=None")
+        seed_everything(config.seed)
+        self.policy = build_policy(
+            obs_size, self.action_space, config.hidden_sizes, config.activation,
+            init_log_std=config.init_log_std)
+        self.value = (mlp(obs_size, config.hidden_sizes, config.activation,
+                          keras.layers.Dense(1), "value") if config.baseline else None)
+        self._build_functions(obs_size)
+        self.envs = None
+        self.env_steps = 0
+        self.episodes = 0
+        self.updates = 0
+
+    # -- compiled functions ------------------------------------------------------------------
+
+    def _build_functions(self, obs_size):
+        config, policy = self.config, self.policy
+        self.generator = tf.random.Generator.from_seed(config.seed)
+        obs_spec = tf.TensorSpec([None, obs_size], tf.float32)
+        raw_spec = tf.TensorSpec([None, *policy.raw_shape], policy.raw_dtype)
+        adv_spec = tf.TensorSpec([None], tf.float32)
+
+        # Acting runs once per environment step, so its fixed cost is what matters: XLA fuses
+        # the small graph, and calling the concrete function skips tf.function's signature
+        # matching (together about 2.4x faster per call than a plain tf.function here).
+        @tf.function(input_signature=[obs_spec], jit_compile=True)
+        def sample(obs):
+            return policy.sample(policy.model(obs, training=False), self.generator)
+
+        @tf.function(input_signature=[obs_spec], jit_compile=True)
+        def mode(obs):
+            return policy.mode(policy.model(obs, training=False))
+
+        @tf.function(input_signature=[obs_spec])
+        def mean_entropy(obs):
+            return tf.reduce_mean(policy.entropy(policy.model(obs, training=False)))
+
+        def policy_loss(y, out):
+            raw_actions, advantages = y
+            return reinforce_loss(policy, out, raw_actions, advantages, config.entropy_coef)
+
+        self._sample_function, self._mode_function = sample, mode
+        self._sample = sample.get_concrete_function()
+        self._mode = mode.get_concrete_function()
+        self._mean_entropy = mean_entropy
+        self._policy_step = make_train_step(
+            policy.model, policy_loss, keras.optimizers.Adam(config.learning_rate),
+            transform=ClipByGlobalNorm(config.max_grad_norm) if config.max_grad_norm else None,
+            penalties=[WeightPenalty(l2=config.l2)] if config.l2 else (),
+            input_signature=(obs_spec, (raw_spec, adv_spec)))
+        if self.value is not None:
+            value = self.value
+
+            @tf.function(input_signature=[obs_spec])
+            def predict_value(obs):
+                return value(obs, training=False)[:, 0]
+
+            self._value = predict_value
+            self._value_step = make_train_step(
+                value, lambda y, v: tf.reduce_mean(tf.square(v[:, 0] - y)),
+                keras.optimizers.Adam(config.value_learning_rate),
+                input_signature=(obs_spec, adv_spec))
+
+    @property
+    def trace_counts(self) -> dict:
+        """Traces per compiled function: 1 each however long training runs."""
+        counts = {"act": self._sample_function.experimental_get_tracing_count(),
+                  "act_deterministic": self._mode_function.experimental_get_tracing_count(),
+                  "policy_update": self._policy_step.trace_count}
+        if self.value is not None:
+            counts["value_update"] = self._value_step.trace_count
+        return counts
+
+    # -- acting ------------------------------------------------------------------------------
+
+    def _preprocess(self, obs):
+        return preprocess(self.observation_space, obs)
+
+    def act(self, obs, deterministic: bool = False) -> np.ndarray:
+        """Actions for a batch of raw observations, as ``env.step`` takes them."""
+        x = tf.constant(self._preprocess(obs))
+        raw = (self._mode if deterministic else self._sample)(x)
+        return self.policy.to_env(raw.numpy())
+
+    def evaluate(self, env: gym.Env | None = None, episodes: int = 10,
+                 deterministic: bool = True, seed: int | None = None) -> np.ndarray:
+        """Undiscounted returns of ``episodes`` episodes played one at a time.
+
+        Args:
+          env: a single (not vector) environment; default, a new one like the training envs.
+          episodes: number of episodes, >= 1.
+          deterministic: the most likely action (mean for Box) instead of a sample.
+          seed: seed of the first reset; ``None`` draws a fresh one.
+        """
+        check_positive_int("episodes", episodes)
+        own_env = env is None
+        env = self.env_factory() if own_env else env
+        returns = []
+        try:
+            for k in range(episodes):
+                obs, _ = env.reset(seed=None if seed is None else seed + k)
+                total, done = 0.0, False
+                while not done:
+                    action = self.act(np.asarray(obs)[None], deterministic)[0]
+                    obs, reward, terminated, truncated, _ = env.step(action)
+                    total += float(reward)
+                    done = terminated or truncated
+                returns.append(total)
+        finally:
+            if own_env:
+                env.close()
+        return np.asarray(returns)
+
+    # -- learning ----------------------------------------------------------------------------
+
+    def collect(self):
+        """One on-policy batch: an episode in each sub-environment."""
+        if self.envs is None:
+            self.envs = make_vector_env(self.env_factory, self.config.num_envs,
+                                        self.config.async_envs)
+            reset_seed = self.config.seed
+        else:
+            reset_seed = None  # continue the envs' seeded RNG streams
+        act = lambda obs: self._sample(tf.constant(obs)).numpy()
+        return collect_episodes(self.envs, act, self._preprocess, self.policy.to_env,
+                                seed=reset_seed, max_steps=self.max_steps)
+
+    def update(self, batch) -> dict:
+        """One gradient step on ``batch`` (from ``collect``); returns its metrics."""
+        valid = batch.valid
+        obs = batch.obs[valid]
+        bootstrap = None
+        values = None
+        if self.value is not None:
+            flat_final = batch.final_obs.reshape(-1, batch.final_obs.shape[-1])
+            bootstrap = self._value(tf.constant(flat_final)).numpy().reshape(valid.shape)
+            values = self._value(tf.constant(obs)).numpy()
+        returns = discounted_returns(batch.rewards, batch.terminated, batch.truncated,
+                                     self.config.gamma, bootstrap)[valid]
+        advantages = returns - values if values is not None else returns
+        if self.config.normalize_returns:
+            advantages = normalize(advantages)
+        x = tf.constant(obs)
+        step = self._policy_step(x, (tf.constant(batch.raw_actions[valid]),
+                                     tf.constant(advantages, tf.float32)))
+        metrics = {"loss": float(step.loss), "grad_norm": float(step.grad_norm),
+                   "entropy": float(self._mean_entropy(x))}
+        if self.value is not None:
+            metrics["value_loss"] = float(self._value_step(x, tf.constant(returns, tf.float32)).loss)
+        self.updates += 1
+        return metrics
+
+    def train(self, total_steps: int, *, callback: Callable[[dict], None] | None = None,
+              progress: bool = False) -> list[dict]:
+        """Collects and updates until ``total_steps`` more environment steps are simulated.
+
+        Args:
+          total_steps: environment steps to run (every sub-environment step counts).
+          callback: called after each update with its metrics row; may raise ``StopIteration``
+            to end training early (e.g. once solved).
+          progress: show a tqdm progress bar with the running mean return.
+
+        Returns:
+          One metrics row per update: ``env_steps``, ``episodes``, ``mean_return`` (of this
+          update's episodes), ``mean_length``, ``loss``, ``grad_norm``, ``entropy``
+          (``value_loss`` with a baseline) and ``wall_seconds`` since ``train`` started.
+        """
+        check_positive_int("total_steps", total_steps)
+        history, start, target = [], time.perf_counter(), self.env_steps + total_steps
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, leave=False)
+        try:
+            while self.env_steps < target:
+                batch = self.collect()
+                metrics = self.update(batch)
+                self.env_steps += batch.env_steps
+                self.episodes += batch.valid.shape[1]
+                row = {"env_steps": self.env_steps, "episodes": self.episodes,
+                       "mean_return": float(batch.returns.mean()),
+                       "mean_length": float(batch.lengths.mean()), **metrics,
+                       "wall_seconds": time.perf_counter() - start,
+                       "episode_returns": batch.returns.tolist()}
+                history.append(row)
+                if bar is not None:
+                    bar.update(batch.env_steps)
+                    bar.set_postfix(mean_return=f"{row['mean_return']:.1f}")
+                if callback is not None:
+                    try:
+                        callback(row)
+                    except StopIteration:
+                        break
+        finally:
+            if bar is not None:
+                bar.close()
+        return history
+
+    def close(self):
+        if self.envs is not None:
+            self.envs.close()
+            self.envs = None
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def save(self, path) -> Path:
+        """Saves the policy (and baseline) and the config into the folder ``path``.
+
+        Each file is written atomically; ``agent.json`` is written last, so a folder with it
+        holds a complete agent. Optimizer state is not saved: ``load`` gives an agent to act,
+        evaluate or fine-tune (with fresh Adam moments).
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path / "policy.keras") as tmp:
+            self.policy.model.save(tmp)
+        if self.value is not None:
+            with atomic_path(path / "value.keras") as tmp:
+                self.value.save(tmp)
+        env = self.env_factory.env
+        meta = {"env": env if isinstance(env, str) else None,
+                "config": dataclasses.asdict(self.config),
+                "env_steps": self.env_steps, "episodes": self.episodes, "updates": self.updates}
+        atomic_write(path / "agent.json", json.dumps(meta, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path, env: str | Callable[[], gym.Env] | None = None) -> "Reinforce":
+        """Loads an agent saved with ``save``. ``env`` is needed if it was not a gymnasium id."""
+        path = Path(path)
+        meta_path = path / "agent.json"
+        if not meta_path.exists():
+            raise ValueError(f"path must be a folder written by Reinforce.save (with agent.json). "
+                             f"Received: path={str(path)!r}")
+        meta = json.loads(meta_path.read_text())
+        env = env if env is not None else meta["env"]
+        if env is None:
+            raise ValueError("env must be given: the agent was trained on an environment "
+                             "built by a callable. Received: env=None")
+        config = meta["config"]
+        config["hidden_sizes"] = tuple(config["hidden_sizes"])
+        agent = cls(env, ReinforceConfig(**config))
+        agent.policy.model.set_weights(keras.models.load_model(path / "policy.keras").get_weights())
+        if agent.value is not None:
+            agent.value.set_weights(keras.models.load_model(path / "value.keras").get_weights())
+        agent.env_steps, agent.episodes, agent.updates = (
+            meta["env_steps"], meta["episodes"], meta["updates"])
+        return agent

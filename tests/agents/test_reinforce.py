@@ -1,0 +1,154 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from agents import Reinforce, ReinforceConfig
+from agents.policies import CategoricalPolicy
+from agents.reinforce import reinforce_loss
+from agents.rollout import EnvFactory, collect_episodes, make_vector_env
+
+
+class Counter(gym.Env):
+    """obs = step count, reward 1 per step, never terminates (a time limit cuts it)."""
+    observation_space = gym.spaces.Box(0, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t], np.float32), 1.0, False, False, {}
+
+
+def test_collector_marks_truncation_and_keeps_the_final_observation():
+    envs = make_vector_env(EnvFactory(Counter, max_episode_steps=3), 2)
+    batch = collect_episodes(envs, lambda obs: np.zeros(len(obs), np.int32),
+                             lambda obs: np.asarray(obs, np.float32), lambda a: a,
+                             seed=0, max_steps=10)
+    np.testing.assert_array_equal(batch.truncated[:, 0], [False, False, True])
+    assert not batch.terminated.any() and batch.valid.all()
+    # The last observation of the cut episode, not the first of the next one.
+    np.testing.assert_array_equal(batch.final_obs[2, :, 0], [3.0, 3.0])
+    np.testing.assert_array_equal(batch.returns, [3.0, 3.0])
+    assert batch.env_steps == 6
+
+
+def test_policy_gradient_of_a_bandit_against_finite_differences():
+    # One state, two actions with rewards r; J(theta) = sum_a pi(a) r_a. Feeding each action
+    # once with advantage 2 pi(a) r_a makes the mean in the loss an exact expectation, so the
+    # loss gradient must equal -dJ/dtheta.
+    tf.keras.utils.set_random_seed(0)
+    policy = CategoricalPolicy.build(1, gym.spaces.Discrete(2), (3,), "tanh")
+    x = tf.ones((2, 1))
+    r = np.array([1.0, 3.0])
+    expected_return = lambda: float(tf.reduce_sum(tf.nn.softmax(policy.model(x[:1]))[0] * r))
+    probs = tf.nn.softmax(policy.model(x[:1]))[0].numpy()
+    with tf.GradientTape() as tape:
+        loss = reinforce_loss(policy, policy.model(x), tf.constant([0, 1]),
+                              tf.constant(2 * probs * r, tf.float32))
+    grads = tape.gradient(loss, policy.model.trainable_variables)
+    h = 1e-3
+    for v, g in zip(policy.model.trainable_variables, grads):
+        base = v.numpy()
+        for idx in np.ndindex(base.shape):
+            shifted = base.copy()
+            shifted[idx] += h
+            v.assign(shifted)
+            up = expected_return()
+            shifted[idx] -= 2 * h
+            v.assign(shifted)
+            down = expected_return()
+            v.assign(base)
+            np.testing.assert_allclose(-g.numpy()[idx], (up - down) / (2 * h), atol=2e-4)
+
+
+def _short_run(seed, updates=3, **config):
+    agent = Reinforce("CartPole-v1", ReinforceConfig(seed=seed, **config))
+    history = []
+    for _ in range(updates):
+        batch = agent.collect()
+        agent.update(batch)
+        history.append(batch.returns.tolist())
+    agent.close()
+    return agent, history
+
+
+def test_same_seed_same_returns_other_seed_other_returns():
+    _, first = _short_run(3, baseline=True)
+    _, again = _short_run(3, baseline=True)
+    _, other = _short_run(4, baseline=True)
+    assert first == again
+    assert first != other
+
+
+def test_compiled_functions_trace_once():
+    agent = Reinforce("CartPole-v1", ReinforceConfig(seed=0, baseline=True, max_grad_norm=1.0))
+    agent.train(3000)
+    agent.evaluate(episodes=1)
+    assert agent.trace_counts == {"act": 1, "act_deterministic": 1, "policy_update": 1,
+                                  "value_update": 1}
+    agent.close()
+
+
+def test_save_and_load_give_identical_actions(tmp_path, rng):
+    agent, _ = _short_run(0, updates=2, baseline=True)
+    agent.save(tmp_path / "agent")
+    loaded = Reinforce.load(tmp_path / "agent")
+    obs = rng.normal(size=(32, 4)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.act(obs, deterministic=True),
+                                  agent.act(obs, deterministic=True))
+    np.testing.assert_array_equal(loaded.policy.model(obs), agent.policy.model(obs))
+    np.testing.assert_array_equal(loaded.value(obs), agent.value(obs))
+    assert loaded.config == agent.config and loaded.env_steps == agent.env_steps
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"gamma": 0.0}, r"gamma must be in \(0\.0, 1\.0\]"),
+    ({"gamma": 1.01}, r"gamma must be in \(0\.0, 1\.0\]"),
+    ({"num_envs": 0}, "num_envs must be an integer >= 1"),
+    ({"learning_rate": -1e-3}, "learning_rate must be > 0"),
+    ({"hidden_sizes": ()}, "hidden_sizes must be one or more"),
+])
+def test_invalid_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ReinforceConfig(**kwargs)
+
+
+def test_unsupported_spaces_and_missing_time_limit_fail_before_training():
+    class MultiBinaryEnv(Counter):
+        action_space = gym.spaces.MultiBinary(2)
+
+    with pytest.raises(ValueError, match="action space must be Discrete or a floating-point Box"):
+        Reinforce(lambda: gym.wrappers.TimeLimit(MultiBinaryEnv(), 5))
+    with pytest.raises(ValueError, match="no time limit: set max_episode_steps"):
+        Reinforce(Counter)
+    with pytest.raises(ValueError, match="path must be a folder written by Reinforce.save"):
+        Reinforce.load("/nonexistent/agent")
+
+
+def _learns(env_id, steps, **config):
+    agent = Reinforce(env_id, ReinforceConfig(seed=0, **config))
+    untrained = agent.evaluate(episodes=10, deterministic=False, seed=1000).mean()
+    history = agent.train(steps)
+    agent.close()
+    late = np.mean([r for row in history[-3:] for r in row["episode_returns"]])
+    return untrained, late
+
+
+def test_slow_cartpole_learns_with_fixed_seed_and_budget():
+    untrained, late = _learns("CartPole-v1", 40_000)
+    assert untrained < 40 and late > 200
+
+
+def test_slow_acrobot_discrete_learns_with_fixed_seed_and_budget():
+    untrained, late = _learns("Acrobot-v1", 40_000)
+    assert untrained == -500 and late > -250
+
+
+def test_slow_inverted_pendulum_box_learns_with_fixed_seed_and_budget():
+    untrained, late = _learns("InvertedPendulum-v5", 40_000)
+    assert untrained < 15 and late > 5 * untrained
