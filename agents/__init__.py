@@ -5,6 +5,14 @@ policies in ``policies``; returns-to-go in ``returns``; episode collection from 
 environments in ``rollout``.
 """
 
-from agents.reinforce import Reinforce, ReinforceConfig
-
 __all__ = ["Reinforce", "ReinforceConfig"]
+
+
+def __getattr__(name):
+    # Lazy, so that AsyncVectorEnv workers unpickling agents.rollout.EnvFactory do not import
+    # TensorFlow (seconds per worker) just to build an environment.
+    if name in __all__:
+        from agents import reinforce
+
+        return getattr(reinforce, name)
+    raise AttributeError(f"module 'agents' has no attribute {name!r}")

@@ -39,9 +39,10 @@ import tensorflow as tf
 
 from agents.policies import observation_size, policy_class, preprocess, mlp
 from agents.returns import discounted_returns, normalize
-from agents.rollout import EnvFactory, collect_episodes, make_vector_env
+from agents.rollout import (VECTORIZATION_MODES, EnvFactory, collect_episodes,
+                            make_vector_env)
 from lab.atomic import atomic_path, atomic_write
-from lab.checks import check_in_range, check_positive, check_positive_int
+from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int
 from lab.regularizers import WeightPenalty
 from lab.seeding import seed_everything
 from lab.training import make_train_step
@@ -55,8 +56,10 @@ class ReinforceConfig:
     activation: str = field(default="tanh", metadata={"help": "hidden layer activation"})
     learning_rate: float = field(default=0.02, metadata={"help": "policy Adam learning rate"})
     gamma: float = field(default=0.99, metadata={"help": "discount factor, in (0, 1]"})
-    num_envs: int = field(default=8, metadata={"help": "episodes per update (vector envs)"})
-    async_envs: bool = field(default=False, metadata={"help": "AsyncVectorEnv (processes)"})
+    num_envs: int = field(default=16, metadata={"help": "episodes per update (vector envs)"})
+    vectorization: str = field(default="auto", metadata={
+        "help": "native (env's own vector implementation), sync, async (processes), or auto: "
+                "native where gymnasium has one, else sync"})
     normalize_returns: bool = field(default=True, metadata={"help": "standardize advantages"})
     baseline: bool = field(default=False, metadata={"help": "learned value baseline"})
     value_learning_rate: float = field(default=0.01, metadata={"help": "baseline learning rate"})
@@ -77,6 +80,7 @@ class ReinforceConfig:
         check_positive("value_learning_rate", self.value_learning_rate)
         check_in_range("gamma", self.gamma, 0.0, 1.0, lo_open=True)
         check_positive_int("num_envs", self.num_envs)
+        check_one_of("vectorization", self.vectorization, VECTORIZATION_MODES)
         check_positive("entropy_coef", self.entropy_coef, allow_zero=True)
         check_positive("l2", self.l2, allow_zero=True)
         if self.max_grad_norm is not None:
@@ -111,7 +115,7 @@ class Reinforce:
 
     Args:
       env: a registered gymnasium id (``"CartPole-v1"``) or a callable returning a
-        ``gym.Env`` (picklable if ``async_envs``).
+        ``gym.Env`` (picklable if ``vectorization="async"``).
       config: a ``ReinforceConfig``.
 
     Raises:
@@ -254,7 +258,7 @@ class Reinforce:
         """One on-policy batch: an episode in each sub-environment."""
         if self.envs is None:
             self.envs = make_vector_env(self.env_factory, self.config.num_envs,
-                                        self.config.async_envs)
+                                        self.config.vectorization)
             reset_seed = self.config.seed
         else:
             reset_seed = None  # continue the envs' seeded RNG streams

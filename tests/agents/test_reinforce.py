@@ -24,8 +24,11 @@ class Counter(gym.Env):
         return np.array([self.t], np.float32), 1.0, False, False, {}
 
 
-def test_collector_marks_truncation_and_keeps_the_final_observation():
-    envs = make_vector_env(EnvFactory(Counter, max_episode_steps=3), 2)
+@pytest.mark.parametrize("mode", [gym.vector.AutoresetMode.SAME_STEP,
+                                  gym.vector.AutoresetMode.NEXT_STEP])
+def test_collector_marks_truncation_and_keeps_the_final_observation(mode):
+    envs = gym.vector.SyncVectorEnv([EnvFactory(Counter, max_episode_steps=3)] * 2,
+                                    autoreset_mode=mode)
     batch = collect_episodes(envs, lambda obs: np.zeros(len(obs), np.int32),
                              lambda obs: np.asarray(obs, np.float32), lambda a: a,
                              seed=0, max_steps=10)
@@ -35,6 +38,23 @@ def test_collector_marks_truncation_and_keeps_the_final_observation():
     np.testing.assert_array_equal(batch.final_obs[2, :, 0], [3.0, 3.0])
     np.testing.assert_array_equal(batch.returns, [3.0, 3.0])
     assert batch.env_steps == 6
+
+
+@pytest.mark.parametrize("mode", ["native", "sync", "async"])
+def test_every_vectorization_mode_collects_whole_episodes(mode):
+    agent = Reinforce("CartPole-v1", ReinforceConfig(seed=0, num_envs=3, vectorization=mode))
+    batch = agent.collect()
+    agent.close()
+    lengths = batch.lengths
+    assert np.all(lengths >= 8) and batch.valid.shape[0] == lengths.max()
+    # CartPole pays 1 per step until it falls: return equals length, nothing after the end.
+    np.testing.assert_array_equal(batch.returns, lengths)
+    assert batch.terminated[lengths - 1, np.arange(3)].all()
+
+
+def test_native_mode_needs_an_env_that_has_one():
+    with pytest.raises(ValueError, match="mode='native' needs a gymnasium id"):
+        make_vector_env(EnvFactory(Counter, max_episode_steps=3), 2, "native")
 
 
 def test_policy_gradient_of_a_bandit_against_finite_differences():
@@ -140,12 +160,13 @@ def _learns(env_id, steps, **config):
 
 
 def test_slow_cartpole_learns_with_fixed_seed_and_budget():
-    untrained, late = _learns("CartPole-v1", 40_000)
+    untrained, late = _learns("CartPole-v1", 60_000)
     assert untrained < 40 and late > 200
 
 
 def test_slow_acrobot_discrete_learns_with_fixed_seed_and_budget():
-    untrained, late = _learns("Acrobot-v1", 40_000)
+    # Failed Acrobot episodes last 500 steps: 8 per update leaves room for enough updates.
+    untrained, late = _learns("Acrobot-v1", 30_000, num_envs=8)
     assert untrained == -500 and late > -250
 
 

@@ -33,3 +33,20 @@ def test_invalid_values_are_usage_errors_that_name_the_field(capsys):
     assert "lr must be > 0. Received: lr=-1.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_config(Config, ["--total-steps", "many"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    runs: int = 2
+    inner: Config = dataclasses.field(default=Config(), metadata={"cli_exclude": ("seeds",)})
+
+
+def test_nested_dataclass_fields_become_flags_except_excluded_ones(capsys):
+    config = parse_config(Outer, ["--runs", "3", "--lr", "0.2", "--quick"])
+    assert config == Outer(runs=3, inner=Config(lr=0.2, quick=True))
+    with pytest.raises(SystemExit):
+        parse_config(Outer, ["--seeds", "1"])
+    assert "unrecognized arguments: --seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(Outer, ["--lr", "0"])
+    assert "lr must be > 0" in capsys.readouterr().err
