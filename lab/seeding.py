@@ -15,6 +15,9 @@ def seed_everything(seed: int) -> np.random.Generator:
     Environments and data pipelines take the seed explicitly as well (``env.reset(seed=...)``,
     ``dataset.shuffle(seed=...)``); this covers the global generators.
 
+    Call it before building models and compiling functions: ``tf.random.set_seed`` clears
+    TensorFlow's caches of traced functions, so seeding afterwards costs a retrace of each.
+
     Args:
       seed: a non-negative integer.
 

@@ -11,6 +11,17 @@ def test_atomic_write_replaces_the_file(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["summary.json"]
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "metrics.csv", "a,b\n")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_a_crash_mid_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     path = tmp_path / "model.keras"
     path.write_text("trained weights")
