@@ -97,13 +97,14 @@ class NumpyReinforce:
 def solve_with_gradlab(seed):
     from agents import Reinforce, ReinforceConfig
 
+    start = time.perf_counter()  # from construction: model building and compiling count too
     agent = Reinforce("CartPole-v1", ReinforceConfig(seed=seed))
     recent, result = [], {}
 
     def stop_when_solved(row):
         recent.extend(row["episode_returns"])
         if len(recent) >= 100 and np.mean(recent[-100:]) >= THRESHOLD:
-            result.update(seconds=row["wall_seconds"], steps=row["env_steps"])
+            result.update(seconds=time.perf_counter() - start, steps=row["env_steps"])
             raise StopIteration
 
     agent.train(MAX_STEPS, callback=stop_when_solved)
