@@ -50,3 +50,17 @@ def test_nested_dataclass_fields_become_flags_except_excluded_ones(capsys):
     with pytest.raises(SystemExit):
         parse_config(Outer, ["--lr", "0"])
     assert "lr must be > 0" in capsys.readouterr().err
+
+
+def test_every_listed_experiment_has_a_main_that_parses_its_defaults():
+    import importlib
+
+    from experiments.__main__ import EXPERIMENTS
+
+    for name, argv in EXPERIMENTS.items():
+        module = importlib.import_module(f"experiments.{name}")
+        config_cls = next(v for k, v in vars(module).items()
+                          if k.endswith("Config") and isinstance(v, type)
+                          and dataclasses.is_dataclass(v) and v.__module__ == module.__name__)
+        assert parse_config(config_cls, argv) is not None
+        assert callable(module.main)
