@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
@@ -299,7 +300,7 @@ class Reinforce:
           total_steps: environment steps to run (every sub-environment step counts).
           callback: called after each update with its metrics row; may raise ``StopIteration``
             to end training early (e.g. once solved).
-          progress: show a tqdm progress bar with the running mean return.
+          progress: show a tqdm progress bar with the mean return of the last 100 episodes.
 
         Returns:
           One metrics row per update: ``env_steps``, ``episodes``, ``mean_return`` (of this
@@ -308,6 +309,7 @@ class Reinforce:
         """
         check_positive_int("total_steps", total_steps)
         history, start, target = [], time.perf_counter(), self.env_steps + total_steps
+        last_100 = deque(maxlen=100)  # for the progress bar: gymnasium's "solved" window
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -325,8 +327,9 @@ class Reinforce:
                        "episode_returns": batch.returns.tolist()}
                 history.append(row)
                 if bar is not None:
-                    bar.update(batch.env_steps)
-                    bar.set_postfix(mean_return=f"{row['mean_return']:.1f}")
+                    last_100.extend(row["episode_returns"])
+                    bar.update(min(batch.env_steps, bar.total - bar.n))  # last batch overshoots
+                    bar.set_postfix(mean_return_last_100=f"{np.mean(last_100):.1f}")
                 if callback is not None:
                     try:
                         callback(row)
