@@ -92,41 +92,38 @@ def clip_gradient_norm(x, max_norm):
     return _clip(x)
 
 
+class _ShapePreservingLayer(keras.layers.Layer):
+    """Applies ``self.function`` (set by subclasses); the output has the input's shape."""
+
+    function = staticmethod(tf.identity)
+
+    def call(self, inputs):
+        return self.function(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 @keras.saving.register_keras_serializable(package="gradlab")
-class CustomReLU(keras.layers.Layer):
+class CustomReLU(_ShapePreservingLayer):
     """Layer form of ``custom_relu``."""
-
-    def call(self, inputs):
-        return custom_relu(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    function = staticmethod(custom_relu)
 
 
 @keras.saving.register_keras_serializable(package="gradlab")
-class StraightThroughSign(keras.layers.Layer):
+class StraightThroughSign(_ShapePreservingLayer):
     """Layer form of ``straight_through_sign``."""
-
-    def call(self, inputs):
-        return straight_through_sign(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    function = staticmethod(straight_through_sign)
 
 
 @keras.saving.register_keras_serializable(package="gradlab")
-class StraightThroughRound(keras.layers.Layer):
+class StraightThroughRound(_ShapePreservingLayer):
     """Layer form of ``straight_through_round``."""
-
-    def call(self, inputs):
-        return straight_through_round(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    function = staticmethod(straight_through_round)
 
 
 @keras.saving.register_keras_serializable(package="gradlab")
-class GradientReversal(keras.layers.Layer):
+class GradientReversal(_ShapePreservingLayer):
     """Layer form of ``gradient_reversal``."""
 
     def __init__(self, scale=1.0, **kwargs):
@@ -137,15 +134,12 @@ class GradientReversal(keras.layers.Layer):
     def call(self, inputs):
         return gradient_reversal(inputs, self.scale)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
 
 
 @keras.saving.register_keras_serializable(package="gradlab")
-class ClipGradientNorm(keras.layers.Layer):
+class ClipGradientNorm(_ShapePreservingLayer):
     """Layer form of ``clip_gradient_norm``."""
 
     def __init__(self, max_norm, **kwargs):
@@ -155,9 +149,6 @@ class ClipGradientNorm(keras.layers.Layer):
 
     def call(self, inputs):
         return clip_gradient_norm(inputs, self.max_norm)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         return {**super().get_config(), "max_norm": self.max_norm}
