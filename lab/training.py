@@ -2,6 +2,8 @@
 
 ``make_train_step`` returns a ``TrainStep``: call it on a batch, ``step(x, y)``. One call:
 
+0. optionally replaces the batch by ``perturb(x, y)`` (adversarial examples, outside the
+   tape: the perturbed batch is a constant for the weight update);
 1. runs the model with ``training=True`` on a tape and computes the data loss;
 2. adds ``model.losses`` and the given penalties (``lab.regularizers.regularized_loss``);
 3. takes the gradient, measures its global norm *before* any clipping;
@@ -12,6 +14,12 @@
 It returns ``StepOutput(loss, grad_norm, applied)``. The step is one ``tf.function``: it traces
 once per input signature (``step.trace_count`` says how often it has), so give batches a fixed
 shape (``drop_remainder=True``) or pass ``input_signature``.
+
+Under a ``tf.distribute.Strategy`` (``strategy=``), call the step on distributed batches
+(``strategy.experimental_distribute_dataset``). Each replica's loss is its share of the global
+batch mean (``tf.nn.compute_average_loss``); gradients are summed across replicas *before*
+the norm, the transform and the finiteness check, so clipping and skipping see the global
+gradient and every replica takes the same branch.
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ class StepOutput(NamedTuple):
 class TrainStep:
     """A compiled training step; build it with ``make_train_step``."""
 
-    def __init__(self, model, loss_fn, optimizer, transform, penalties, input_signature):
+    def __init__(self, model, loss_fn, optimizer, transform, penalties, input_signature,
+                 perturb=None, strategy=None):
         if not model.trainable_variables:
             raise ValueError(
                 "model must be built and have trainable variables before make_train_step "
@@ -44,19 +53,22 @@ class TrainStep:
             if not callable(penalty):
                 raise ValueError(f"every penalty must be callable as penalty(model, x, y). "
                                  f"Received: penalties[{i}]={penalty!r}")
-        if transform is not None and not callable(transform):
-            raise ValueError(f"transform must be callable as transform(grads, params). "
-                             f"Received: transform={transform!r}")
+        for name, fn in (("transform", transform), ("perturb", perturb)):
+            if fn is not None and not callable(fn):
+                raise ValueError(f"{name} must be callable. Received: {name}={fn!r}")
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.transform = transform
         self.penalties = tuple(penalties)
+        self.perturb = perturb
+        self.strategy = strategy
         # Optimizer slots must exist before tracing: variables cannot be created inside the
         # tf.cond that skips non-finite updates.
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
-        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
+        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps",
+                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self._step = tf.function(self._update, input_signature=input_signature)
 
     def __call__(self, x, y) -> StepOutput:
@@ -68,33 +80,68 @@ class TrainStep:
         return self._step.experimental_get_tracing_count()
 
     def _update(self, x, y):
-        variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
-            data_loss = self.loss_fn(y, self.model(x, training=True))
-            if data_loss.shape.rank:  # per-example losses
-                data_loss = tf.reduce_mean(data_loss)
-            penalties = [p(self.model, x, y) for p in self.penalties]
-            loss = regularized_loss(data_loss, self.model, penalties)
-        grads = tape.gradient(loss, variables)
-        grad_norm = global_norm(grads)
-        if self.transform is not None:
-            grads = self.transform(grads, variables)
-        finite = tf.math.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
+        strategy = self.strategy or tf.distribute.get_strategy()  # the default: one device
+        loss, grads, grad_norm, finite = strategy.run(self._gradients, args=(x, y))
+        # Every replica holds the same summed gradient and decision. The tf.cond sits in
+        # cross-replica context: inside strategy.run a branch may not hold the optimizer's
+        # merge_call (Keras's LossScaleOptimizer does the same).
+        first = lambda value: strategy.experimental_local_results(value)[0]
+        replicas = strategy.num_replicas_in_sync
+
+        def apply_shares(grads):
+            if replicas > 1:
+                # Keras sums gradients over replicas when it applies them: give it each
+                # replica's share of the already summed (and transformed) gradient.
+                grads = [None if g is None else g / replicas for g in grads]
+            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
 
         def apply():
-            self.optimizer.apply_gradients(zip(grads, variables))
+            strategy.extended.call_for_each_replica(apply_shares, args=(grads,))
             return tf.constant(True)
 
         def skip():
             self.skipped.assign_add(1)
             return tf.constant(False)
 
-        applied = tf.cond(finite, apply, skip)
-        return StepOutput(loss, grad_norm, applied)
+        with strategy.scope():
+            applied = tf.cond(first(finite), apply, skip)
+        return StepOutput(strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                          first(grad_norm), applied)
+
+    def _gradients(self, x, y):
+        """Loss, (replica-summed, transformed) gradients, pre-transform norm, finiteness."""
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        if self.perturb is not None:
+            x, y = self.perturb(x, y)
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            data_loss = self.loss_fn(y, self.model(x, training=True))
+            if replicas > 1:  # this replica's share of the global batch mean
+                data_loss = tf.nn.compute_average_loss(data_loss)
+            elif data_loss.shape.rank:  # per-example losses
+                data_loss = tf.reduce_mean(data_loss)
+            penalties = [p(self.model, x, y) / replicas for p in self.penalties]
+            model_losses = [t / replicas for t in self.model.losses]
+            loss = regularized_loss(data_loss, None, model_losses + penalties)
+        grads = list(tape.gradient(loss, variables))
+        total_loss = loss
+        if replicas > 1:
+            present = [i for i, g in enumerate(grads) if g is not None]
+            summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+            for i, g in zip(present, summed):
+                grads[i] = g
+            total_loss = context.all_reduce(tf.distribute.ReduceOp.SUM, loss)
+        grad_norm = global_norm(grads)
+        if self.transform is not None:
+            grads = self.transform(grads, variables)
+        finite = tf.math.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(grad_norm))
+        return loss, grads, grad_norm, finite
 
 
 def make_train_step(model, loss_fn: Callable, optimizer, *, transform: Callable | None = None,
-                    penalties: Sequence[Callable] = (), input_signature=None) -> TrainStep:
+                    penalties: Sequence[Callable] = (), input_signature=None,
+                    perturb: Callable | None = None, strategy=None) -> TrainStep:
     """Builds a compiled training step for ``model``.
 
     Args:
@@ -107,8 +154,15 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, transform: Callable 
         ``lab.regularizers.WeightPenalty(l2=1e-4)``. ``model.losses`` are always added.
       input_signature: optional ``(x_spec, y_spec)`` of ``tf.TensorSpec`` to trace only once,
         e.g. with a ``None`` batch dimension.
+      perturb: optional ``perturb(x, y) -> (x, y)`` applied to the batch before the tape, e.g.
+        an attack for adversarial training (which may also grow the batch, as a clean plus
+        adversarial mix does).
+      strategy: optional ``tf.distribute.Strategy``; build the model and optimizer under its
+        scope and call the step on distributed batches. ``loss_fn`` must then return
+        per-example losses.
 
     Returns:
       A ``TrainStep``; ``step(x, y)`` returns ``StepOutput(loss, grad_norm, applied)``.
     """
-    return TrainStep(model, loss_fn, optimizer, transform, penalties, input_signature)
+    return TrainStep(model, loss_fn, optimizer, transform, penalties, input_signature,
+                     perturb, strategy)

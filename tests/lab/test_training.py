@@ -104,3 +104,68 @@ def test_unbuilt_model_and_bad_penalty_are_rejected():
         make_train_step(unbuilt, _loss_fn, keras.optimizers.SGD(0.1))
     with pytest.raises(ValueError, match=r"penalties\[0\]"):
         make_train_step(_model(), _loss_fn, keras.optimizers.SGD(0.1), penalties=[0.1])
+
+
+def test_perturb_replaces_the_batch_before_the_tape(rng):
+    model, reference = _model(), _model()
+    x, y = _batch(rng)
+    shifted = make_train_step(model, _loss_fn, keras.optimizers.SGD(0.1),
+                              perturb=lambda x, y: (tf.concat([x, x + 1.0], 0),
+                                                    tf.concat([y, y], 0)))
+    plain = make_train_step(reference, _loss_fn, keras.optimizers.SGD(0.1))
+    np.testing.assert_allclose(shifted(x, y).loss,
+                               plain(tf.concat([x, x + 1.0], 0), tf.concat([y, y], 0)).loss,
+                               rtol=1e-6)
+    for a, b in zip(model.trainable_variables, reference.trainable_variables):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+MIRRORED_SCRIPT = r"""
+import os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import keras, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from lab.training import make_train_step
+from lab.transforms import ClipByGlobalNorm
+
+loss_fn = lambda y, logits: keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 4)).astype(np.float32)
+y = rng.integers(0, 3, size=64).astype(np.int32)
+
+def build():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+                             keras.layers.Dense(3, kernel_regularizer=keras.regularizers.L2(0.01))])
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    mirrored = build()
+    step = make_train_step(mirrored, loss_fn, keras.optimizers.Adam(0.01),
+                           transform=ClipByGlobalNorm(0.5), strategy=strategy)
+single = build()
+single_step = make_train_step(single, loss_fn, keras.optimizers.Adam(0.01),
+                              transform=ClipByGlobalNorm(0.5))
+data = strategy.experimental_distribute_dataset(
+    tf.data.Dataset.from_tensor_slices((x, y)).batch(16))
+for (xd, yd), start in zip(data, range(0, 64, 16)):
+    out = step(xd, yd)
+    ref = single_step(x[start:start + 16], y[start:start + 16])
+    np.testing.assert_allclose(out.loss, ref.loss, rtol=1e-5)
+    np.testing.assert_allclose(out.grad_norm, ref.grad_norm, rtol=1e-5)
+for a, b in zip(mirrored.trainable_variables, single.trainable_variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+print("replicas", strategy.num_replicas_in_sync)
+"""
+
+
+def test_mirrored_strategy_over_two_cpus_matches_one_device():
+    # Logical devices must be set before TensorFlow starts, so this runs in a fresh process.
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2" in result.stdout
