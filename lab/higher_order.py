@@ -27,12 +27,12 @@ References:
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import tensorflow as tf
 
 from lab.checks import check_positive, check_positive_int
+from lab.compile_cache import cached_function
 from lab.variables import as_list, flatten, unflatten
 
 _ZERO = tf.UnconnectedGradients.ZERO
@@ -200,22 +200,11 @@ def newton_step(f: Callable, variables, damping=0.0):
     return _mirror(unflatten(step, vs), single)
 
 
-# Compiled HVPs per loss closure: a caller that measures curvature every few hundred steps
-# with the same closure pays for one trace, not one per call. Weak keys: a closure that is
-# dropped takes its compiled function with it.
-_COMPILED_HVPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _compiled_hvp(f, vs):
-    """``hvp`` of ``f`` over fixed variables as one cached ``tf.function``."""
-    try:
-        per_closure = _COMPILED_HVPS.setdefault(f, {})
-    except TypeError:  # not weak-referenceable: compile without caching
-        per_closure = {}
-    key = tuple(v.ref() for v in vs)
-    if key not in per_closure:
-        per_closure[key] = tf.function(lambda tangents: hvp(f, vs, tangents))
-    return per_closure[key]
+    """``hvp`` of ``f`` over fixed variables as one ``tf.function``, cached per closure: a
+    caller measuring curvature every few hundred steps with the same ``f`` traces once."""
+    return cached_function(f, ("hvp", tuple(v.ref() for v in vs)),
+                           lambda: tf.function(lambda tangents: hvp(f, vs, tangents)))
 
 
 def _dot(a, b):
