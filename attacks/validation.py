@@ -1,0 +1,65 @@
+"""Argument checks shared by the attacks: clear errors before anything is compiled."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from lab.checks import check_in_range
+
+
+def num_classes(model) -> int:
+    """The number of logits ``model`` returns."""
+    return int(model.output_shape[-1])
+
+
+def check_attack_arguments(model, x, y, eps, *, clip, targeted):
+    """Validates an attack call; returns ``(x, y)`` as float and int32 tensors (``y`` may be
+    ``None``)."""
+    lo, hi = clip
+    if not lo < hi:
+        raise ValueError(f"clip must be (lo, hi) with lo < hi. Received: clip={clip!r}")
+    check_in_range("eps", eps, 0.0, hi - lo)
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        x = tf.cast(x, tf.float32)
+    if x.shape.rank is None or x.shape.rank < 2:
+        raise ValueError(f"x must be a batch (rank >= 2). Received: x with shape {x.shape}")
+    x_min, x_max = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+    if x_min < lo or x_max > hi:
+        raise ValueError(f"x must lie in clip=[{lo}, {hi}]. Received: x with values in "
+                         f"[{x_min:.4g}, {x_max:.4g}]")
+    if y is None:
+        if targeted:
+            raise ValueError("y must be given for a targeted attack (the target labels). "
+                             "Received: y=None")
+        return x, None
+    y = tf.convert_to_tensor(y)
+    if y.dtype.is_floating or y.shape.rank != 1:
+        raise ValueError(f"y must be a vector of integer labels. Received: y with shape "
+                         f"{y.shape} and dtype {y.dtype.name}")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x and y must hold the same number of examples. Received: "
+                         f"{x.shape[0]} images and {y.shape[0]} labels")
+    classes = num_classes(model)
+    y_np = y.numpy()
+    if y_np.size and (y_np.min() < 0 or y_np.max() >= classes):
+        raise ValueError(f"labels must be in [0, {classes}) for a model with {classes} outputs. "
+                         f"Received: labels in [{y_np.min()}, {y_np.max()}]")
+    return x, tf.cast(y, tf.int32)
+
+
+def labels_or_predictions(model, x, y):
+    """``y``, or the model's predicted labels when ``y`` is ``None``."""
+    if y is not None:
+        return y
+    return tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
+
+
+def new_seed(seed) -> int:
+    """``seed`` as an int, or a fresh one from NumPy's global generator."""
+    if seed is None:
+        return int(np.random.randint(0, 2**31 - 1))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None. Received: seed={seed!r}")
+    return int(seed)
