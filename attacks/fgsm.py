@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from attacks.validation import check_attack_arguments, labels_or_predictions, new_seed
+from attacks.validation import (attack_signature, check_attack_arguments,
+                                labels_or_predictions, new_seed)
 from lab.compile_cache import cached_function
 from lab.higher_order import input_gradient
 
@@ -67,7 +68,8 @@ def uniform_start(x, eps, seed, clip=(0.0, 1.0)):
 
 
 def _build_fgsm(model, targeted, random_start, clip):
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=attack_signature(model, tf.float32, tf.float32)
+                 + [tf.TensorSpec([2], tf.int64)])
     def attack(x, y, eps, step, seed):
         start = uniform_start(x, eps, seed, clip) if random_start else x
         return sign_step(model, start, x, y, eps, step, targeted=targeted, clip=clip)

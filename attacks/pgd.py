@@ -17,7 +17,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from attacks.fgsm import cross_entropy, sign_step, uniform_start
-from attacks.validation import check_attack_arguments, labels_or_predictions, new_seed
+from attacks.validation import (attack_signature, check_attack_arguments,
+                                labels_or_predictions, new_seed)
 from lab.checks import check_positive, check_positive_int
 from lab.compile_cache import cached_function
 
@@ -33,7 +34,8 @@ def pgd_steps(model, x, y, eps, steps, step_size, seed, *, random_start=True, ta
 
 
 def _build_pgd(model, random_start, targeted, clip):
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=attack_signature(
+        model, tf.float32, tf.int32, tf.float32, tf.int32, tf.int64))
     def attack(x, y, eps, steps, step_size, restarts, seed):
         best = x
         best_score = tf.fill(tf.shape(y), tf.constant(-float("inf"), x.dtype))

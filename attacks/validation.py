@@ -20,9 +20,7 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted):
     if not lo < hi:
         raise ValueError(f"clip must be (lo, hi) with lo < hi. Received: clip={clip!r}")
     check_in_range("eps", eps, 0.0, hi - lo)
-    x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating:
-        x = tf.cast(x, tf.float32)
+    x = tf.cast(tf.convert_to_tensor(x), tf.float32)
     if x.shape.rank is None or x.shape.rank < 2:
         raise ValueError(f"x must be a batch (rank >= 2). Received: x with shape {x.shape}")
     x_min, x_max = float(tf.reduce_min(x)), float(tf.reduce_max(x))
@@ -47,6 +45,14 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted):
         raise ValueError(f"labels must be in [0, {classes}) for a model with {classes} outputs. "
                          f"Received: labels in [{y_np.min()}, {y_np.max()}]")
     return x, tf.cast(y, tf.int32)
+
+
+def attack_signature(model, *scalars):
+    """``tf.function`` input signature: a float32 batch of the model's input shape (any batch
+    size), int32 labels, then scalar specs of the given dtypes. One trace per model."""
+    x_spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+    return [x_spec, tf.TensorSpec([None], tf.int32),
+            *[tf.TensorSpec([], dtype) for dtype in scalars]]
 
 
 def labels_or_predictions(model, x, y):
