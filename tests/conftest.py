@@ -50,3 +50,21 @@ def finite_difference_grad(f, variables, h=1e-6):
             v.assign(base)
         grads.append(g)
     return grads
+
+
+@pytest.fixture
+def fresh_process():
+    """``fresh_process(script, expect)``: see ``run_in_fresh_process``."""
+    return run_in_fresh_process
+
+
+def run_in_fresh_process(script: str, expect: str, timeout: int = 600):
+    """Runs ``script`` with a new Python (e.g. to configure logical devices, which must happen
+    before TensorFlow starts) and checks it succeeds and prints ``expect``."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert expect in result.stdout

@@ -4,20 +4,9 @@ import pytest
 import tensorflow as tf
 
 from attacks.fgsm import cross_entropy, fgsm
-from attacks.models import small_cnn
 from attacks.pgd import pgd
 
 TOL = 1e-6  # float32 rounding of x +- eps
-
-
-@pytest.fixture(scope="module")
-def cnn_batch():
-    keras.utils.set_random_seed(0)
-    model = small_cnn()
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, size=(32, 28, 28, 1)).astype(np.float32)
-    y = rng.integers(0, 10, size=32).astype(np.int32)
-    return model, x, y
 
 
 def _linear_model(rng):

@@ -8,16 +8,6 @@ from attacks.pgd import _build_pgd, pgd
 from lab.compile_cache import cached_function
 
 
-@pytest.fixture(scope="module")
-def cnn_batch():
-    keras.utils.set_random_seed(0)
-    model = small_cnn()
-    rng = np.random.default_rng(1)
-    x = rng.uniform(0, 1, size=(32, 28, 28, 1)).astype(np.float32)
-    y = rng.integers(0, 10, size=32).astype(np.int32)
-    return model, x, y
-
-
 def test_one_step_without_random_start_and_step_eps_is_fgsm(cnn_batch):
     model, x, y = cnn_batch
     np.testing.assert_array_equal(

@@ -160,12 +160,6 @@ print("replicas", strategy.num_replicas_in_sync)
 """
 
 
-def test_mirrored_strategy_over_two_cpus_matches_one_device():
+def test_mirrored_strategy_over_two_cpus_matches_one_device(fresh_process):
     # Logical devices must be set before TensorFlow starts, so this runs in a fresh process.
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "replicas 2" in result.stdout
+    fresh_process(MIRRORED_SCRIPT, expect="replicas 2")
