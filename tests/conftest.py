@@ -35,6 +35,12 @@ def tiny_mlp_f64():
     return model, loss
 
 
+@pytest.fixture
+def fd_grad():
+    """``fd_grad(f, variables)``: see ``finite_difference_grad``."""
+    return finite_difference_grad
+
+
 def finite_difference_grad(f, variables, h=1e-6):
     """Central-difference gradient of the scalar ``f()`` in the variables (float64)."""
     grads = []

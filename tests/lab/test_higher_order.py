@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import finite_difference_grad
 from lab import higher_order as ho
 from lab.variables import flat_slices, flatten, unflatten
 
@@ -25,11 +24,11 @@ def test_second_derivative_elementwise_against_analytic():
     np.testing.assert_allclose(d2y, -np.sin(x), rtol=1e-12)
 
 
-def test_value_and_grad_against_finite_differences(tiny_mlp_f64):
+def test_value_and_grad_against_finite_differences(tiny_mlp_f64, fd_grad):
     model, loss = tiny_mlp_f64
     value, grads = ho.value_and_grad(loss, model.trainable_variables)
     np.testing.assert_allclose(value, loss(), rtol=1e-12)
-    reference = finite_difference_grad(loss, model.trainable_variables)
+    reference = fd_grad(loss, model.trainable_variables)
     for g, r in zip(grads, reference):
         np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-9)
 

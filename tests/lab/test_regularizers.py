@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import finite_difference_grad
 from lab import regularizers as reg
 
 
@@ -54,7 +53,7 @@ def _linear_regression():
     return layer, model, loss_fn
 
 
-def test_input_gradient_penalty_value_and_weight_gradient(rng):
+def test_input_gradient_penalty_value_and_weight_gradient(rng, fd_grad):
     layer, model, loss_fn = _linear_regression()
     x = tf.constant(rng.normal(size=(5, 3)))
     y = tf.constant(rng.normal(size=5))
@@ -70,7 +69,7 @@ def test_input_gradient_penalty_value_and_weight_gradient(rng):
     with tf.GradientTape() as tape:
         value = penalty()
     grad = tape.gradient(value, layer.kernel)
-    reference = finite_difference_grad(penalty, [layer.kernel])[0]
+    reference = fd_grad(penalty, [layer.kernel])[0]
     np.testing.assert_allclose(grad, reference, rtol=1e-6)
 
 
