@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from attacks.validation import (attack_signature, check_attack_arguments,
+from attacks.validation import (as_scalar, attack_signature, check_attack_arguments,
                                 labels_or_predictions, new_seed)
+from lab.checks import check_positive
 from lab.compile_cache import cached_function
 from lab.higher_order import input_gradient
 
@@ -67,8 +68,8 @@ def uniform_start(x, eps, seed, clip=(0.0, 1.0)):
     return tf.clip_by_value(x + tf.cast(eps, x.dtype) * noise, clip[0], clip[1])
 
 
-def _build_fgsm(model, targeted, random_start, clip):
-    @tf.function(input_signature=attack_signature(model, tf.float32, tf.float32)
+def _build_fgsm(model, dtype, targeted, random_start, clip):
+    @tf.function(input_signature=attack_signature(model, dtype, dtype, dtype)
                  + [tf.TensorSpec([2], tf.int64)])
     def attack(x, y, eps, step, seed):
         start = uniform_start(x, eps, seed, clip) if random_start else x
@@ -76,38 +77,63 @@ def _build_fgsm(model, targeted, random_start, clip):
     return attack
 
 
-def fgsm(model, x, y=None, eps=0.3, *, targeted=False, random_start=False, step=None,
+def _compiled_fgsm(model, dtype=tf.float32, *, targeted=False, random_start=False,
+                   clip=(0.0, 1.0)):
+    """The compiled attack behind ``fgsm``, ``attack(x, y, eps, step, seed_pair)``, cached per
+    model and options: it is traced once, for any batch size, eps and step."""
+    key = ("fgsm", tf.as_dtype(dtype).name, targeted, random_start, tuple(clip))
+    return cached_function(model, key, lambda: _build_fgsm(
+        model, tf.as_dtype(dtype), targeted, random_start, tuple(clip)))
+
+
+def fgsm(model, x, y, eps, *, targeted=False, random_start=False, step=None,
          clip=(0.0, 1.0), seed=None):
-    """L-infinity fast gradient sign attack on a batch.
+    """L-infinity fast gradient sign attack on a batch: ``x + step * sign(grad_x L)``, projected.
 
     Args:
-      model: a Keras classifier returning logits (called with ``training=False``).
-      x: the batch, values in ``clip``.
-      y: integer labels; ``None`` uses the model's own predictions. That matters: with true
-        labels, an adversarially trained model can learn to read the label from the
-        perturbation ("label leaking", Kurakin et al. 2017) and look more robust to FGSM
-        than it is; predictions carry no more information than the model already has (and
-        are all there is when labels are unknown). Targeted attacks need ``y``: the targets.
+      model: a Keras classifier returning logits (called with ``training=False``, so dropout
+        is off and batch-norm statistics are frozen: the attack targets the deployed model).
+      x: the batch, values in ``clip``, with the model's input shape.
+      y: integer labels, or ``None`` to use the model's own predictions. That matters: during
+        adversarial training with true labels the model can learn to read the label from the
+        perturbation (FGSM's step is a function of the label) and then classifies FGSM
+        examples *better* than clean ones, "label leaking" (Kurakin et al. 2017); attacking
+        its prediction adds no information the model does not already have. Predictions are
+        also all there is when labels are unknown. A targeted attack needs ``y``: the targets.
       eps: L-infinity radius, in ``[0, hi - lo]``.
-      targeted: move toward the labels ``y`` instead of away from them.
+      targeted: move toward the labels ``y`` (descend their loss) instead of away from them.
       random_start: start from a uniform point in the eps-ball (Wong et al. 2020); the
-        default ``step`` is then ``1.25 * eps``.
-      step: step length; default ``eps`` (plain FGSM).
+        default ``step`` is then ``1.25 * eps``, and the result is projected back.
+      step: step length, > 0; default ``eps`` (plain FGSM).
       clip: the valid input range ``(lo, hi)``.
       seed: seed of the random start (an int); ``None`` draws one from NumPy's global
         generator (so ``lab.seeding.seed_everything`` makes runs repeatable).
 
     Returns:
-      The adversarial batch, a ``tf.Tensor`` shaped like ``x``, within ``eps`` of ``x`` and
-      inside ``clip``.
+      The adversarial batch, a ``tf.Tensor`` with the shape and (floating) dtype of ``x``,
+      within ``eps`` of ``x`` and inside ``clip``.
+
+    Raises:
+      ValueError: eps outside ``[0, hi - lo]``, ``step <= 0``, ``x`` outside ``clip`` or not
+        shaped like the model's inputs, labels out of range or not one per example, or a
+        targeted attack without ``y``.
+
+    References:
+      Goodfellow, Shlens, Szegedy. Explaining and harnessing adversarial examples. ICLR 2015.
+      arXiv:1412.6572.
+      Wong, Rice, Kolter. Fast is better than free: revisiting adversarial training. ICLR
+      2020. arXiv:2001.03994.
+      Kurakin, Goodfellow, Bengio. Adversarial machine learning at scale. ICLR 2017.
+      arXiv:1611.01236.
     """
     x, y = check_attack_arguments(model, x, y, eps, clip=clip, targeted=targeted)
     if step is None:
         step = 1.25 * eps if random_start else eps
-    elif not step > 0:
-        raise ValueError(f"step must be > 0. Received: step={step!r}")
+    else:
+        check_positive("step", step)
+    seed = new_seed(seed)
     y = labels_or_predictions(model, x, y)
-    attack = cached_function(model, ("fgsm", targeted, random_start, tuple(clip)),
-                             lambda: _build_fgsm(model, targeted, random_start, tuple(clip)))
-    return attack(x, y, tf.constant(eps, x.dtype), tf.constant(step, x.dtype),
-                  tf.constant([new_seed(seed), 0], tf.int64))
+    attack = _compiled_fgsm(model, x.dtype, targeted=targeted, random_start=random_start,
+                            clip=clip)
+    return attack(x, y, as_scalar(eps, x.dtype), as_scalar(step, x.dtype),
+                  tf.constant([seed, 0], tf.int64))

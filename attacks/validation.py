@@ -1,4 +1,8 @@
-"""Argument checks shared by the attacks: clear errors before anything is compiled."""
+"""Argument checks shared by the attacks: clear errors in Python, before the compiled call.
+
+Errors read like the rest of gradlab's (``lab.checks``): the argument's name, the rule, and what
+was received, e.g. ``ValueError: eps must be in [0.0, 1.0]. Received: eps=-0.1``.
+"""
 
 from __future__ import annotations
 
@@ -14,26 +18,51 @@ def num_classes(model) -> int:
 
 
 def check_attack_arguments(model, x, y, eps, *, clip, targeted):
-    """Validates an attack call; returns ``(x, y)`` as float and int32 tensors (``y`` may be
-    ``None``)."""
+    """Validates an attack call.
+
+    Args:
+      model: a Keras classifier with known input and output shapes.
+      x: the batch, values in ``clip``.
+      y: integer labels in ``[0, num_classes)``, one per example, or ``None``.
+      eps: L-infinity radius, in ``[0, hi - lo]``.
+      clip: ``(lo, hi)``, the valid input range.
+      targeted: whether ``y`` holds targets (then it is required).
+
+    Returns:
+      ``(x, y)``: ``x`` as a floating tensor of its own dtype (float32 if it was not floating),
+      ``y`` as int32 (or ``None``).
+
+    Raises:
+      ValueError: naming the argument and the value received.
+    """
     lo, hi = clip
     if not lo < hi:
         raise ValueError(f"clip must be (lo, hi) with lo < hi. Received: clip={clip!r}")
+    # eps > hi - lo would let the ball cover the whole range: surely a unit mistake (eps=8
+    # meant 8/255).
     check_in_range("eps", eps, 0.0, hi - lo)
-    x = tf.cast(tf.convert_to_tensor(x), tf.float32)
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        x = tf.cast(x, tf.float32)
     if x.shape.rank is None or x.shape.rank < 2:
         raise ValueError(f"x must be a batch (rank >= 2). Received: x with shape {x.shape}")
-    x_min, x_max = float(tf.reduce_min(x)), float(tf.reduce_max(x))
-    if x_min < lo or x_max > hi:
-        raise ValueError(f"x must lie in clip=[{lo}, {hi}]. Received: x with values in "
-                         f"[{x_min:.4g}, {x_max:.4g}]")
+    expected = getattr(model, "input_shape", None)
+    if isinstance(expected, tuple) and not tf.TensorShape(expected[1:]).is_compatible_with(
+            x.shape[1:]):
+        raise ValueError(f"x must be a batch of the model's inputs, shape {expected}. "
+                         f"Received: x with shape {tuple(x.shape)}")
+    if tf.size(x) > 0:
+        x_min, x_max = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+        if x_min < lo or x_max > hi:
+            raise ValueError(f"x must lie in clip=[{lo}, {hi}]. Received: x with values in "
+                             f"[{x_min:.4g}, {x_max:.4g}]")
     if y is None:
         if targeted:
             raise ValueError("y must be given for a targeted attack (the target labels). "
                              "Received: y=None")
         return x, None
     y = tf.convert_to_tensor(y)
-    if y.dtype.is_floating or y.shape.rank != 1:
+    if not y.dtype.is_integer or y.shape.rank != 1:
         raise ValueError(f"y must be a vector of integer labels. Received: y with shape "
                          f"{y.shape} and dtype {y.dtype.name}")
     if y.shape[0] != x.shape[0]:
@@ -47,12 +76,18 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted):
     return x, tf.cast(y, tf.int32)
 
 
-def attack_signature(model, *scalars):
-    """``tf.function`` input signature: a float32 batch of the model's input shape (any batch
-    size), int32 labels, then scalar specs of the given dtypes. One trace per model."""
-    x_spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+def as_scalar(value, dtype):
+    """An attack's eps or step (a number or a scalar tensor) as a scalar tensor of ``dtype``;
+    a Python float is converted at that precision, not through float32."""
+    return tf.cast(tf.convert_to_tensor(value, dtype_hint=dtype), dtype)
+
+
+def attack_signature(model, dtype, *scalars):
+    """``tf.function`` input signature: a batch of the model's input shape (any batch size) of
+    ``dtype``, int32 labels, then scalar specs of the given dtypes. One trace per model."""
+    x_spec = tf.TensorSpec([None, *model.input_shape[1:]], dtype)
     return [x_spec, tf.TensorSpec([None], tf.int32),
-            *[tf.TensorSpec([], dtype) for dtype in scalars]]
+            *[tf.TensorSpec([], scalar) for scalar in scalars]]
 
 
 def labels_or_predictions(model, x, y):
@@ -63,7 +98,8 @@ def labels_or_predictions(model, x, y):
 
 
 def new_seed(seed) -> int:
-    """``seed`` as an int, or a fresh one from NumPy's global generator."""
+    """``seed`` as an int, or a fresh one from NumPy's global generator (which
+    ``lab.seeding`` seeds, so unseeded runs are repeatable too)."""
     if seed is None:
         return int(np.random.randint(0, 2**31 - 1))
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

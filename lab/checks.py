@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import tensorflow as tf
 
 
@@ -59,6 +61,7 @@ def check_one_of(name, value, choices):
 
 
 def check_positive_int(name, value):
-    """Raises ``ValueError`` unless ``value`` is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """Raises ``ValueError`` unless ``value`` is an integer >= 1 (Python or NumPy)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
         _fail(name, "an integer >= 1", value)

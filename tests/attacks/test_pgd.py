@@ -1,17 +1,26 @@
-import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from attacks.fgsm import cross_entropy, fgsm
-from attacks.models import madry_cnn, small_cnn
-from attacks.pgd import _build_pgd, pgd
-from lab.compile_cache import cached_function
+from attacks.pgd import _compiled_pgd, pgd, pgd_steps
 
 
 def test_one_step_without_random_start_and_step_eps_is_fgsm(cnn_batch):
     model, x, y = cnn_batch
     np.testing.assert_array_equal(
         pgd(model, x, y, 0.2, steps=1, step_size=0.2, random_start=False), fgsm(model, x, y, 0.2))
+    target = (y + 1) % 10
+    np.testing.assert_array_equal(
+        pgd(model, x, target, 0.2, steps=1, step_size=0.2, random_start=False, targeted=True),
+        fgsm(model, x, target, 0.2, targeted=True))
+
+
+def test_one_step_from_a_random_start_is_fgsm_with_random_start(cnn_batch):
+    model, x, y = cnn_batch
+    np.testing.assert_array_equal(
+        pgd(model, x, y, 0.1, steps=1, step_size=0.125, seed=3),
+        fgsm(model, x, y, 0.1, random_start=True, seed=3))
 
 
 def test_more_steps_raise_the_loss(cnn_batch):
@@ -22,29 +31,65 @@ def test_more_steps_raise_the_loss(cnn_batch):
     assert ten > one > loss(x)
 
 
+@pytest.mark.parametrize("steps", [3, 4, 9])
+def test_the_in_graph_loop_takes_exactly_steps_steps(cnn_batch, steps):
+    # pgd loops four steps per iteration, then the remainder: compare with unrolled steps.
+    model, x, y = cnn_batch
+    unrolled = tf.function(lambda x, y: pgd_steps(model, x, y, 0.1, steps, 0.01, [0, 0],
+                                                  random_start=False))
+    np.testing.assert_allclose(
+        pgd(model, x, y, 0.1, steps=steps, step_size=0.01, random_start=False),
+        unrolled(tf.constant(x), tf.constant(y)), atol=1e-6)
+
+
+def test_random_starts_are_seeded(cnn_batch):
+    model, x, y = cnn_batch
+    a = pgd(model, x, y, 0.1, steps=2, seed=7)
+    np.testing.assert_array_equal(a, pgd(model, x, y, 0.1, steps=2, seed=7))
+    assert not np.array_equal(a, pgd(model, x, y, 0.1, steps=2, seed=8))
+
+
 def test_restarts_keep_the_strongest_result_per_example(cnn_batch):
     model, x, _ = cnn_batch
     y = np.argmax(model(x, training=False), -1).astype(np.int32)  # nothing fooled at the start
     loss = lambda batch: cross_entropy(y, model(batch, training=False)).numpy()
-    # Restart 0 of a 3-restart run is the 1-restart run with the same seed; the kept result
-    # is at least as strong for every example (a fooling example counts as strongest).
-    single = pgd(model, x, y, 0.03, steps=2, step_size=0.01, restarts=1, seed=4)
-    triple = pgd(model, x, y, 0.03, steps=2, step_size=0.01, restarts=3, seed=4)
     fooled = lambda batch: np.argmax(model(batch, training=False), -1) != y
-    f1, f3 = fooled(single), fooled(triple)
-    assert np.all(f3 >= f1)
-    both_correct = ~f1 & ~f3
-    assert np.all(loss(triple)[both_correct] >= loss(single)[both_correct] - 1e-6)
-    assert not np.array_equal(single, triple)
+    # Restart r starts from the stateless seed (seed, r): run each one alone.
+    runs = [pgd_steps(model, tf.constant(x), tf.constant(y), 0.1, tf.constant(2), 0.04,
+                      tf.constant([4, r], tf.int64)) for r in range(3)]
+    triple = pgd(model, x, y, 0.1, steps=2, step_size=0.04, restarts=3, seed=4)
+    any_fooled = np.any([fooled(r) for r in runs], axis=0)
+    assert 0 < any_fooled.sum() < len(y)  # both rules are exercised
+    np.testing.assert_array_equal(fooled(triple), any_fooled)
+    best_loss = np.max([loss(r) for r in runs], axis=0)
+    np.testing.assert_allclose(loss(triple)[~any_fooled], best_loss[~any_fooled], rtol=1e-5)
+    # So three restarts are at least as strong as one with the same seed, example by example.
+    single = pgd(model, x, y, 0.1, steps=2, step_size=0.04, restarts=1, seed=4)
+    np.testing.assert_allclose(single, runs[0], atol=1e-6)
+    assert np.all(fooled(triple) >= fooled(single))
+    assert np.all(loss(triple)[~fooled(triple)] >= loss(single)[~fooled(triple)] - 1e-6)
 
 
-def test_compiled_once_for_new_eps_steps_and_restarts(cnn_batch):
+def test_restarts_prefer_a_fooling_example_over_a_stronger_loss(cnn_batch):
+    model, x, _ = cnn_batch
+    # Targeted at the predicted class, every start already "reaches the target": restart 0 is
+    # kept for every example, even where a later restart has a lower target loss.
+    y = np.argmax(model(x, training=False), -1).astype(np.int32)
+    loss = lambda batch: cross_entropy(y, model(batch, training=False)).numpy()
+    later = [pgd_steps(model, tf.constant(x), tf.constant(y), 0.02, tf.constant(1), 0.001,
+                       tf.constant([1, r], tf.int64), targeted=True) for r in (1, 2)]
+    single = pgd(model, x, y, 0.02, steps=1, step_size=0.001, restarts=1, targeted=True, seed=1)
+    triple = pgd(model, x, y, 0.02, steps=1, step_size=0.001, restarts=3, targeted=True, seed=1)
+    assert np.all(np.argmax(model(triple, training=False), -1) == y)
+    assert np.any(np.min([loss(r) for r in later], axis=0) < loss(single) - 1e-6)
+    np.testing.assert_array_equal(single, triple)
+
+
+def test_compiled_once_for_new_eps_steps_restarts_and_batch_sizes(cnn_batch):
     model, x, y = cnn_batch
-    for eps, steps, restarts in ((0.1, 2, 1), (0.2, 3, 2), (0.05, 1, 1)):
-        pgd(model, x, y, eps, steps=steps, restarts=restarts, seed=0)
-    attack = cached_function(model, ("pgd", True, False, (0.0, 1.0)),
-                             lambda: _build_pgd(model, True, False, (0.0, 1.0)))
-    assert attack.experimental_get_tracing_count() == 1
+    for eps, steps, restarts, n in ((0.1, 2, 1, 32), (0.2, 3, 2, 7), (0.05, 1, 1, 32)):
+        pgd(model, x[:n], y[:n], eps, steps=steps, step_size=eps / 4, restarts=restarts, seed=0)
+    assert _compiled_pgd(model).experimental_get_tracing_count() == 1
 
 
 def test_targeted_pgd_reaches_the_target_on_an_untrained_model(cnn_batch):
@@ -53,12 +98,3 @@ def test_targeted_pgd_reaches_the_target_on_an_untrained_model(cnn_batch):
     adv = pgd(model, x, target, 0.3, steps=20, step_size=0.03, targeted=True, seed=0)
     hit = np.mean(np.argmax(model(adv, training=False), -1) == target)
     assert hit > np.mean(np.argmax(model(x, training=False), -1) == target) + 0.5
-
-
-def test_models_return_logits_of_the_right_shape():
-    x = np.zeros((2, 28, 28, 1), np.float32)
-    assert small_cnn()(x).shape == (2, 10)
-    model = madry_cnn()
-    assert model(x).shape == (2, 10)
-    shapes = [tuple(w.shape) for w in model.trainable_weights if len(w.shape) > 1]
-    assert shapes == [(5, 5, 1, 32), (5, 5, 32, 64), (7 * 7 * 64, 1024), (1024, 10)]

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lab import checks
+
+
+@pytest.mark.parametrize("value", [1, 7, np.int64(3), np.int32(1)])
+def test_positive_int_accepts_python_and_numpy_integers(value):
+    checks.check_positive_int("steps", value)
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.0, True, np.bool_(True), "3", None, np.int64(0)])
+def test_positive_int_rejects_the_rest_naming_the_argument(value):
+    with pytest.raises(ValueError, match=r"^steps must be an integer >= 1\. Received: steps="):
+        checks.check_positive_int("steps", value)
+
+
+def test_positive_and_range_checks_name_the_argument_and_the_range():
+    checks.check_positive("lr", 1e-3)
+    checks.check_positive("decay", 0.0, allow_zero=True)
+    with pytest.raises(ValueError, match=r"^lr must be > 0\. Received: lr=0\.0$"):
+        checks.check_positive("lr", 0.0)
+    with pytest.raises(ValueError, match=r"lr must be > 0\. Received: lr=nan"):
+        checks.check_positive("lr", float("nan"))
+    with pytest.raises(ValueError, match=r"^eps must be in \[0\.0, 1\.0\]\. Received: eps=1\.5$"):
+        checks.check_in_range("eps", 1.5, 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"must be in \(0\.0, 1\.0\]"):
+        checks.check_in_range("eps", 0.0, 0.0, 1.0, lo_open=True)
+    with pytest.raises(ValueError, match=r"^mode must be one of \('a', 'b'\)\. Received: mode='c'$"):
+        checks.check_one_of("mode", "c", ("a", "b"))
+
+
+def test_tensors_are_checked_when_their_value_is_known_and_pass_when_symbolic():
+    with pytest.raises(ValueError, match=r"Received: eps=-1\.0"):
+        checks.check_in_range("eps", tf.constant(-1.0), 0.0, 1.0)
+    checked = []
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.float32)])
+    def graph(eps):
+        checks.check_in_range("eps", eps, 0.0, 1.0)  # unknown until run time: passes
+        checked.append(True)
+        return eps
+
+    assert float(graph(tf.constant(-1.0))) == -1.0 and checked == [True]
