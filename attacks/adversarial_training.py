@@ -47,6 +47,7 @@ from lab.checks import check_in_range, check_one_of, check_positive, check_posit
 from lab.training import make_train_step
 
 METHODS = ("clean", "fgsm", "fgsm_rs", "pgd")
+LR_SCHEDULES = ("constant", "cosine", "step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +56,11 @@ class AdversarialTrainingConfig:
     method: str = field(default="pgd", metadata={"help": f"one of {METHODS}"})
     eps: float = field(default=0.3, metadata={"help": "L-infinity radius of training attacks"})
     epochs: int = field(default=20, metadata={"help": "passes over the training set"})
-    batch_size: int = field(default=128, metadata={"help": "examples per step"})
+    batch_size: int = field(default=64, metadata={"help": "examples per step"})
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    cosine_decay: bool = field(default=False, metadata={
-        "help": "decay the learning rate to 0 over the run (cosine)"})
+    lr_schedule: str = field(default="constant", metadata={
+        "help": f"one of {LR_SCHEDULES}: constant; cosine decay to 0; step: a tenth for the "
+                "last quarter of the steps"})
     eps_ramp_epochs: int = field(default=5, metadata={"help": "linear eps warm-up (0: none)"})
     fgsm_rs_step: float = field(default=1.25, metadata={"help": "fgsm_rs step, times eps"})
     pgd_steps: int = field(default=7, metadata={"help": "PGD steps for method pgd"})
@@ -72,6 +74,7 @@ class AdversarialTrainingConfig:
 
     def __post_init__(self):
         check_one_of("method", self.method, METHODS)
+        check_one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_in_range("eps", self.eps, 0.0, 1.0)
         for name in ("epochs", "batch_size", "pgd_steps", "guard_examples", "guard_pgd_steps"):
             check_positive_int(name, getattr(self, name))
@@ -143,6 +146,79 @@ def make_perturb(model, config: AdversarialTrainingConfig, eps: tf.Variable,
     return perturb
 
 
+class AdversarialTrainer:
+    """The compiled training step of ``config.method`` on ``model`` and the epoch around it.
+
+    ``adversarial_train`` is the usual entry point; this class is for loops of one's own (the
+    benchmark interleaves the epochs of several methods so that they share machine noise).
+
+    Args:
+      model: a built Keras classifier returning logits (created under ``strategy.scope()``
+        when a strategy is given).
+      config: an ``AdversarialTrainingConfig``.
+      num_examples: training-set size (sets the learning-rate schedule's length).
+      strategy: optional ``tf.distribute.Strategy``.
+    """
+
+    def __init__(self, model, config: AdversarialTrainingConfig, *, num_examples: int,
+                 strategy=None):
+        check_positive_int("num_examples", num_examples)
+        self.model, self.config = model, config
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.steps_per_epoch = num_examples // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"num_examples must be at least batch_size={config.batch_size}. "
+                             f"Received: num_examples={num_examples}")
+        distributed = self.strategy.num_replicas_in_sync > 1
+        with self.strategy.scope():
+            self._eps = tf.Variable(config.eps_at(0), trainable=False, dtype=tf.float32)
+            self._seed = tf.Variable(0, trainable=False, dtype=tf.int64)
+            self.optimizer = keras.optimizers.Adam(learning_rate_schedule(
+                config.learning_rate, config.lr_schedule, config.epochs * self.steps_per_epoch))
+            self.step = make_train_step(model, cross_entropy, self.optimizer,
+                                        perturb=make_perturb(model, config, self._eps,
+                                                             self._seed),
+                                        strategy=self.strategy if distributed else None)
+
+    def start_epoch(self, epoch: int):
+        """Sets the training eps of ``epoch`` (0-based): ``config.eps_at(epoch)``."""
+        self._eps.assign(self.config.eps_at(epoch))
+
+    def train_step(self, x, y):
+        """One compiled step on a batch (a fresh random start for the attack each call);
+        returns the ``lab.training.StepOutput``."""
+        self._seed.assign_add(1)
+        return self.step(x, y)
+
+    def batches(self, x, y, rng: np.random.Generator):
+        """``(x, y)`` shuffled by ``rng``, shifted per ``config.shift``, in full batches (one
+        batch shape: one trace; the last partial batch is dropped)."""
+        order = rng.permutation(len(x))
+        images = random_shift(x[order], self.config.shift, rng)
+        batches = tf.data.Dataset.from_tensor_slices((images, y[order])).batch(
+            self.config.batch_size, drop_remainder=True)
+        if self.strategy.num_replicas_in_sync > 1:
+            batches = self.strategy.experimental_distribute_dataset(batches)
+        return batches
+
+    def train_epoch(self, x, y, epoch: int, rng: np.random.Generator,
+                    on_step: Callable | None = None) -> tuple[float, float]:
+        """One pass over ``(x, y)`` (see ``batches``) at ``config.eps_at(epoch)``.
+
+        Returns:
+          ``(mean loss, seconds)``; the seconds cover the training steps only.
+        """
+        self.start_epoch(epoch)
+        batches = self.batches(x, y, rng)
+        start, losses = time.perf_counter(), []
+        for xb, yb in batches:
+            losses.append(self.train_step(xb, yb).loss)
+            if on_step is not None:
+                on_step()
+        seconds = time.perf_counter() - start
+        return float(np.mean([float(v) for v in losses])), seconds
+
+
 def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validation=None,
                       strategy=None, progress: bool = False,
                       on_epoch_end: Callable | None = None) -> TrainingResult:
@@ -156,58 +232,33 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
       validation: optional ``(x, y)`` whose clean accuracy is logged every epoch.
       strategy: optional ``tf.distribute.Strategy`` (e.g. ``MirroredStrategy``).
       progress: show tqdm progress bars.
-      on_epoch_end: optional ``on_epoch_end(epoch, model)`` called before the guard runs.
+      on_epoch_end: optional ``on_epoch_end(epoch, model, row)`` called after each epoch's
+        row is complete (``epoch`` is 1-based; the experiment saves its metrics there).
 
     Returns:
       A ``TrainingResult``; each history row has ``epoch``, ``eps``, ``loss``,
       ``clean_accuracy`` (on ``validation``, else NaN), ``guard_pgd_accuracy`` (PGD on the
       fixed training batch at the full eps) and ``seconds`` (training time of the epoch).
     """
-    strategy = strategy or tf.distribute.get_strategy()
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int32)
+    trainer = AdversarialTrainer(model, config, num_examples=len(x), strategy=strategy)
     rng = np.random.default_rng(config.seed)
     guard_index = rng.choice(len(x), size=min(config.guard_examples, len(x)), replace=False)
-    with strategy.scope():
-        eps = tf.Variable(config.eps_at(0), trainable=False, dtype=tf.float32)
-        seed = tf.Variable(0, trainable=False, dtype=tf.int64)
-        # Off by default: with PGD training it cost 4 points of PGD accuracy here (81% vs 87%).
-        schedule = (keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, config.epochs * (len(x) // config.batch_size))
-            if config.cosine_decay else config.learning_rate)
-        optimizer = keras.optimizers.Adam(schedule)
-        step = make_train_step(model, cross_entropy, optimizer,
-                               perturb=make_perturb(model, config, eps, seed),
-                               strategy=strategy if strategy.num_replicas_in_sync > 1 else None)
     guard = CollapseGuard(config.collapse_drop)
     history, collapsed_at = [], None
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=config.epochs * (len(x) // config.batch_size), unit="step",
+        bar = tqdm(total=config.epochs * trainer.steps_per_epoch, unit="step",
                    desc=config.method, dynamic_ncols=True, leave=False)
     try:
         for epoch in range(config.epochs):
-            eps.assign(config.eps_at(epoch))
-            order = rng.permutation(len(x))
-            images = random_shift(x[order], config.shift, rng)
-            batches = tf.data.Dataset.from_tensor_slices((images, y[order])).batch(
-                config.batch_size, drop_remainder=True)  # one shape: one trace
-            if strategy.num_replicas_in_sync > 1:
-                batches = strategy.experimental_distribute_dataset(batches)
-            start, losses = time.perf_counter(), []
-            for xb, yb in batches:
-                seed.assign_add(1)
-                losses.append(step(xb, yb).loss)
-                if bar is not None:
-                    bar.update(1)
-            seconds = time.perf_counter() - start
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, model)
+            loss, seconds = trainer.train_epoch(x, y, epoch, rng,
+                                                on_step=bar.update if bar is not None else None)
             guard_accuracy = robust_accuracy(model, x[guard_index], y[guard_index], config.eps,
                                              steps=config.guard_pgd_steps, seed=config.seed)
-            row = {"epoch": epoch + 1, "eps": config.eps_at(epoch),
-                   "loss": float(np.mean([float(v) for v in losses])),
+            row = {"epoch": epoch + 1, "eps": config.eps_at(epoch), "loss": loss,
                    "clean_accuracy": (accuracy(model, *validation) if validation is not None
                                       else float("nan")),
                    "guard_pgd_accuracy": guard_accuracy, "seconds": seconds}
@@ -215,7 +266,10 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
             if bar is not None:
                 bar.set_postfix(clean=f"{row['clean_accuracy']:.3f}",
                                 pgd=f"{guard_accuracy:.3f}")
-            if guard.update(epoch + 1, guard_accuracy, model):
+            collapsed = guard.update(epoch + 1, guard_accuracy, model)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, model, row)
+            if collapsed:
                 collapsed_at = epoch + 1
                 guard.restore(model)
                 break
@@ -224,6 +278,18 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
             bar.close()
     return TrainingResult(history, collapsed_at is not None, collapsed_at,
                           guard.best_epoch if collapsed_at is not None else None)
+
+
+def learning_rate_schedule(learning_rate: float, kind: str, total_steps: int):
+    """``"constant"``, ``"cosine"`` (to 0 over ``total_steps``) or ``"step"`` (a tenth for the
+    last quarter: the piecewise decay of Madry et al. and Rice et al. 2020, arXiv:2002.11569)."""
+    check_one_of("kind", kind, LR_SCHEDULES)
+    if kind == "cosine":
+        return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+    if kind == "step":
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            [int(0.75 * total_steps)], [learning_rate, learning_rate / 10])
+    return learning_rate
 
 
 def random_shift(images, shift: int, rng: np.random.Generator):

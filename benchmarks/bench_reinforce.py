@@ -122,7 +122,7 @@ def main():
           f"NumPy {np.__version__}, {os.cpu_count()} CPUs")
     print(f"{'seed':>4} {'numpy s':>9} {'numpy steps':>12} {'gradlab s':>10} "
           f"{'gradlab steps':>14} {'ratio':>6}")
-    ratios, numpy_times, ours_times = [], [], []
+    numpy_times, ours_times = [], []
     for seed in args.seeds:
         numpy_s, numpy_steps = NumpyReinforce(seed).solve(seed)
         ours_s, ours_steps = solve_with_gradlab(seed)

@@ -43,24 +43,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from dataclasses import field
 from pathlib import Path
 
-# Quiets TF's C++ logging; must be set before TensorFlow is imported.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from experiments.cli import parse_config  # noqa: E402
-from experiments.records import save_figure, write_config, write_csv, write_json  # noqa: E402
-from lab.higher_order import hessian_top_eigenvalue, hessian_trace  # noqa: E402
-from lab.seeding import seed_everything  # noqa: E402
-from lab.training import make_train_step  # noqa: E402
+from experiments.cli import parse_config
+from experiments.records import save_figure, write_config, write_csv, write_json
+from lab.higher_order import hessian_top_eigenvalue, hessian_trace
+from lab.seeding import seed_everything
+from lab.training import make_train_step
 
 # --quick caps these so a smoke test runs in seconds; everything else is kept.
 QUICK_STEPS = 100

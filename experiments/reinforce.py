@@ -25,7 +25,6 @@ training and the metrics so far before it stops.
 from __future__ import annotations
 
 import dataclasses
-import os
 import statistics
 from collections import deque
 from dataclasses import field
@@ -161,5 +160,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     main()

@@ -27,6 +27,21 @@ def test_eps_ramp_and_config_errors():
         at.AdversarialTrainingConfig(epochs=0)
 
 
+def test_learning_rate_schedules():
+    assert at.learning_rate_schedule(1e-3, "constant", 100) == 1e-3
+    step = at.learning_rate_schedule(1e-3, "step", 100)
+    assert [float(step(i)) for i in (0, 74, 76, 99)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    cosine = at.learning_rate_schedule(1e-3, "cosine", 100)
+    assert [float(cosine(i)) for i in (0, 50, 100)] == pytest.approx([1e-3, 5e-4, 0.0], abs=1e-9)
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        at.AdversarialTrainingConfig(lr_schedule="linear")
+
+
+def test_trainer_needs_a_full_batch():
+    with pytest.raises(ValueError, match="num_examples must be at least batch_size=64"):
+        at.AdversarialTrainer(small_cnn(), at.AdversarialTrainingConfig(), num_examples=63)
+
+
 def test_random_shift_moves_each_image_within_bounds():
     images = np.zeros((50, 28, 28, 1), np.float32)
     images[:, 14, 14, 0] = 1.0
@@ -62,9 +77,10 @@ def test_training_stops_and_restores_on_a_scripted_collapse(digits, monkeypatch)
     model = small_cnn()
     result = at.adversarial_train(
         model, x[:256], y[:256], at.AdversarialTrainingConfig(method="fgsm", epochs=4),
-        on_epoch_end=lambda epoch, m: snapshots.setdefault(epoch + 1, m.get_weights()))
+        on_epoch_end=lambda epoch, m, row: snapshots.setdefault(epoch, m.get_weights()))
     assert result.collapsed and result.collapsed_at_epoch == 3 and result.best_epoch == 2
-    assert len(result.history) == 3
+    assert len(result.history) == 3 and sorted(snapshots) == [1, 2, 3]
+    assert any(np.any(a != b) for a, b in zip(snapshots[3], snapshots[2]))  # epoch 3 trained
     for restored, saved in zip(model.get_weights(), snapshots[2]):
         np.testing.assert_array_equal(restored, saved)
 

@@ -1,0 +1,86 @@
+import keras
+import numpy as np
+import pytest
+
+from attacks.evaluation import accuracy, robustness_curve, sanity_warnings
+
+
+def _binary_linear_model(rng, dims=6):
+    """Logits ``[0, w.x + b]``: class 1 iff ``w.x + b > 0``. For such a model the
+    L-infinity worst case is known in closed form: an example survives radius ``eps`` iff it
+    is classified correctly with margin ``|w.x + b| > eps * ||w||_1`` (when no clipping binds),
+    and FGSM finds that worst case in one step."""
+    w = rng.normal(size=dims).astype(np.float32)
+    b = np.float32(-0.5 * w.sum())  # the boundary passes through the centre of the cube
+    layer = keras.layers.Dense(2)
+    model = keras.Sequential([keras.Input((dims,)), layer])
+    layer.set_weights([np.stack([np.zeros(dims, np.float32), w], axis=1),
+                       np.array([0.0, b], np.float32)])
+    return model, w, b
+
+
+def test_accuracy_counts_matching_predictions(rng):
+    model, w, b = _binary_linear_model(rng)
+    x = rng.uniform(0, 1, size=(1003, 6)).astype(np.float32)
+    y = rng.integers(0, 2, size=1003)
+    expected = np.mean((x @ w + b > 0).astype(int) == y)
+    assert accuracy(model, x, y, batch_size=100) == pytest.approx(expected, abs=1e-12)
+
+
+def test_robustness_curve_of_a_linear_model_is_the_closed_form(rng):
+    model, w, b = _binary_linear_model(rng)
+    # Inputs in [0.35, 0.65] and eps <= 0.3: the [0, 1] clip never binds.
+    x = rng.uniform(0.35, 0.65, size=(800, 6)).astype(np.float32)
+    margin = x @ w + b
+    y = (margin > 0).astype(np.int32)
+    y[:100] = 1 - y[:100]  # some examples misclassified from the start
+    eps_values = [0.0, 0.02, 0.05, 0.1, 0.3]
+    curve = robustness_curve(model, (x, y), eps_values, batch_size=256, seed=1)
+    correct = (margin > 0).astype(np.int32) == y
+    for eps, fgsm_accuracy, pgd_accuracy in zip(eps_values, curve.accuracy["fgsm"],
+                                                curve.accuracy["pgd"]):
+        expected = np.mean(correct & (np.abs(margin) > eps * np.abs(w).sum()))
+        # Examples within float32 rounding of the margin may go either way.
+        assert fgsm_accuracy == pytest.approx(expected, abs=2 / len(x)), eps
+        assert pgd_accuracy == pytest.approx(expected, abs=2 / len(x)), eps
+    assert curve.at("pgd", 0.0) == accuracy(model, x, y)
+    assert curve.examples == 800 and curve.warnings == []
+
+
+def test_rising_accuracy_is_flagged_beyond_one_example_of_noise():
+    eps = [0.0, 0.1, 0.2]
+    assert sanity_warnings(eps, {"pgd": [0.9, 0.5, 0.501]}, examples=1000) == []
+    warnings = sanity_warnings(eps, {"pgd": [0.9, 0.5, 0.6]}, examples=1000)
+    assert len(warnings) == 1 and "rises with eps" in warnings[0] and "eps=0.2" in warnings[0]
+
+
+def test_pgd_doing_worse_than_fgsm_is_flagged():
+    warnings = sanity_warnings([0.0, 0.3], {"fgsm": [0.99, 0.5], "pgd": [0.99, 0.7]}, 1000)
+    assert len(warnings) == 1 and "PGD does worse than FGSM at eps=0.3" in warnings[0]
+
+
+def test_fgsm_pgd_gap_is_flagged_only_where_robustness_is_claimed():
+    eps = [0.0, 0.1, 0.3, 0.4]
+    accuracies = {"fgsm": [0.99, 0.6, 0.7, 0.6], "pgd": [0.99, 0.3, 0.1, 0.0]}
+    every = sanity_warnings(eps, accuracies, 1000)
+    assert [w.split(":")[0] for w in every] == [
+        "fgsm accuracy rises with eps", "large FGSM-PGD gap at eps=0.1",
+        "large FGSM-PGD gap at eps=0.3", "large FGSM-PGD gap at eps=0.4"]
+    trained = sanity_warnings(eps, accuracies, 1000, claimed_eps=0.3)
+    assert [w.split(":")[0] for w in trained] == [
+        "fgsm accuracy rises with eps", "large FGSM-PGD gap at eps=0.1",
+        "large FGSM-PGD gap at eps=0.3"]
+    # An undefended model claims nothing: PGD beating FGSM by far is expected, not masking.
+    undefended = sanity_warnings(eps, accuracies, 1000, claimed_eps=0.0)
+    assert [w.split(":")[0] for w in undefended] == ["fgsm accuracy rises with eps"]
+    small_gap = {"fgsm": [0.99, 0.6], "pgd": [0.99, 0.45]}
+    assert sanity_warnings([0.0, 0.3], small_gap, 1000, claimed_eps=0.3) == []
+
+
+def test_robustness_curve_rejects_bad_arguments(rng):
+    model, _, _ = _binary_linear_model(rng)
+    data = (np.full((4, 6), 0.5, np.float32), np.zeros(4, np.int32))
+    with pytest.raises(ValueError, match="eps_values must be increasing"):
+        robustness_curve(model, data, [0.1, 0.1])
+    with pytest.raises(ValueError, match="attacks must be names from"):
+        robustness_curve(model, data, [0.1], attacks=("cw",))

@@ -1,0 +1,105 @@
+import csv
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from attacks import adversarial_training
+from experiments import fgsm_mnist as experiment
+
+QUICK = ["--source", "sample", "--quick", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fgsm_mnist")
+    summary = experiment.main(QUICK + ["--out", str(out)])
+    return out, summary
+
+
+def test_quick_run_writes_every_file_the_readme_shows(quick_run):
+    out, summary = quick_run
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "metrics.csv", "summary.json", "robustness_curve.png",
+            "adversarial_examples.png", "training_curves.png", "models"} <= names
+    assert {p.name for p in (out / "models").iterdir()} == {
+        f"{m}.keras" for m in adversarial_training.METHODS}
+    assert json.loads((out / "summary.json").read_text())["methods"] == summary
+    assert set(summary) == set(adversarial_training.METHODS)
+    for method, s in summary.items():
+        assert {"clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "seconds_per_epoch",
+                "collapsed", "warnings", "curve_warnings"} <= set(s)
+        assert 0 <= s["pgd_accuracy"] <= s["clean_accuracy"] <= 1, method
+        assert s["epochs_trained"] == 2 and s["seconds_per_epoch"] > 0
+        assert s["curve"]["eps"] == [0.0, 0.1, 0.3] and s["curve"]["examples"] == 200
+        assert s["curve"]["pgd"][0] == s["clean_accuracy"]  # the first 200 are the test set
+        assert s["pgd"].startswith("PGD-40, step 0.01875")
+    # Two epochs on 2,000 digits already beat chance by far; the clean model falls to FGSM.
+    assert summary["clean"]["clean_accuracy"] > 0.8
+    assert summary["clean"]["fgsm_accuracy"] < 0.5 * summary["clean"]["clean_accuracy"]
+
+
+def test_config_records_the_data_source_and_each_methods_recipe(quick_run):
+    out, _ = quick_run
+    config = json.loads((out / "config.json").read_text())
+    assert config["data_source"] == "sample" and config["train_examples"] == 2000
+    assert config["versions"]["tensorflow"]
+    training = config["training"]
+    assert set(training) == set(adversarial_training.METHODS)
+    assert training["clean"]["lr_schedule"] == "cosine" and training["clean"]["shift"] == 2
+    assert training["pgd"]["lr_schedule"] == "constant" and training["pgd"]["epochs"] == 2
+
+
+def test_metrics_have_a_row_per_method_and_epoch(quick_run):
+    out, _ = quick_run
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"method", "epoch", "eps", "loss", "clean_accuracy", "guard_pgd_accuracy",
+            "seconds"} <= set(rows[0])
+    assert [(r["method"], r["epoch"]) for r in rows] == [
+        (m, e) for m in adversarial_training.METHODS for e in ("1", "2")]
+
+
+def test_saved_models_reload_and_predict(quick_run):
+    out, summary = quick_run
+    from attacks.evaluation import accuracy
+    from attacks.mnist import load_mnist_arrays
+
+    x, y = (a[:200] for a in load_mnist_arrays("test", "sample"))
+    model = keras.models.load_model(out / "models" / "pgd.keras")
+    assert accuracy(model, x, y) == pytest.approx(summary["pgd"]["clean_accuracy"])
+
+
+def test_interrupt_keeps_the_model_and_the_epochs_so_far(tmp_path, monkeypatch):
+    calls = []
+    original = adversarial_training.AdversarialTrainer.train_epoch
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(adversarial_training.AdversarialTrainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.main(QUICK + ["--methods", "clean", "--out", str(tmp_path)])
+    with open(tmp_path / "metrics.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
+    model = keras.models.load_model(tmp_path / "models" / "clean.interrupted.keras")
+    assert model(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--methods", "trades"], "methods must be one of"),
+    (["--eps", "0"], r"eps must be in \(0\.0, 1\.0\]"),
+    (["--epochs", "0"], "epochs must be an integer >= 1"),
+    (["--eval-eps", "0.2", "0.1"], "eval_eps must be increasing"),
+])
+def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        experiment.main(QUICK + ["--out", str(tmp_path)] + flags)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not any(tmp_path.iterdir())  # nothing written
