@@ -233,7 +233,7 @@ def plot_robustness(curves, config, path):
 
 def plot_training(rows, config, path):
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
     for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
         mine = [r for r in rows if r["method"] == method]
         epochs = [r["epoch"] for r in mine]
@@ -258,7 +258,8 @@ def plot_examples(models, x, y, config, path, count: int = 6):
     method = "pgd" if "pgd" in models else next(iter(models))
     shown = {"clean": models.get("clean"), method: models[method]}
     shown = {k: v for k, v in shown.items() if v is not None}
-    fig, axes = plt.subplots(3 * len(shown), count, figsize=(1.6 * count, 5.2 * len(shown)))
+    fig, axes = plt.subplots(3 * len(shown), count, figsize=(1.6 * count, 5.2 * len(shown)),
+                             layout="constrained")
     axes = np.atleast_2d(axes)
     for block, (name, model) in enumerate(shown.items()):
         xb, yb = x[:count], y[:count]

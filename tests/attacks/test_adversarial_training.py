@@ -121,8 +121,8 @@ def test_slow_pgd_training_makes_a_model_more_robust_than_clean_training():
         at.adversarial_train(model, x, y, at.AdversarialTrainingConfig(
             method=method, eps=0.15, epochs=4, eps_ramp_epochs=0, guard_examples=64))
         robust[method] = at.robust_accuracy(model, x_test, y_test, 0.15, steps=10)
-    # Measured with this seed and budget: 0.47 clean, 0.62 PGD-trained.
-    assert robust["pgd"] > robust["clean"] + 0.1
+    # Measured with this seed and budget: 0.27 clean, 0.81 PGD-trained.
+    assert robust["pgd"] > robust["clean"] + 0.3
 
 
 MIRRORED_SCRIPT = r"""
