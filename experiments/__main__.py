@@ -15,7 +15,7 @@ import time
 EXPERIMENTS = {
     "curvature": [],                                   # edge of stability, ~1 minute
     "reinforce": ["--env", "CartPole-v1"],             # REINFORCE learning curves, ~1 minute
-    "fgsm_mnist": ["--source", "sample"],              # adversarial training, ~12 minutes
+    "fgsm_mnist": ["--source", "sample"],              # adversarial training, ~6 minutes
 }
 
 
