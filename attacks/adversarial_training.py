@@ -40,10 +40,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from attacks.evaluation import accuracy
+from attacks.evaluation import accuracy, pgd_accuracy
 from attacks.fgsm import cross_entropy, sign_step, uniform_start
-from attacks.pgd import pgd, pgd_steps
-from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int
+from attacks.pgd import default_step_size, pgd_steps
+from lab.checks import (check_in_range, check_nonnegative_int, check_one_of, check_positive,
+                         check_positive_int)
 from lab.training import make_train_step
 
 METHODS = ("clean", "fgsm", "fgsm_rs", "pgd")
@@ -81,17 +82,23 @@ class AdversarialTrainingConfig:
         check_positive("learning_rate", self.learning_rate)
         check_positive("fgsm_rs_step", self.fgsm_rs_step)
         check_in_range("collapse_drop", self.collapse_drop, 0.0, 1.0, lo_open=True)
-        if self.shift < 0:
-            raise ValueError(f"shift must be >= 0. Received: shift={self.shift}")
-        if self.eps_ramp_epochs < 0:
-            raise ValueError(f"eps_ramp_epochs must be >= 0. Received: "
-                             f"eps_ramp_epochs={self.eps_ramp_epochs}")
+        for name in ("shift", "eps_ramp_epochs", "seed"):
+            check_nonnegative_int(name, getattr(self, name))
 
     def eps_at(self, epoch: int) -> float:
-        """Training eps in ``epoch`` (0-based), after the ramp."""
+        """Training eps in ``epoch`` (0-based), after the ramp; 0 for ``"clean"``."""
+        if self.method == "clean":
+            return 0.0
         if self.eps_ramp_epochs == 0:
             return self.eps
         return self.eps * min(1.0, (epoch + 1) / self.eps_ramp_epochs)
+
+    @property
+    def final_eps(self) -> float:
+        """The largest eps the run trains at: the radius a trained model can claim
+        (``attacks.evaluation``'s ``claimed_eps``). Below ``eps`` when the ramp is longer
+        than the run; 0 for ``"clean"``."""
+        return self.eps_at(self.epochs - 1)
 
 
 class CollapseGuard:
@@ -140,7 +147,7 @@ def make_perturb(model, config: AdversarialTrainingConfig, eps: tf.Variable,
         if method == "fgsm_rs":
             start = uniform_start(x, eps, stateless_seed)
             return sign_step(model, start, x, y, eps, config.fgsm_rs_step * eps), y
-        step = 2.5 * eps / config.pgd_steps
+        step = default_step_size(eps, config.pgd_steps)
         return pgd_steps(model, x, y, eps, config.pgd_steps, step, stateless_seed), y
 
     return perturb
@@ -150,7 +157,7 @@ class AdversarialTrainer:
     """The compiled training step of ``config.method`` on ``model`` and the epoch around it.
 
     ``adversarial_train`` is the usual entry point; this class is for loops of one's own (the
-    benchmark interleaves the epochs of several methods so that they share machine noise).
+    benchmark runs several methods batch by batch in turn, so that they share machine noise).
 
     Args:
       model: a built Keras classifier returning logits (created under ``strategy.scope()``
@@ -232,13 +239,16 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
       validation: optional ``(x, y)`` whose clean accuracy is logged every epoch.
       strategy: optional ``tf.distribute.Strategy`` (e.g. ``MirroredStrategy``).
       progress: show tqdm progress bars.
-      on_epoch_end: optional ``on_epoch_end(epoch, model, row)`` called after each epoch's
-        row is complete (``epoch`` is 1-based; the experiment saves its metrics there).
+      on_epoch_end: optional ``on_epoch_end(epoch, model, row)`` called after each epoch
+        (``epoch`` is 1-based) and after the guard: on a collapse ``row["collapsed"]`` is
+        True and ``model`` already holds the restored best weights. The experiment saves its
+        metrics there.
 
     Returns:
       A ``TrainingResult``; each history row has ``epoch``, ``eps``, ``loss``,
       ``clean_accuracy`` (on ``validation``, else NaN), ``guard_pgd_accuracy`` (PGD on the
-      fixed training batch at the full eps) and ``seconds`` (training time of the epoch).
+      fixed training batch at the full eps), ``seconds`` (training time of the epoch) and
+      ``collapsed``.
     """
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int32)
@@ -266,12 +276,13 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
             if bar is not None:
                 bar.set_postfix(clean=f"{row['clean_accuracy']:.3f}",
                                 pgd=f"{guard_accuracy:.3f}")
-            collapsed = guard.update(epoch + 1, guard_accuracy, model)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, model, row)
-            if collapsed:
+            row["collapsed"] = guard.update(epoch + 1, guard_accuracy, model)
+            if row["collapsed"]:
                 collapsed_at = epoch + 1
                 guard.restore(model)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, model, row)
+            if row["collapsed"]:
                 break
     finally:
         if bar is not None:
@@ -282,7 +293,8 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
 
 def learning_rate_schedule(learning_rate: float, kind: str, total_steps: int):
     """``"constant"``, ``"cosine"`` (to 0 over ``total_steps``) or ``"step"`` (a tenth for the
-    last quarter: the piecewise decay of Madry et al. and Rice et al. 2020, arXiv:2002.11569)."""
+    last quarter: a one-step form of the piecewise decay common in adversarial training; Rice
+    et al. 2020, arXiv:2002.11569, decay at half and at three quarters)."""
     check_one_of("kind", kind, LR_SCHEDULES)
     if kind == "cosine":
         return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
@@ -307,9 +319,6 @@ def random_shift(images, shift: int, rng: np.random.Generator):
 
 
 def robust_accuracy(model, x, y, eps, *, steps=10, restarts=1, seed=0, batch_size=500):
-    """Accuracy under PGD (random start, step ``2.5 eps / steps``)."""
-    adversarial = [np.asarray(pgd(model, x[i:i + batch_size], y[i:i + batch_size], eps,
-                                  steps=steps, step_size=max(2.5 * eps / steps, 1e-6),
-                                  restarts=restarts, seed=seed + i))
-                   for i in range(0, len(x), batch_size)]
-    return accuracy(model, np.concatenate(adversarial), y, batch_size)
+    """Accuracy under PGD (random start, step ``attacks.pgd.default_step_size(eps, steps)``)."""
+    return pgd_accuracy(model, x, y, eps, steps=steps, restarts=restarts, seed=seed,
+                        batch_size=batch_size)

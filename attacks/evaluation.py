@@ -29,8 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from attacks.fgsm import fgsm
-from attacks.pgd import pgd
-from lab.checks import check_positive_int
+from attacks.pgd import default_step_size, pgd
+from lab.checks import check_positive, check_positive_int
 from lab.compile_cache import cached_function
 
 ATTACKS = ("fgsm", "pgd")
@@ -45,6 +45,44 @@ def accuracy(model, x, y, batch_size: int = 500) -> float:
         logits = predict(tf.constant(x[start:start + batch_size]))
         correct += int(np.sum(np.argmax(logits, axis=-1) == y[start:start + batch_size]))
     return correct / len(x)
+
+
+def attack_accuracy(model, x, y, attack, *, batch_size: int = 500) -> float:
+    """Accuracy of ``model`` on adversarial examples made batch by batch.
+
+    Args:
+      model: the classifier under attack.
+      x, y: NumPy images and integer labels.
+      attack: ``attack(x_batch, y_batch, start) -> adversarial batch``; ``start`` is the
+        batch's offset in ``x`` (to seed each batch differently).
+      batch_size: examples per attack call.
+    """
+    check_positive_int("batch_size", batch_size)
+    adversarial = [np.asarray(attack(x[start:start + batch_size], y[start:start + batch_size],
+                                     start)) for start in range(0, len(x), batch_size)]
+    return accuracy(model, np.concatenate(adversarial), y, batch_size)
+
+
+def fgsm_accuracy(model, x, y, eps, *, batch_size: int = 500) -> float:
+    """Accuracy under FGSM with true labels (eps 0: clean accuracy)."""
+    if eps == 0:
+        return accuracy(model, x, y, batch_size)
+    return attack_accuracy(model, x, y, lambda xb, yb, start: fgsm(model, xb, yb, eps),
+                           batch_size=batch_size)
+
+
+def pgd_accuracy(model, x, y, eps, *, steps: int = 40, step_size: float | None = None,
+                 restarts: int = 1, seed: int = 0, batch_size: int = 500) -> float:
+    """Accuracy under PGD with true labels, random starts seeded ``seed + offset`` per batch;
+    ``step_size`` defaults to ``attacks.pgd.default_step_size(eps, steps)`` (eps 0: clean
+    accuracy)."""
+    if eps == 0:
+        return accuracy(model, x, y, batch_size)
+    step_size = default_step_size(eps, steps) if step_size is None else step_size
+    return attack_accuracy(
+        model, x, y, lambda xb, yb, start: pgd(model, xb, yb, eps, steps=steps,
+                                               step_size=step_size, restarts=restarts,
+                                               seed=seed + start), batch_size=batch_size)
 
 
 def _compiled_predict(model):
@@ -80,6 +118,9 @@ def sanity_warnings(eps_values, accuracies: dict, examples: int, *, gap: float =
     Returns:
       A list of messages, empty when every check passes.
     """
+    check_positive_int("examples", examples)
+    if claimed_eps is not None:
+        check_positive("claimed_eps", claimed_eps, allow_zero=True)
     tolerance = 1.0 / examples + 1e-9
     warnings = []
     for attack, values in accuracies.items():
@@ -114,8 +155,8 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
       eps_values: increasing L-infinity radii; 0 gives the clean accuracy.
       attacks: names from ``("fgsm", "pgd")``.
       pgd_steps: PGD iterations (40: Madry et al.'s MNIST evaluation).
-      pgd_step_size: PGD step; default ``max(0.01, 2.5 * eps / pgd_steps)``, so the steps can
-        cross the ball (Madry et al. use 0.01 for eps = 0.3).
+      pgd_step_size: PGD step; default ``attacks.pgd.default_step_size(eps, pgd_steps)``
+        (``2.5 * eps / pgd_steps``), so the steps can cross the ball.
       pgd_restarts: random restarts per example; the strongest is kept.
       batch_size: examples per attack call.
       seed: seed of PGD's random starts.
@@ -127,28 +168,24 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
     """
     x, y = data
     eps_values = [float(e) for e in eps_values]
-    if any(b <= a for a, b in zip(eps_values, eps_values[1:])):
-        raise ValueError(f"eps_values must be increasing. Received: eps_values={eps_values}")
+    if not eps_values or any(b <= a for a, b in zip(eps_values, eps_values[1:])):
+        raise ValueError(f"eps_values must be non-empty and increasing. "
+                         f"Received: eps_values={eps_values}")
     for attack in attacks:
         if attack not in ATTACKS:
             raise ValueError(f"attacks must be names from {ATTACKS}. Received: {attack!r}")
-    accuracies = {attack: [] for attack in attacks}
-    for eps in eps_values:
-        for attack in attacks:
-            if eps == 0:
-                accuracies[attack].append(accuracy(model, x, y, batch_size))
-                continue
-            adversarial = []
-            for start in range(0, len(x), batch_size):
-                xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-                if attack == "fgsm":
-                    adversarial.append(np.asarray(fgsm(model, xb, yb, eps)))
-                else:
-                    step = pgd_step_size or max(0.01, 2.5 * eps / pgd_steps)
-                    adversarial.append(np.asarray(pgd(model, xb, yb, eps, steps=pgd_steps,
-                                                      step_size=step, restarts=pgd_restarts,
-                                                      seed=seed + start)))
-            accuracies[attack].append(accuracy(model, np.concatenate(adversarial), y, batch_size))
+    if pgd_step_size is not None:
+        check_positive("pgd_step_size", pgd_step_size)
+    check_positive_int("batch_size", batch_size)
+    if claimed_eps is not None:
+        check_positive("claimed_eps", claimed_eps, allow_zero=True)
+    measure = {
+        "fgsm": lambda eps: fgsm_accuracy(model, x, y, eps, batch_size=batch_size),
+        "pgd": lambda eps: pgd_accuracy(model, x, y, eps, steps=pgd_steps,
+                                        step_size=pgd_step_size, restarts=pgd_restarts,
+                                        seed=seed, batch_size=batch_size),
+    }
+    accuracies = {attack: [measure[attack](eps) for eps in eps_values] for attack in attacks}
     return RobustnessCurve(eps_values, accuracies, len(x),
                            sanity_warnings(eps_values, accuracies, len(x),
                                            claimed_eps=claimed_eps))

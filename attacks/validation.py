@@ -52,6 +52,8 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted):
         raise ValueError(f"x must be a batch of the model's inputs, shape {expected}. "
                          f"Received: x with shape {tuple(x.shape)}")
     if tf.size(x) > 0:
+        if not bool(tf.reduce_all(tf.math.is_finite(x))):
+            raise ValueError("x must be finite. Received: x with NaN or infinite values")
         x_min, x_max = float(tf.reduce_min(x)), float(tf.reduce_max(x))
         if x_min < lo or x_max > hi:
             raise ValueError(f"x must lie in clip=[{lo}, {hi}]. Received: x with values in "

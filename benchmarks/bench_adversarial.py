@@ -29,11 +29,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from attacks.adversarial_training import AdversarialTrainer, AdversarialTrainingConfig  # noqa: E402
+from attacks.adversarial_training import (METHODS, AdversarialTrainer,  # noqa: E402
+                                          AdversarialTrainingConfig)
 from attacks.mnist import load_mnist_arrays  # noqa: E402
 from attacks.models import MODELS  # noqa: E402
 
-METHODS = ("clean", "fgsm", "fgsm_rs", "pgd")
 LABELS = {"fgsm": "fgsm (clean + FGSM)", "pgd": "pgd (PGD-7)"}
 
 
@@ -69,7 +69,8 @@ def main():
         totals = dict.fromkeys(METHODS, 0.0)
         batches = next(iter(trainers.values())).batches(x, y, rng)
         for i, (xb, yb) in enumerate(batches):
-            for method in METHODS[i % 4:] + METHODS[:i % 4]:
+            turn = i % len(METHODS)
+            for method in METHODS[turn:] + METHODS[:turn]:
                 start = time.perf_counter()
                 float(trainers[method].train_step(xb, yb).loss)
                 totals[method] += time.perf_counter() - start

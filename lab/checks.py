@@ -60,8 +60,17 @@ def check_one_of(name, value, choices):
         _fail(name, f"one of {tuple(choices)}", value)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def check_positive_int(name, value):
     """Raises ``ValueError`` unless ``value`` is an integer >= 1 (Python or NumPy)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or value < 1:
+    if not _is_int(value) or value < 1:
         _fail(name, "an integer >= 1", value)
+
+
+def check_nonnegative_int(name, value):
+    """Raises ``ValueError`` unless ``value`` is an integer >= 0 (Python or NumPy)."""
+    if not _is_int(value) or value < 0:
+        _fail(name, "an integer >= 0", value)

@@ -37,6 +37,28 @@ def test_learning_rate_schedules():
         at.AdversarialTrainingConfig(lr_schedule="linear")
 
 
+def test_final_eps_follows_the_ramp_and_clean_training_has_none():
+    assert at.AdversarialTrainingConfig(eps=0.3, epochs=2).final_eps == pytest.approx(0.12)
+    assert at.AdversarialTrainingConfig(eps=0.3, epochs=5).final_eps == pytest.approx(0.3)
+    clean = at.AdversarialTrainingConfig(method="clean", epochs=3)
+    assert clean.final_eps == 0.0 and clean.eps_at(0) == 0.0
+    for name, value in (("shift", 1.5), ("eps_ramp_epochs", -1), ("seed", -1)):
+        with pytest.raises(ValueError, match=rf"^{name} must be an integer >= 0"):
+            at.AdversarialTrainingConfig(**{name: value})
+
+
+def test_trainer_traces_its_step_once_across_epochs_and_a_changing_eps(digits):
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    trainer = at.AdversarialTrainer(small_cnn(), at.AdversarialTrainingConfig(
+        method="pgd", pgd_steps=2, eps_ramp_epochs=3), num_examples=256)
+    rng = np.random.default_rng(0)
+    for epoch in range(3):
+        loss, seconds = trainer.train_epoch(x[:256], y[:256], epoch, rng)
+        assert np.isfinite(loss) and seconds > 0
+    assert trainer.step.trace_count == 1
+
+
 def test_trainer_needs_a_full_batch():
     with pytest.raises(ValueError, match="num_examples must be at least batch_size=64"):
         at.AdversarialTrainer(small_cnn(), at.AdversarialTrainingConfig(), num_examples=63)
@@ -80,9 +102,13 @@ def test_training_stops_and_restores_on_a_scripted_collapse(digits, monkeypatch)
         on_epoch_end=lambda epoch, m, row: snapshots.setdefault(epoch, m.get_weights()))
     assert result.collapsed and result.collapsed_at_epoch == 3 and result.best_epoch == 2
     assert len(result.history) == 3 and sorted(snapshots) == [1, 2, 3]
-    assert any(np.any(a != b) for a, b in zip(snapshots[3], snapshots[2]))  # epoch 3 trained
+    assert [row["collapsed"] for row in result.history] == [False, False, True]
+    assert any(np.any(a != b) for a, b in zip(snapshots[2], snapshots[1]))  # epochs train
     for restored, saved in zip(model.get_weights(), snapshots[2]):
         np.testing.assert_array_equal(restored, saved)
+    # The callback of the collapsed epoch already sees the restored weights.
+    for seen, saved in zip(snapshots[3], snapshots[2]):
+        np.testing.assert_array_equal(seen, saved)
 
 
 @pytest.mark.parametrize("method", ["fgsm", "fgsm_rs", "pgd"])
@@ -109,6 +135,7 @@ def test_perturbations_are_attacks_inside_the_ball(method, digits):
     np.testing.assert_array_equal(perturb(xb, yb)[0], perturb(xb, yb)[0])
 
 
+@pytest.mark.slow
 def test_slow_pgd_training_makes_a_model_more_robust_than_clean_training():
     from attacks.mnist import load_mnist_arrays
 

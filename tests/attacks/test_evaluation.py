@@ -80,7 +80,29 @@ def test_fgsm_pgd_gap_is_flagged_only_where_robustness_is_claimed():
 def test_robustness_curve_rejects_bad_arguments(rng):
     model, _, _ = _binary_linear_model(rng)
     data = (np.full((4, 6), 0.5, np.float32), np.zeros(4, np.int32))
-    with pytest.raises(ValueError, match="eps_values must be increasing"):
+    with pytest.raises(ValueError, match="eps_values must be non-empty and increasing"):
         robustness_curve(model, data, [0.1, 0.1])
+    with pytest.raises(ValueError, match="eps_values must be non-empty and increasing"):
+        robustness_curve(model, data, [])
     with pytest.raises(ValueError, match="attacks must be names from"):
         robustness_curve(model, data, [0.1], attacks=("cw",))
+    with pytest.raises(ValueError, match=r"pgd_step_size must be > 0\. Received: pgd_step_size=0"):
+        robustness_curve(model, data, [0.1], pgd_step_size=0)
+    with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1"):
+        robustness_curve(model, data, [0.1], batch_size=0)
+    with pytest.raises(ValueError, match=r"claimed_eps must be >= 0"):
+        robustness_curve(model, data, [0.1], claimed_eps=-0.1)
+    with pytest.raises(ValueError, match=r"examples must be an integer >= 1"):
+        sanity_warnings([0.0], {"pgd": [1.0]}, examples=0)
+
+
+def test_pgd_accuracy_at_eps_zero_is_the_clean_accuracy_and_seeds_each_batch(rng):
+    from attacks.evaluation import attack_accuracy, pgd_accuracy
+
+    model, w, b = _binary_linear_model(rng)
+    x = rng.uniform(0.35, 0.65, size=(50, 6)).astype(np.float32)
+    y = (x @ w + b > 0).astype(np.int32)
+    assert pgd_accuracy(model, x, y, 0.0) == accuracy(model, x, y) == 1.0
+    starts = []
+    attack_accuracy(model, x, y, lambda xb, yb, start: starts.append(start) or xb, batch_size=20)
+    assert starts == [0, 20, 40]

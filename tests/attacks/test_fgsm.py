@@ -158,6 +158,7 @@ def _bad_calls():
          "restarts > 1 needs random_start=True"),
         (lambda m, x, y: pgd(m, x, y, 0.1, step_size=-0.01), "step_size must be > 0"),
         (lambda m, x, y: pgd(m, x, y + 10, 1.5), r"eps must be in"),  # eps is checked first
+        (lambda m, x, y: fgsm(m, np.where(x > 0.5, np.nan, x), y, 0.1), "x must be finite"),
     ]
 
 

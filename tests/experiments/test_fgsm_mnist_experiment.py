@@ -31,7 +31,9 @@ def test_quick_run_writes_every_file_the_readme_shows(quick_run):
     for method, s in summary.items():
         assert {"clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "seconds_per_epoch",
                 "collapsed", "warnings", "curve_warnings"} <= set(s)
-        assert 0 <= s["pgd_accuracy"] <= s["clean_accuracy"] <= 1, method
+        assert 0 <= s["pgd_accuracy"] <= s["clean_accuracy"] + 1 / 200 <= 1 + 1 / 200, method
+        # Two epochs of a five-epoch ramp: the models were trained at eps 0.12, not 0.3.
+        assert s["trained_eps"] == pytest.approx(0.0 if method == "clean" else 0.12)
         assert s["epochs_trained"] == 2 and s["seconds_per_epoch"] > 0
         assert s["curve"]["eps"] == [0.0, 0.1, 0.3] and s["curve"]["examples"] == 200
         assert s["curve"]["pgd"][0] == s["clean_accuracy"]  # the first 200 are the test set
@@ -50,6 +52,16 @@ def test_config_records_the_data_source_and_each_methods_recipe(quick_run):
     assert set(training) == set(adversarial_training.METHODS)
     assert training["clean"]["lr_schedule"] == "cosine" and training["clean"]["shift"] == 2
     assert training["pgd"]["lr_schedule"] == "constant" and training["pgd"]["epochs"] == 2
+
+
+def test_override_flags_replace_every_methods_recipe():
+    config = experiment.ExperimentConfig(batch_size=128, shift=1, quick=True)
+    for method in ("clean", "pgd"):
+        training = experiment.training_config(method, config, experiment._settings(config))
+        assert (training.batch_size, training.shift, training.epochs) == (128, 1, 2)
+    clean = experiment.training_config("clean", experiment.ExperimentConfig(),
+                                       experiment._settings(experiment.ExperimentConfig()))
+    assert (clean.lr_schedule, clean.shift, clean.epochs) == ("cosine", 2, 16)
 
 
 def test_metrics_have_a_row_per_method_and_epoch(quick_run):
@@ -96,6 +108,10 @@ def test_interrupt_keeps_the_model_and_the_epochs_so_far(tmp_path, monkeypatch):
     (["--eps", "0"], r"eps must be in \(0\.0, 1\.0\]"),
     (["--epochs", "0"], "epochs must be an integer >= 1"),
     (["--eval-eps", "0.2", "0.1"], "eval_eps must be increasing"),
+    (["--eval-eps", "0.1", "1.5"], r"eval_eps must be increasing values in \[0, 1\]"),
+    (["--shift", "-1"], "shift must be an integer >= 0"),
+    (["--lr-schedule", "linear"], "lr_schedule must be one of"),
+    (["--batch-size", "0"], "batch_size must be an integer >= 1"),
 ])
 def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

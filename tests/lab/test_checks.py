@@ -16,6 +16,14 @@ def test_positive_int_rejects_the_rest_naming_the_argument(value):
         checks.check_positive_int("steps", value)
 
 
+def test_nonnegative_int_accepts_zero_and_rejects_negatives_and_floats():
+    checks.check_nonnegative_int("shift", 0)
+    checks.check_nonnegative_int("shift", np.int32(2))
+    for value in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=r"^shift must be an integer >= 0\. Received: "):
+            checks.check_nonnegative_int("shift", value)
+
+
 def test_positive_and_range_checks_name_the_argument_and_the_range():
     checks.check_positive("lr", 1e-3)
     checks.check_positive("decay", 0.0, allow_zero=True)
