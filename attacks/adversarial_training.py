@@ -130,6 +130,14 @@ class TrainingResult:
     collapsed_at_epoch: int | None
     best_epoch: int | None        # the epoch whose weights the model holds after a collapse
 
+    @property
+    def trained_eps(self) -> float:
+        """The eps of the epoch whose weights the model holds: the radius it can claim
+        (``attacks.evaluation``'s ``claimed_eps``). After a collapse that is the restored
+        epoch's eps, which is below ``config.final_eps`` while the ramp was still rising."""
+        epoch = self.best_epoch if self.collapsed else len(self.history)
+        return self.history[epoch - 1]["eps"]
+
 
 def make_perturb(model, config: AdversarialTrainingConfig, eps: tf.Variable,
                  seed: tf.Variable) -> Callable | None:
@@ -266,8 +274,8 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
         for epoch in range(config.epochs):
             loss, seconds = trainer.train_epoch(x, y, epoch, rng,
                                                 on_step=bar.update if bar is not None else None)
-            guard_accuracy = robust_accuracy(model, x[guard_index], y[guard_index], config.eps,
-                                             steps=config.guard_pgd_steps, seed=config.seed)
+            guard_accuracy = pgd_accuracy(model, x[guard_index], y[guard_index], config.eps,
+                                          steps=config.guard_pgd_steps, seed=config.seed)
             row = {"epoch": epoch + 1, "eps": config.eps_at(epoch), "loss": loss,
                    "clean_accuracy": (accuracy(model, *validation) if validation is not None
                                       else float("nan")),
@@ -316,9 +324,3 @@ def random_shift(images, shift: int, rng: np.random.Generator):
     rows = dy[:, None] + np.arange(h)[None, :]
     cols = dx[:, None] + np.arange(w)[None, :]
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-def robust_accuracy(model, x, y, eps, *, steps=10, restarts=1, seed=0, batch_size=500):
-    """Accuracy under PGD (random start, step ``attacks.pgd.default_step_size(eps, steps)``)."""
-    return pgd_accuracy(model, x, y, eps, steps=steps, restarts=restarts, seed=seed,
-                        batch_size=batch_size)

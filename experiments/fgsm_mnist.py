@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
             raise
         _save_model(model, out / "models" / f"{method}.keras")
         models[method] = model
-        summary[method] = evaluate(model, x_test, y_test, config, settings, training)
+        summary[method] = evaluate(model, x_test, y_test, config, settings, result.trained_eps)
         summary[method].update(
             seconds_per_epoch=sum(r["seconds"] for r in result.history) / len(result.history),
             epochs_trained=len(result.history), collapsed=result.collapsed,
@@ -163,7 +163,7 @@ def main(argv=None) -> dict:
         n = settings["curve"]
         curves[method] = robustness_curve(model, (x_test[:n], y_test[:n]),
                                           settings["eval_eps"], seed=config.seed,
-                                          claimed_eps=training.final_eps)
+                                          claimed_eps=result.trained_eps)
         summary[method]["curve"] = {"examples": curves[method].examples,
                                     "eps": curves[method].eps_values,
                                     **curves[method].accuracy}
@@ -195,9 +195,10 @@ def training_config(method, config, settings) -> AdversarialTrainingConfig:
     return AdversarialTrainingConfig(method=method, eps=config.eps, seed=config.seed, **recipe)
 
 
-def evaluate(model, x, y, config, settings, training) -> dict:
+def evaluate(model, x, y, config, settings, trained_eps) -> dict:
     """Headline accuracies at the experiment's eps on the whole test split; the gap check
-    applies up to the eps the model was trained at (``training.final_eps``)."""
+    applies up to ``trained_eps``, the eps the model's weights were trained at (the ramp and
+    a collapse guard's restore both count)."""
     eps = config.eps
     clean = accuracy(model, x, y)
     fgsm = fgsm_accuracy(model, x, y, eps)
@@ -206,9 +207,9 @@ def evaluate(model, x, y, config, settings, training) -> dict:
     return {"clean_accuracy": clean, "fgsm_accuracy": fgsm, "pgd_accuracy": pgd,
             "pgd": f"PGD-{PGD_STEPS}, step {default_step_size(eps, PGD_STEPS):g}, "
                    f"{settings['restarts']} restart(s), eps {eps}",
-            "examples": len(x), "trained_eps": training.final_eps,
+            "examples": len(x), "trained_eps": trained_eps,
             "warnings": sanity_warnings([0.0, eps], {"fgsm": [clean, fgsm], "pgd": [clean, pgd]},
-                                        len(x), claimed_eps=training.final_eps)}
+                                        len(x), claimed_eps=trained_eps)}
 
 
 def _pyplot():

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from attacks import adversarial_training as at
+from attacks.evaluation import pgd_accuracy
 from attacks.models import small_cnn
 
 
@@ -93,14 +94,18 @@ def test_guard_keeps_the_best_weights_and_fires_on_a_drop():
 def test_training_stops_and_restores_on_a_scripted_collapse(digits, monkeypatch):
     x, y = digits
     scores = iter([0.5, 0.7, 0.05, 0.9])  # epoch 3 collapses
-    monkeypatch.setattr(at, "robust_accuracy", lambda *args, **kwargs: next(scores))
+    monkeypatch.setattr(at, "pgd_accuracy", lambda *args, **kwargs: next(scores))
     snapshots = {}
     keras.utils.set_random_seed(0)
     model = small_cnn()
+    config = at.AdversarialTrainingConfig(method="fgsm", eps=0.3, epochs=4, eps_ramp_epochs=5)
     result = at.adversarial_train(
-        model, x[:256], y[:256], at.AdversarialTrainingConfig(method="fgsm", epochs=4),
+        model, x[:256], y[:256], config,
         on_epoch_end=lambda epoch, m, row: snapshots.setdefault(epoch, m.get_weights()))
     assert result.collapsed and result.collapsed_at_epoch == 3 and result.best_epoch == 2
+    # The model holds epoch 2's weights, trained at 2/5 of eps on the ramp: that is the
+    # radius it may claim, not the 4/5 the full run would have reached.
+    assert result.trained_eps == pytest.approx(0.12) and config.final_eps == pytest.approx(0.24)
     assert len(result.history) == 3 and sorted(snapshots) == [1, 2, 3]
     assert [row["collapsed"] for row in result.history] == [False, False, True]
     assert any(np.any(a != b) for a, b in zip(snapshots[2], snapshots[1]))  # epochs train
@@ -145,9 +150,11 @@ def test_slow_pgd_training_makes_a_model_more_robust_than_clean_training():
     for method in ("clean", "pgd"):
         keras.utils.set_random_seed(0)
         model = small_cnn()
-        at.adversarial_train(model, x, y, at.AdversarialTrainingConfig(
-            method=method, eps=0.15, epochs=4, eps_ramp_epochs=0, guard_examples=64))
-        robust[method] = at.robust_accuracy(model, x_test, y_test, 0.15, steps=10)
+        config = at.AdversarialTrainingConfig(
+            method=method, eps=0.15, epochs=4, eps_ramp_epochs=0, guard_examples=64)
+        result = at.adversarial_train(model, x, y, config)
+        assert not result.collapsed and result.trained_eps == config.final_eps
+        robust[method] = pgd_accuracy(model, x_test, y_test, 0.15, steps=10)
     # Measured with this seed and budget: 0.27 clean, 0.81 PGD-trained.
     assert robust["pgd"] > robust["clean"] + 0.3
 
