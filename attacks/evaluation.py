@@ -39,11 +39,8 @@ ATTACKS = ("fgsm", "pgd")
 def accuracy(model, x, y, batch_size: int = 500) -> float:
     """Fraction of ``x`` that ``model`` (called with ``training=False``) labels ``y``."""
     check_positive_int("batch_size", batch_size)
-    predict = _compiled_predict(model)
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        logits = predict(tf.constant(x[start:start + batch_size]))
-        correct += int(np.sum(np.argmax(logits, axis=-1) == y[start:start + batch_size]))
+    correct = sum(_count_correct(model, x[start:start + batch_size], y[start:start + batch_size])
+                  for start in range(0, len(x), batch_size))
     return correct / len(x)
 
 
@@ -58,9 +55,11 @@ def attack_accuracy(model, x, y, attack, *, batch_size: int = 500) -> float:
       batch_size: examples per attack call.
     """
     check_positive_int("batch_size", batch_size)
-    adversarial = [np.asarray(attack(x[start:start + batch_size], y[start:start + batch_size],
-                                     start)) for start in range(0, len(x), batch_size)]
-    return accuracy(model, np.concatenate(adversarial), y, batch_size)
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        correct += _count_correct(model, attack(xb, yb, start), yb)
+    return correct / len(x)
 
 
 def fgsm_accuracy(model, x, y, eps, *, batch_size: int = 500) -> float:
@@ -83,6 +82,13 @@ def pgd_accuracy(model, x, y, eps, *, steps: int = 40, step_size: float | None =
         model, x, y, lambda xb, yb, start: pgd(model, xb, yb, eps, steps=steps,
                                                step_size=step_size, restarts=restarts,
                                                seed=seed + start), batch_size=batch_size)
+
+
+def _count_correct(model, x, y) -> int:
+    """How many of the batch ``x`` (NumPy or a tensor, left where it is) ``model`` labels
+    ``y``."""
+    logits = _compiled_predict(model)(tf.convert_to_tensor(x, tf.float32))
+    return int(np.sum(np.argmax(logits, axis=-1) == np.asarray(y)))
 
 
 def _compiled_predict(model):
@@ -179,13 +185,16 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
     check_positive_int("batch_size", batch_size)
     if claimed_eps is not None:
         check_positive("claimed_eps", claimed_eps, allow_zero=True)
+    # Every attack's value at eps 0, measured once.
+    clean = accuracy(model, x, y, batch_size) if 0.0 in eps_values else None
     measure = {
         "fgsm": lambda eps: fgsm_accuracy(model, x, y, eps, batch_size=batch_size),
         "pgd": lambda eps: pgd_accuracy(model, x, y, eps, steps=pgd_steps,
                                         step_size=pgd_step_size, restarts=pgd_restarts,
                                         seed=seed, batch_size=batch_size),
     }
-    accuracies = {attack: [measure[attack](eps) for eps in eps_values] for attack in attacks}
+    accuracies = {attack: [clean if eps == 0 else measure[attack](eps) for eps in eps_values]
+                  for attack in attacks}
     return RobustnessCurve(eps_values, accuracies, len(x),
                            sanity_warnings(eps_values, accuracies, len(x),
                                            claimed_eps=claimed_eps))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from lab.checks import check_in_range
+from lab.checks import check_in_range, check_nonnegative_int
 
 
 def num_classes(model) -> int:
@@ -104,6 +104,5 @@ def new_seed(seed) -> int:
     ``lab.seeding`` seeds, so unseeded runs are repeatable too)."""
     if seed is None:
         return int(np.random.randint(0, 2**31 - 1))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer or None. Received: seed={seed!r}")
+    check_nonnegative_int("seed", seed)
     return int(seed)
