@@ -110,6 +110,14 @@ class ExperimentConfig:
             training_config(method, self, _settings(self))
 
 
+# The flags that override a training setting of every recipe: the ExperimentConfig fields
+# that AdversarialTrainingConfig shares, except the ones every method takes as they are.
+RECIPE_OVERRIDES = tuple(
+    sorted(({f.name for f in dataclasses.fields(ExperimentConfig)}
+            & {f.name for f in dataclasses.fields(AdversarialTrainingConfig)})
+           - {"epochs", "eps", "seed"}))
+
+
 def _settings(config: ExperimentConfig) -> dict:
     """Sizes that --quick shrinks."""
     if config.quick:
@@ -189,7 +197,7 @@ def training_config(method, config, settings) -> AdversarialTrainingConfig:
     """The method's recipe; ``--epochs`` (or ``--quick``) and the other override flags win."""
     recipe = dict(RECIPES[method])
     recipe["epochs"] = settings["epochs"] or config.epochs or recipe["epochs"]
-    for name in ("batch_size", "learning_rate", "lr_schedule", "shift"):
+    for name in RECIPE_OVERRIDES:
         if getattr(config, name) is not None:
             recipe[name] = getattr(config, name)
     return AdversarialTrainingConfig(method=method, eps=config.eps, seed=config.seed, **recipe)

@@ -41,22 +41,18 @@ def test_small_cnn_is_much_smaller_than_madry_cnn():
 
 @pytest.mark.slow
 def test_slow_small_cnn_learns_the_sample_to_98_percent():
-    from attacks.adversarial_training import random_shift
+    from attacks.adversarial_training import AdversarialTrainingConfig, adversarial_train
+    from attacks.evaluation import accuracy
     from attacks.mnist import load_mnist_arrays
 
     x, y = load_mnist_arrays("train", "sample")
     x_test, y_test = load_mnist_arrays("test", "sample")
     keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
     model = small_cnn()
-    epochs, batch = 8, 64
-    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-        2e-3, epochs * (len(x) // batch))),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    for _ in range(epochs):
-        model.fit(random_shift(x, 2, rng), y, batch_size=batch, epochs=1, verbose=0)
-    predicted = np.argmax(model.predict(x_test, batch_size=500, verbose=0), axis=-1)
-    # The recipe of the attacks.models docstring; this seed measured 0.983. The 2,000 test
-    # digits give a standard error of 0.0027, so the bound guards the architecture with a
-    # margin rather than pinning the 98.5% that some seeds reach.
-    assert np.mean(predicted == y_test) >= 0.98
+    adversarial_train(model, x, y, AdversarialTrainingConfig(
+        method="clean", epochs=12, learning_rate=2e-3, lr_schedule="cosine", shift=2))
+    # The recipe of the attacks.models docstring (fgsm_mnist's clean recipe, 12 of its 16
+    # epochs); this seed measured 0.9865 (seed 1: 0.985; 8 epochs: 0.9805, too close to call).
+    # The 2,000 test digits give a standard error of 0.0027, so the bound guards the
+    # architecture with a margin rather than pinning the 98.5-98.7% that seeds reach.
+    assert accuracy(model, x_test, y_test) >= 0.98

@@ -62,6 +62,12 @@ def test_override_flags_replace_every_methods_recipe():
     clean = experiment.training_config("clean", experiment.ExperimentConfig(),
                                        experiment._settings(experiment.ExperimentConfig()))
     assert (clean.lr_schedule, clean.shift, clean.epochs) == ("cosine", 2, 16)
+    # Every override flag is off by default and reaches the training config.
+    assert {"batch_size", "learning_rate", "lr_schedule", "shift"} <= set(
+        experiment.RECIPE_OVERRIDES)
+    defaults = experiment.ExperimentConfig()
+    for name in experiment.RECIPE_OVERRIDES:
+        assert getattr(defaults, name) is None, name
 
 
 def test_metrics_have_a_row_per_method_and_epoch(quick_run):
