@@ -148,6 +148,14 @@ def make_perturb(model, config: AdversarialTrainingConfig, eps: tf.Variable,
 
     def perturb(x, y):
         stateless_seed = tf.stack([tf.constant(config.seed, tf.int64), seed.read_value()])
+        # Under a distribution strategy every replica runs this with the same counter: fold
+        # the replica id in, or all replicas would draw the same random starts. Replica 0
+        # (and a single device) keeps the seed as it is.
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group,
+                          tf.int64)
+        stateless_seed = tf.where(
+            replica > 0, tf.random.experimental.stateless_fold_in(stateless_seed, replica),
+            stateless_seed)
         if method == "fgsm":
             adversarial = sign_step(model, x, x, y, eps, eps)
             # 0.5 clean + 0.5 adversarial loss = the mean over both halves of one batch.

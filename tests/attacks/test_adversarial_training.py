@@ -181,6 +181,15 @@ result = at.adversarial_train(model, x, y, at.AdversarialTrainingConfig(
 losses = [row["loss"] for row in result.history]
 assert np.all(np.isfinite(losses)) and losses[1] < losses[0], losses
 assert result.history[-1]["clean_accuracy"] > 0.5, result.history
+
+# Replicas fold their id into the attack's seed: the same batch on both gets different starts.
+config = at.AdversarialTrainingConfig(method="fgsm_rs", eps=0.1)
+with strategy.scope():
+    perturb = at.make_perturb(model, config, tf.Variable(0.1), tf.Variable(1, dtype=tf.int64))
+starts = strategy.experimental_local_results(
+    strategy.run(tf.function(perturb), args=(tf.constant(x[:8]), tf.constant(y[:8]))))
+first, second = (np.asarray(s[0]) for s in starts)
+assert np.abs(first - second).max() > 0.01, "replicas drew the same random starts"
 print("replicas", strategy.num_replicas_in_sync)
 """
 
