@@ -87,7 +87,7 @@ def pgd_accuracy(model, x, y, eps, *, steps: int = 40, step_size: float | None =
 def _count_correct(model, x, y) -> int:
     """How many of the batch ``x`` (NumPy or a tensor, left where it is) ``model`` labels
     ``y``."""
-    logits = _compiled_predict(model)(tf.convert_to_tensor(x, tf.float32))
+    logits = _compiled_predict(model)(tf.convert_to_tensor(x))
     return int(np.sum(np.argmax(logits, axis=-1) == np.asarray(y)))
 
 
