@@ -32,12 +32,36 @@ def _values(grad):
     return grad.values if isinstance(grad, tf.IndexedSlices) else grad
 
 
+def _check_floating(grads: Sequence) -> None:
+    """Raises ``ValueError`` unless every gradient (``None`` aside) is floating point.
+
+    Integer gradients would be scaled by a factor cast to their dtype, which truncates to zero
+    (``[30, 40]`` clipped to norm 10 became ``[0, 0]``), and complex ones would lose their
+    imaginary part in the float32 norm; TensorFlow's own clipping rejects both.
+    """
+    for i, g in enumerate(grads):
+        if g is None:
+            continue
+        dtype = getattr(_values(g), "dtype", None)
+        dtype = tf.convert_to_tensor(g).dtype if dtype is None else tf.as_dtype(dtype)
+        if not dtype.is_floating:
+            raise ValueError(f"grads[{i}] must be floating point. Received: grads[{i}] of "
+                             f"dtype {dtype.name}")
+
+
 def global_norm(grads: Sequence) -> tf.Tensor:
     """Euclidean norm of all gradients taken together, in float32 (``None`` entries skipped).
 
     Equals ``tf.linalg.global_norm`` for same-dtype inputs, and also accepts mixed dtypes
     (e.g. float16 gradients next to float32 ones) by accumulating in float32.
+
+    Args:
+      grads: list of floating-point gradients (tensors, ``tf.IndexedSlices`` or ``None``).
+
+    Returns:
+      The global norm, a float32 scalar (0 when every entry is ``None``).
     """
+    _check_floating(grads)
     squares = [tf.reduce_sum(tf.square(tf.cast(_values(g), tf.float32)))
                for g in grads if g is not None]
     if not squares:
@@ -67,13 +91,14 @@ def clip_by_norm(grads: Sequence, max_norm) -> list:
     """Rescales each gradient on its own so that its L2 norm is at most ``max_norm``.
 
     Args:
-      grads: list of gradients (tensors, ``tf.IndexedSlices`` or ``None``).
+      grads: list of floating-point gradients (tensors, ``tf.IndexedSlices`` or ``None``).
       max_norm: the largest allowed norm per tensor, ``> 0``.
 
     Returns:
       A list of clipped gradients; equals ``[tf.clip_by_norm(g, max_norm) for g in grads]``.
     """
     check_positive("max_norm", max_norm)
+    _check_floating(grads)
     return [_map_values(lambda t: tf.clip_by_norm(t, tf.cast(max_norm, t.dtype)), g)
             for g in grads]
 
@@ -88,7 +113,7 @@ def clip_by_global_norm(grads: Sequence, max_norm, *, nonfinite: str = "nan"):
     ``g * max_norm / max(||g||, max_norm)`` (Pascanu et al. 2013, arXiv:1211.5063).
 
     Args:
-      grads: list of gradients (tensors, ``tf.IndexedSlices`` or ``None``).
+      grads: list of floating-point gradients (tensors, ``tf.IndexedSlices`` or ``None``).
       max_norm: the largest allowed global norm, ``> 0``.
       nonfinite: what a NaN or infinite global norm does. ``"nan"``: every clipped gradient is
         NaN, as in ``tf.clip_by_global_norm``. ``"raise"``: raise
@@ -150,8 +175,8 @@ def adaptive_clip(grads: Sequence, params: Sequence, clipping=0.01, eps=1e-3) ->
     zero-initialized weights (biases) from having their gradients clipped to zero.
 
     Args:
-      grads: list of gradients (tensors, ``tf.IndexedSlices`` or ``None``). ``IndexedSlices``
-        are made dense: a unit's norm needs all of its rows.
+      grads: list of floating-point gradients (tensors, ``tf.IndexedSlices`` or ``None``).
+        ``IndexedSlices`` are made dense: a unit's norm needs all of its rows.
       params: the variables the gradients belong to, same order and shapes.
       clipping: the largest allowed ratio of gradient norm to weight norm, ``> 0``.
       eps: the smallest weight norm used in the ratio, ``>= 0``.
@@ -169,6 +194,7 @@ def adaptive_clip(grads: Sequence, params: Sequence, clipping=0.01, eps=1e-3) ->
         raise ValueError(
             f"grads and params must have the same length. Received: {len(grads)} gradients "
             f"and {len(params)} params")
+    _check_floating(grads)
     clipped = []
     for g, p in zip(grads, params):
         if g is None:

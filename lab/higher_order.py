@@ -156,7 +156,10 @@ def _grad_and_hessian(f, vs):
     rows = outer.jacobian(flat_grad, vs, unconnected_gradients=_ZERO,
                           experimental_use_pfor=True)
     n = flat_grad.shape[0]
-    return flat_grad, tf.concat([tf.reshape(r, [n, -1]) for r in rows], axis=1)
+    # Each block's static width, not -1: a block with no elements reshaped to [0, -1] comes
+    # out [0, 1], and the Hessian of size-0 variables would be [0, k] instead of [0, 0].
+    blocks = [tf.reshape(r, [n, v.shape.num_elements()]) for r, v in zip(rows, vs)]
+    return flat_grad, tf.concat(blocks, axis=1)
 
 
 def hessian(f: Callable, variables) -> tf.Tensor:
@@ -203,8 +206,14 @@ def newton_step(f: Callable, variables, damping=0.0):
 def _compiled_hvp(f, vs):
     """``hvp`` of ``f`` over fixed variables as one ``tf.function``, cached per closure: a
     caller measuring curvature every few hundred steps with the same ``f`` traces once."""
-    return cached_function(f, ("hvp", tuple(v.ref() for v in vs)),
-                           lambda: tf.function(lambda tangents: hvp(f, vs, tangents)))
+    # Named functions, not a lambda inside a lambda: autograph finds a lambda's source by its
+    # line and can convert the wrong one of two on the same line.
+    def build():
+        def compiled_hvp(tangents):
+            return hvp(f, vs, tangents)
+        return tf.function(compiled_hvp)
+
+    return cached_function(f, ("hvp", tuple(v.ref() for v in vs)), build)
 
 
 def _dot(a, b):

@@ -8,8 +8,11 @@
 2. adds ``model.losses`` and the given penalties (``lab.regularizers.regularized_loss``);
 3. takes the gradient, measures its global norm *before* any clipping;
 4. applies the gradient transform (``lab.transforms``), then the optimizer;
-5. skips the whole update (optimizer state included) when the loss or the gradient is NaN or
-   infinite, and counts the skip in ``step.skipped``.
+5. skips the whole update when the loss or the gradient (before or after the transform) is
+   NaN or infinite, and counts the skip in ``step.skipped``. A skipped step leaves every
+   variable as it was: the weights, the optimizer state, and the model's non-trainable
+   variables (batch-norm moving statistics, which the forward pass has already updated, are
+   put back).
 
 It returns ``StepOutput(loss, grad_norm, applied)``. The step is one ``tf.function``: it traces
 once per input signature (``step.trace_count`` says how often it has), so give batches a fixed
@@ -81,7 +84,7 @@ class TrainStep:
 
     def _update(self, x, y):
         strategy = self.strategy or tf.distribute.get_strategy()  # the default: one device
-        loss, grads, grad_norm, finite = strategy.run(self._gradients, args=(x, y))
+        loss, grads, grad_norm, finite, saved = strategy.run(self._gradients, args=(x, y))
         # Every replica holds the same summed gradient and decision. The tf.cond sits in
         # cross-replica context: inside strategy.run a branch may not hold the optimizer's
         # merge_call (Keras's LossScaleOptimizer does the same).
@@ -99,7 +102,13 @@ class TrainStep:
             strategy.extended.call_for_each_replica(apply_shares, args=(grads,))
             return tf.constant(True)
 
+        def restore(saved):
+            for variable, value in zip(self.model.non_trainable_variables, saved):
+                variable.assign(value)
+
         def skip():
+            if saved:
+                strategy.extended.call_for_each_replica(restore, args=(saved,))
             self.skipped.assign_add(1)
             return tf.constant(False)
 
@@ -109,9 +118,14 @@ class TrainStep:
                           first(grad_norm), applied)
 
     def _gradients(self, x, y):
-        """Loss, (replica-summed, transformed) gradients, pre-transform norm, finiteness."""
+        """Loss, (replica-summed, transformed) gradients, pre-transform norm, finiteness, and
+        the non-trainable variables' values before the forward pass."""
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync
+        # The forward pass with training=True updates batch-norm statistics in place, before
+        # the finiteness is known: keep their values so that a skipped step can put them back.
+        # Per replica, because Keras updates each replica's copy on its own.
+        saved = [tf.identity(v) for v in self.model.non_trainable_variables]
         if self.perturb is not None:
             x, y = self.perturb(x, y)
         variables = self.model.trainable_variables
@@ -133,10 +147,12 @@ class TrainStep:
                 grads[i] = g
             total_loss = context.all_reduce(tf.distribute.ReduceOp.SUM, loss)
         grad_norm = global_norm(grads)
+        finite = tf.math.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(grad_norm))
         if self.transform is not None:
             grads = self.transform(grads, variables)
-        finite = tf.math.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(grad_norm))
-        return loss, grads, grad_norm, finite
+            # A transform can turn finite gradients into NaN (a division by a zero norm).
+            finite = tf.math.logical_and(finite, tf.math.is_finite(global_norm(grads)))
+        return loss, grads, grad_norm, finite, saved
 
 
 def make_train_step(model, loss_fn: Callable, optimizer, *, transform: Callable | None = None,

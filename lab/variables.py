@@ -22,8 +22,19 @@ def as_tf_variable(variable):
 
 
 def as_list(variables) -> tuple[list, bool]:
-    """Returns ``(list_of_variables, was_single)`` so results can mirror the input's form."""
+    """Returns ``(list_of_variables, was_single)`` so results can mirror the input's form.
+
+    Args:
+      variables: a variable or tensor, or a non-empty list or tuple of them.
+
+    Returns:
+      ``(list_of_variables, was_single)``, Keras variables unwrapped.
+    """
     if isinstance(variables, (list, tuple)):
+        if not variables:
+            # An empty list would otherwise fail deep inside TensorFlow (ConcatV2 of nothing).
+            raise ValueError("variables must be a variable or tensor, or a non-empty list of "
+                             f"them. Received: variables={variables!r}")
         return [as_tf_variable(v) for v in variables], False
     return [as_tf_variable(variables)], True
 

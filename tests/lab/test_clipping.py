@@ -143,3 +143,30 @@ def test_adaptive_clip_densifies_indexed_slices():
     out = clipping.adaptive_clip([g], [w], clipping=0.1)[0]
     # Column 0 has |W| = sqrt(3): the gradient 10 is cut to 0.1 * sqrt(3).
     np.testing.assert_allclose(out, [[0, 0], [0.1 * np.sqrt(3), 0], [0, 0]], rtol=1e-6)
+
+
+def test_integer_gradients_are_rejected_with_their_index_and_dtype():
+    # Without the check, clip_by_global_norm returned [0, 0]: the scale 0.2 cast to int32.
+    ints = [tf.constant([1.0]), None, tf.constant([30, 40])]
+    message = r"^grads\[2\] must be floating point\. Received: grads\[2\] of dtype int32$"
+    with pytest.raises(ValueError, match=message):
+        clipping.clip_by_global_norm(ints, 10.0)
+    with pytest.raises(ValueError, match=message):
+        clipping.clip_by_norm(ints, 10.0)
+    with pytest.raises(ValueError, match=message):
+        clipping.adaptive_clip(ints, [tf.ones(1), tf.ones(1), tf.ones(2)])
+    with pytest.raises(ValueError, match=message):
+        clipping.global_norm(ints)
+    sparse = tf.IndexedSlices(tf.constant([[3, 4]], tf.int64), tf.constant([0]),
+                              tf.constant([2, 2]))
+    with pytest.raises(ValueError, match=r"grads\[0\] .* of dtype int64"):
+        clipping.clip_by_global_norm([sparse], 1.0)
+    with pytest.raises(ValueError, match=r"grads\[0\] .* of dtype int64"):
+        clipping.clip_by_norm([np.array([3, 4])], 1.0)
+    with pytest.raises(ValueError, match=r"grads\[0\] .* of dtype complex64"):
+        clipping.global_norm([tf.constant([3 + 4j], tf.complex64)])
+    # Floating point of any width, and NumPy arrays, still pass.
+    clipped, norm = clipping.clip_by_global_norm([tf.constant([3.0], tf.float16),
+                                                  np.array([4.0])], 1.0)
+    np.testing.assert_allclose(norm, 5.0)
+    np.testing.assert_allclose(clipped[0], [0.6], rtol=1e-3)

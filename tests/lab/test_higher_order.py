@@ -1,3 +1,6 @@
+import gc
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -236,3 +239,57 @@ def test_bad_arguments_name_the_argument():
         ho.hessian_trace(f, w, samples=1.5)
     with pytest.raises(ValueError, match="x must be floating point"):
         ho.second_derivative(lambda x: x * x, tf.constant(3))
+
+
+def test_size_zero_variables_have_empty_hessian_blocks():
+    w = tf.Variable([1.0, 2.0], dtype=tf.float64)
+    empty = tf.Variable(np.zeros(0))
+    empty_matrix = tf.Variable(np.zeros((2, 0)))
+    f = lambda: tf.reduce_sum(w ** 3) + tf.reduce_sum(empty ** 2) + tf.reduce_sum(empty_matrix)
+
+    assert ho.hessian(f, empty).shape == (0, 0)
+    assert ho.hessian(f, [empty, empty_matrix]).shape == (0, 0)
+    assert tf.function(lambda: ho.hessian(f, empty))().shape == (0, 0)
+    h = ho.hessian(f, [empty, w, empty_matrix])
+    np.testing.assert_allclose(h, np.diag([6.0, 12.0]))  # d2/dw2 sum(w^3) = diag(6 w)
+
+    assert ho.newton_step(f, empty).shape == (0,)
+    step = ho.newton_step(f, [w, empty_matrix], damping=1.0)
+    np.testing.assert_allclose(step[0], ho.newton_step(f, w, damping=1.0))
+    assert step[1].shape == (2, 0)
+    product = ho.hvp(f, [w, empty], [tf.ones(2, tf.float64), tf.zeros(0, tf.float64)])
+    np.testing.assert_allclose(product[0], [6.0, 12.0])
+    assert product[1].shape == (0,)
+    assert ho.value_and_grad(f, empty)[1].shape == (0,)
+    assert float(ho.hessian_trace(f, empty, samples=2)) == 0.0
+    assert float(ho.hessian_top_eigenvalue(f, empty, iters=2)) == 0.0
+    np.testing.assert_allclose(ho.hessian_trace(f, [w, empty], samples=2), 18.0)
+    np.testing.assert_allclose(ho.hessian_top_eigenvalue(f, [w, empty], iters=50), 12.0,
+                               rtol=1e-6)
+
+
+def test_an_empty_list_of_variables_is_rejected_by_name():
+    f = lambda: tf.constant(1.0)
+    calls = [lambda vs: ho.value_and_grad(f, vs), lambda vs: ho.hvp(f, vs, []),
+             lambda vs: ho.hessian(f, vs), lambda vs: ho.newton_step(f, vs),
+             lambda vs: ho.hessian_top_eigenvalue(f, vs), lambda vs: ho.hessian_trace(f, vs)]
+    for call in calls:
+        for empty in ([], ()):
+            with pytest.raises(ValueError, match=r"variables must be .* non-empty list .* "
+                                                 r"Received: variables=(\[\]|\(\))"):
+                call(empty)
+
+
+def test_curvature_loops_do_not_keep_the_closure_alive(rng):
+    w = tf.Variable(rng.normal(size=3))
+
+    def make_loss(v):  # the loss closure, which the compiled HVP refers to
+        return lambda: tf.reduce_sum(v ** 4)
+
+    loss = make_loss(w)
+    ho.hessian_trace(loss, w, samples=2)
+    ho.hessian_top_eigenvalue(loss, w, iters=2)
+    alive = weakref.ref(loss)
+    del loss
+    gc.collect()
+    assert alive() is None

@@ -88,6 +88,63 @@ def test_non_finite_updates_are_skipped_and_counted(rng):
     assert bool(step(x, y).applied) and int(step.skipped) == 1
 
 
+def _batch_norm_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+                             keras.layers.BatchNormalization(momentum=0.5),
+                             keras.layers.Dropout(0.25), keras.layers.Dense(3)])
+
+
+def test_a_skipped_step_leaves_batch_norm_statistics_as_they_were(rng):
+    model = _batch_norm_model()
+    optimizer = keras.optimizers.Adam(1e-2)
+    step = make_train_step(model, _loss_fn, optimizer)
+    x, y = _batch(rng)
+    assert bool(step(x, y).applied)
+    before = {v.path: v.numpy() for v in model.variables}
+    assert any("moving_mean" in path for path in before)  # the check below covers them
+    assert any("moving_variance" in path for path in before)
+    moments = [v.numpy() for v in optimizer.variables]
+
+    bad = x.numpy()
+    bad[0, 0] = np.nan  # one NaN poisons the batch mean and so the moving statistics
+    out = step(tf.constant(bad), y)
+    assert not bool(out.applied) and int(step.skipped) == 1
+    for v in model.variables:  # trainable and not: moving statistics, the dropout seed
+        np.testing.assert_array_equal(v.numpy(), before[v.path], err_msg=v.path)
+    for v, m in zip(optimizer.variables, moments):
+        np.testing.assert_array_equal(v, m)
+    assert np.all(np.isfinite(model(x, training=False)))
+
+    # The next finite step is applied and moves the statistics again.
+    assert bool(step(x, y).applied)
+    moving_mean = model.layers[1].moving_mean
+    assert not np.array_equal(moving_mean.numpy(), before[moving_mean.path])
+    assert step.trace_count == 1
+
+
+@pytest.mark.parametrize("transform", [
+    lambda grads, params: [g * np.nan for g in grads],
+    lambda grads, params: [g / tf.norm(g - g) for g in grads],  # a zero norm: inf and NaN
+], ids=["nan", "divide_by_zero"])
+def test_a_transform_that_makes_gradients_non_finite_skips_the_update(rng, transform):
+    model = _batch_norm_model()
+    optimizer = keras.optimizers.Adam(1e-2)
+    step = make_train_step(model, _loss_fn, optimizer, transform=transform)
+    x, y = _batch(rng)
+    before = [v.numpy() for v in model.variables]
+    moments = [v.numpy() for v in optimizer.variables]
+    out = step(x, y)
+    assert not bool(out.applied) and int(step.skipped) == 1
+    assert np.isfinite(out.loss) and np.isfinite(out.grad_norm)  # finite before the transform
+    for v, b in zip(model.variables, before):
+        np.testing.assert_array_equal(v, b)
+    for v, m in zip(optimizer.variables, moments):
+        np.testing.assert_array_equal(v, m)
+    step(x, y)
+    assert step.trace_count == 1
+
+
 def test_training_reduces_the_loss(rng):
     model = _model()
     x, y = _batch(rng, 64)
@@ -158,6 +215,55 @@ for a, b in zip(mirrored.trainable_variables, single.trainable_variables):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
 print("replicas", strategy.num_replicas_in_sync)
 """
+
+
+MIRRORED_SKIP_SCRIPT = r"""
+import os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import keras, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from lab.training import make_train_step
+
+loss_fn = lambda y, logits: keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 4)).astype(np.float32)
+x[:16] += 3.0  # the two replicas see different halves, so their batch statistics differ
+y = rng.integers(0, 3, size=32).astype(np.int32)
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(3)])
+    step = make_train_step(model, loss_fn, keras.optimizers.Adam(0.01), strategy=strategy)
+
+def distribute(x, y):
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    return next(iter(strategy.experimental_distribute_dataset(data)))
+
+def per_replica(variables):
+    return [[c.numpy() for c in v.value.values] for v in variables]
+
+assert bool(step(*distribute(x, y)).applied)
+before = per_replica(model.variables)
+mean = model.layers[1].moving_mean
+assert not np.array_equal(*per_replica([mean])[0])  # replicas hold different statistics
+bad = x.copy()
+bad[0, 0] = np.nan  # only replica 0 sees it; the summed gradient is NaN for both
+assert not bool(step(*distribute(bad, y)).applied)
+for v, copies, saved in zip(model.variables, per_replica(model.variables), before):
+    for replica, (now, then) in enumerate(zip(copies, saved)):
+        np.testing.assert_array_equal(now, then, err_msg=f"{v.path} on replica {replica}")
+assert bool(step(*distribute(x, y)).applied) and step.trace_count == 1
+print("restored on", strategy.num_replicas_in_sync, "replicas")
+"""
+
+
+def test_mirrored_strategy_skip_restores_each_replicas_statistics(fresh_process):
+    # Keras updates each replica's copy of the batch-norm statistics on its own, so a skipped
+    # step must put back each replica's own values.
+    fresh_process(MIRRORED_SKIP_SCRIPT, expect="restored on 2 replicas")
 
 
 def test_mirrored_strategy_over_two_cpus_matches_one_device(fresh_process):
