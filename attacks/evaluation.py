@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from attacks.fgsm import fgsm
 from attacks.pgd import default_step_size, pgd
+from attacks.validation import check_eps, check_nonempty_batch
 from lab.checks import check_positive, check_positive_int
 from lab.compile_cache import cached_function
 
@@ -39,6 +40,7 @@ ATTACKS = ("fgsm", "pgd")
 def accuracy(model, x, y, batch_size: int = 500) -> float:
     """Fraction of ``x`` that ``model`` (called with ``training=False``) labels ``y``."""
     check_positive_int("batch_size", batch_size)
+    check_nonempty_batch(x)
     correct = sum(_count_correct(model, x[start:start + batch_size], y[start:start + batch_size])
                   for start in range(0, len(x), batch_size))
     return correct / len(x)
@@ -55,6 +57,7 @@ def attack_accuracy(model, x, y, attack, *, batch_size: int = 500) -> float:
       batch_size: examples per attack call.
     """
     check_positive_int("batch_size", batch_size)
+    check_nonempty_batch(x)
     correct = 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
@@ -64,6 +67,7 @@ def attack_accuracy(model, x, y, attack, *, batch_size: int = 500) -> float:
 
 def fgsm_accuracy(model, x, y, eps, *, batch_size: int = 500) -> float:
     """Accuracy under FGSM with true labels (eps 0: clean accuracy)."""
+    check_eps(eps)  # before eps == 0, which a string or a vector would get wrong
     if eps == 0:
         return accuracy(model, x, y, batch_size)
     return attack_accuracy(model, x, y, lambda xb, yb, start: fgsm(model, xb, yb, eps),
@@ -75,6 +79,8 @@ def pgd_accuracy(model, x, y, eps, *, steps: int = 40, step_size: float | None =
     """Accuracy under PGD with true labels, random starts seeded ``seed + offset`` per batch;
     ``step_size`` defaults to ``attacks.pgd.default_step_size(eps, steps)`` (eps 0: clean
     accuracy)."""
+    check_eps(eps)  # before eps == 0 and default_step_size
+    check_positive_int("steps", steps)  # before default_step_size divides by it
     if eps == 0:
         return accuracy(model, x, y, batch_size)
     step_size = default_step_size(eps, steps) if step_size is None else step_size
@@ -92,8 +98,14 @@ def _count_correct(model, x, y) -> int:
 
 
 def _compiled_predict(model):
-    return cached_function(model, "predict", lambda: tf.function(
-        lambda batch: model(batch, training=False), reduce_retracing=True))
+    # Named functions, not a lambda inside a lambda: autograph finds a lambda's source by its
+    # line and can convert the wrong one of two on the same line.
+    def build():
+        def predict(batch):
+            return model(batch, training=False)
+        return tf.function(predict, reduce_retracing=True)
+
+    return cached_function(model, "predict", build)
 
 
 @dataclasses.dataclass
@@ -173,6 +185,9 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
       A ``RobustnessCurve``.
     """
     x, y = data
+    check_nonempty_batch(x)
+    for i, eps in enumerate(eps_values):
+        check_eps(eps, name=f"eps_values[{i}]")
     eps_values = [float(e) for e in eps_values]
     if not eps_values or any(b <= a for a, b in zip(eps_values, eps_values[1:])):
         raise ValueError(f"eps_values must be non-empty and increasing. "

@@ -114,9 +114,10 @@ def fgsm(model, x, y, eps, *, targeted=False, random_start=False, step=None,
       within ``eps`` of ``x`` and inside ``clip``.
 
     Raises:
-      ValueError: eps outside ``[0, hi - lo]``, ``step <= 0``, ``x`` outside ``clip`` or not
-        shaped like the model's inputs, labels out of range or not one per example, or a
-        targeted attack without ``y``.
+      ValueError: eps or step not a real number (a string, a vector, ``None``), eps outside
+        ``[0, hi - lo]``, ``step <= 0``, ``x`` empty, outside ``clip`` or not shaped like the
+        model's inputs, labels out of range or not one per example, or a targeted attack
+        without ``y``.
 
     References:
       Goodfellow, Shlens, Szegedy. Explaining and harnessing adversarial examples. ICLR 2015.

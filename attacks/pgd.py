@@ -128,7 +128,7 @@ def pgd(model, x, y, eps, *, steps=40, step_size=0.01, restarts=1, random_start=
 
     Raises:
       ValueError: as ``fgsm``, and for ``steps`` or ``restarts`` not an integer >= 1,
-        ``step_size <= 0``, or ``restarts > 1`` without ``random_start``.
+        ``step_size`` not a real number > 0, or ``restarts > 1`` without ``random_start``.
 
     References:
       Madry, Makelov, Schmidt, Tsipras, Vladu. Towards deep learning models resistant to

@@ -22,9 +22,9 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted):
 
     Args:
       model: a Keras classifier with known input and output shapes.
-      x: the batch, values in ``clip``.
+      x: the batch (at least one example), values in ``clip``.
       y: integer labels in ``[0, num_classes)``, one per example, or ``None``.
-      eps: L-infinity radius, in ``[0, hi - lo]``.
+      eps: L-infinity radius, a real number in ``[0, hi - lo]``.
       clip: ``(lo, hi)``, the valid input range.
       targeted: whether ``y`` holds targets (then it is required).
 
@@ -35,12 +35,8 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted):
     Raises:
       ValueError: naming the argument and the value received.
     """
+    check_eps(eps, clip)
     lo, hi = clip
-    if not lo < hi:
-        raise ValueError(f"clip must be (lo, hi) with lo < hi. Received: clip={clip!r}")
-    # eps > hi - lo would let the ball cover the whole range: surely a unit mistake (eps=8
-    # meant 8/255).
-    check_in_range("eps", eps, 0.0, hi - lo)
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         x = tf.cast(x, tf.float32)
@@ -51,13 +47,13 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted):
             x.shape[1:]):
         raise ValueError(f"x must be a batch of the model's inputs, shape {expected}. "
                          f"Received: x with shape {tuple(x.shape)}")
-    if tf.size(x) > 0:
-        if not bool(tf.reduce_all(tf.math.is_finite(x))):
-            raise ValueError("x must be finite. Received: x with NaN or infinite values")
-        x_min, x_max = float(tf.reduce_min(x)), float(tf.reduce_max(x))
-        if x_min < lo or x_max > hi:
-            raise ValueError(f"x must lie in clip=[{lo}, {hi}]. Received: x with values in "
-                             f"[{x_min:.4g}, {x_max:.4g}]")
+    check_nonempty_batch(x)
+    if not bool(tf.reduce_all(tf.math.is_finite(x))):
+        raise ValueError("x must be finite. Received: x with NaN or infinite values")
+    x_min, x_max = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+    if x_min < lo or x_max > hi:
+        raise ValueError(f"x must lie in clip=[{lo}, {hi}]. Received: x with values in "
+                         f"[{x_min:.4g}, {x_max:.4g}]")
     if y is None:
         if targeted:
             raise ValueError("y must be given for a targeted attack (the target labels). "
@@ -76,6 +72,26 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted):
         raise ValueError(f"labels must be in [0, {classes}) for a model with {classes} outputs. "
                          f"Received: labels in [{y_np.min()}, {y_np.max()}]")
     return x, tf.cast(y, tf.int32)
+
+
+def check_eps(eps, clip=(0.0, 1.0), *, name="eps"):
+    """Raises ``ValueError`` unless ``clip`` is ``(lo, hi)`` with ``lo < hi`` and ``eps`` is a real
+    number in ``[0, hi - lo]``."""
+    lo, hi = clip
+    if not lo < hi:
+        raise ValueError(f"clip must be (lo, hi) with lo < hi. Received: clip={clip!r}")
+    # eps > hi - lo would let the ball cover the whole range: surely a unit mistake (eps=8
+    # meant 8/255).
+    check_in_range(name, eps, 0.0, hi - lo)
+
+
+def check_nonempty_batch(x):
+    """Raises ``ValueError`` if the batch ``x`` (an array or a tensor) holds no values: the
+    model would fail inside its kernels, an accuracy would divide by zero."""
+    shape = tuple(np.shape(x))
+    if 0 in shape:
+        raise ValueError(f"x must be a non-empty batch. Received: an empty batch, x with shape "
+                         f"{shape}")
 
 
 def as_scalar(value, dtype):

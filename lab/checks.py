@@ -1,13 +1,16 @@
 """Argument checks that fail early with the argument's name and the value received.
 
 Every public function in gradlab validates its arguments the same way, so errors read alike:
-``ValueError: max_norm must be > 0. Received: max_norm=-1.0``. Values that are only known at
-graph run time (symbolic tensors inside a ``tf.function``) cannot be checked here and pass.
+``ValueError: max_norm must be > 0. Received: max_norm=-1.0``. A checked number must be a real
+scalar (a Python or NumPy number, a 0-d array or a scalar tensor; not a bool, a string, a vector
+or ``None``). Values that are only known at graph run time (symbolic tensors inside a
+``tf.function``, ``tf.Variable``s) cannot be checked here and pass.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -30,28 +33,50 @@ def _fail(name, rule, value):
     raise ValueError(f"{name} must be {rule}. Received: {name}={value!r}")
 
 
-def check_positive(name, value, *, allow_zero=False):
-    """Raises ``ValueError`` unless ``value`` > 0 (or >= 0 with ``allow_zero``)."""
+def _known_real(name, value):
+    """``value`` as a float if known before run time, ``None`` if it is not (a symbolic tensor or
+    a ``tf.Variable``); raises ``ValueError`` unless it is a real scalar."""
+    if value is None:
+        _fail(name, "a real number", value)
     known = static_value(value)
+    if known is None:  # known only at run time
+        return None
+    if isinstance(known, np.ndarray) and known.ndim == 0:
+        known = known[()]  # a 0-d array holds one number
+    # A bool is a flag, not a number (True would pass as 1.0); a string, a vector or a
+    # complex number here is a mistake that float() would hide or report without the name.
+    if isinstance(known, (bool, np.bool_)) or not isinstance(known, numbers.Real):
+        _fail(name, "a real number", _shown(value, known))
+    return float(known)
+
+
+def _shown(value, known):
+    """What an error echoes: a tensor's value, not its repr."""
+    return known if isinstance(value, tf.Tensor) else value
+
+
+def check_positive(name, value, *, allow_zero=False):
+    """Raises ``ValueError`` unless ``value`` is a real scalar > 0 (or >= 0 with
+    ``allow_zero``)."""
+    known = _known_real(name, value)
     if known is None:
         return
-    known = float(known)
     rule = ">= 0" if allow_zero else "> 0"
     if math.isnan(known) or known < 0 or (known == 0 and not allow_zero):
-        _fail(name, rule, value if not isinstance(value, tf.Tensor) else known)
+        _fail(name, rule, _shown(value, known))
 
 
 def check_in_range(name, value, lo, hi, *, lo_open=False, hi_open=False):
-    """Raises ``ValueError`` unless ``value`` lies in the interval from ``lo`` to ``hi``."""
-    known = static_value(value)
+    """Raises ``ValueError`` unless ``value`` is a real scalar in the interval from ``lo`` to
+    ``hi``."""
+    known = _known_real(name, value)
     if known is None:
         return
-    known = float(known)
     above = known > lo if lo_open else known >= lo
     below = known < hi if hi_open else known <= hi
     if math.isnan(known) or not (above and below):
         rule = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-        _fail(name, rule, value if not isinstance(value, tf.Tensor) else known)
+        _fail(name, rule, _shown(value, known))
 
 
 def check_one_of(name, value, choices):

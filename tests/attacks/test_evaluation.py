@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from attacks import evaluation
 from attacks.evaluation import accuracy, robustness_curve, sanity_warnings
 
 
@@ -106,3 +107,55 @@ def test_pgd_accuracy_at_eps_zero_is_the_clean_accuracy_and_seeds_each_batch(rng
     starts = []
     attack_accuracy(model, x, y, lambda xb, yb, start: starts.append(start) or xb, batch_size=20)
     assert starts == [0, 20, 40]
+
+
+def _empty_batch_calls():
+    from attacks.evaluation import attack_accuracy, fgsm_accuracy, pgd_accuracy
+
+    return {
+        "accuracy": lambda m, x, y: accuracy(m, x, y),
+        "attack_accuracy": lambda m, x, y: attack_accuracy(m, x, y, lambda xb, yb, start: xb),
+        "fgsm_accuracy": lambda m, x, y: fgsm_accuracy(m, x, y, 0.1),
+        "fgsm_accuracy at eps 0": lambda m, x, y: fgsm_accuracy(m, x, y, 0.0),
+        "pgd_accuracy": lambda m, x, y: pgd_accuracy(m, x, y, 0.1, steps=2),
+        "robustness_curve": lambda m, x, y: robustness_curve(m, (x, y), [0.1, 0.2]),
+        "robustness_curve without attacks": lambda m, x, y: robustness_curve(m, (x, y), [0.1],
+                                                                             attacks=()),
+    }
+
+
+@pytest.mark.parametrize("name", list(_empty_batch_calls()))
+def test_an_empty_batch_is_a_clear_error_not_a_division_by_zero(rng, name):
+    model, _, _ = _binary_linear_model(rng)
+    x, y = np.zeros((0, 6), np.float32), np.zeros(0, np.int32)
+    with pytest.raises(ValueError, match=r"^x must be a non-empty batch\. Received: an empty "
+                                         r"batch, x with shape \(0, 6\)$"):
+        _empty_batch_calls()[name](model, x, y)
+
+
+@pytest.mark.parametrize("eps", ["0.1", None, [0.1, 0.2], np.array([0.0, 0.1]), True])
+def test_accuracy_under_attack_rejects_an_eps_that_is_not_a_real_number(rng, eps):
+    from attacks.evaluation import fgsm_accuracy, pgd_accuracy
+
+    model, _, _ = _binary_linear_model(rng)
+    x, y = np.full((4, 6), 0.5, np.float32), np.zeros(4, np.int32)
+    for call in (fgsm_accuracy, pgd_accuracy):
+        with pytest.raises(ValueError, match=r"^eps must be a real number\. Received: eps="):
+            call(model, x, y, eps)
+
+
+def test_robustness_curve_checks_every_eps_before_measuring_any(rng):
+    model, _, _ = _binary_linear_model(rng)
+    data = (np.full((4, 6), 0.5, np.float32), np.zeros(4, np.int32))
+    with pytest.raises(ValueError, match=r"^eps_values\[1\] must be a real number\. Received: "
+                                         r"eps_values\[1\]='0\.1'$"):
+        robustness_curve(model, data, [0.0, "0.1"])
+    with pytest.raises(ValueError, match=r"^eps_values\[2\] must be in \[0\.0, 1\.0\]\. "
+                                         r"Received: eps_values\[2\]=1\.5$"):
+        robustness_curve(model, data, [0.0, 0.1, 1.5])
+
+
+def test_pgd_accuracy_checks_steps_before_dividing_by_them(cnn_batch):
+    model, x, y = cnn_batch
+    with pytest.raises(ValueError, match="steps must be an integer >= 1. Received: steps=0"):
+        evaluation.pgd_accuracy(model, x, y, 0.1, steps=0)

@@ -159,6 +159,26 @@ def _bad_calls():
         (lambda m, x, y: pgd(m, x, y, 0.1, step_size=-0.01), "step_size must be > 0"),
         (lambda m, x, y: pgd(m, x, y + 10, 1.5), r"eps must be in"),  # eps is checked first
         (lambda m, x, y: fgsm(m, np.where(x > 0.5, np.nan, x), y, 0.1), "x must be finite"),
+        (lambda m, x, y: fgsm(m, x[:0], y[:0], 0.1),
+         (r"^x must be a non-empty batch\. Received: an empty batch, x with shape "
+          r"\(0, 28, 28, 1\)$")),
+        (lambda m, x, y: fgsm(m, x[:0], None, 0.1), "x must be a non-empty batch"),
+        (lambda m, x, y: pgd(m, x[:0], y[:0], 0.1, steps=2), "x must be a non-empty batch"),
+        (lambda m, x, y: fgsm(m, x, y, "0.3"),
+         r"^eps must be a real number\. Received: eps='0\.3'$"),
+        (lambda m, x, y: fgsm(m, x, y, None), r"^eps must be a real number\. Received: eps=None$"),
+        (lambda m, x, y: fgsm(m, x, y, [0.1, 0.2]), r"^eps must be a real number\."),
+        (lambda m, x, y: fgsm(m, x, y, np.full(32, 0.1)), r"^eps must be a real number\."),
+        (lambda m, x, y: fgsm(m, x, y, tf.constant([0.1, 0.2])), r"^eps must be a real number\."),
+        (lambda m, x, y: fgsm(m, x, y, True), r"^eps must be a real number\."),
+        (lambda m, x, y: pgd(m, x, y, np.array([0.1])), r"^eps must be a real number\."),
+        (lambda m, x, y: fgsm(m, x, y, 0.1, step="0.1"),
+         r"^step must be a real number\. Received: step='0\.1'$"),
+        (lambda m, x, y: fgsm(m, x, y, 0.1, step=[0.1, 0.1]), r"^step must be a real number\."),
+        (lambda m, x, y: pgd(m, x, y, 0.1, step_size=None),
+         r"^step_size must be a real number\. Received: step_size=None$"),
+        (lambda m, x, y: pgd(m, x, y, 0.1, step_size=tf.constant([0.01, 0.02])),
+         r"^step_size must be a real number\."),
     ]
 
 
@@ -167,6 +187,17 @@ def test_bad_arguments_raise_a_clear_value_error(cnn_batch, call, message):
     model, x, y = cnn_batch
     with pytest.raises(ValueError, match=message):
         call(model, x, y)
+
+
+def test_eps_and_step_may_be_numpy_or_tensor_scalars(cnn_batch):
+    model, x, y = cnn_batch
+    expected = fgsm(model, x, y, 0.1, step=0.05)
+    for eps, step in ((np.float32(0.1), np.float64(0.05)), (np.array(0.1), np.array(0.05)),
+                      (tf.constant(0.1), tf.constant(0.05))):
+        np.testing.assert_array_equal(fgsm(model, x, y, eps, step=step), expected)
+    expected = pgd(model, x, y, 0.1, steps=2, step_size=0.05, seed=0)
+    np.testing.assert_array_equal(
+        pgd(model, x, y, tf.constant(0.1), steps=2, step_size=np.array(0.05), seed=0), expected)
 
 
 @pytest.mark.slow

@@ -51,3 +51,47 @@ def test_tensors_are_checked_when_their_value_is_known_and_pass_when_symbolic():
         return eps
 
     assert float(graph(tf.constant(-1.0))) == -1.0 and checked == [True]
+
+
+NOT_REAL_SCALARS = ["0.3", "abc", None, True, np.bool_(False), 1 + 2j, [0.1, 0.2], (0.1,),
+                    np.array([0.1, 0.2]), np.array([0.3]), tf.constant([0.1, 0.2]),
+                    tf.constant("0.3"), tf.constant(True)]
+
+
+@pytest.mark.parametrize("value", NOT_REAL_SCALARS)
+def test_positive_and_range_checks_reject_what_is_not_a_real_scalar(value):
+    # float() would accept "0.3" and report "abc" without the name; a vector would fail later.
+    for check in (lambda: checks.check_positive("eps", value),
+                  lambda: checks.check_positive("eps", value, allow_zero=True),
+                  lambda: checks.check_in_range("eps", value, 0.0, 1.0)):
+        with pytest.raises(ValueError, match=r"^eps must be a real number\. Received: eps="):
+            check()
+
+
+def test_a_rejected_value_is_echoed_like_the_other_errors():
+    with pytest.raises(ValueError, match=r"^eps must be a real number\. Received: eps='0\.3'$"):
+        checks.check_in_range("eps", "0.3", 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"^eps must be a real number\. Received: eps=None$"):
+        checks.check_positive("eps", None)
+    # A tensor shows its value, not its repr.
+    with pytest.raises(ValueError, match=r"Received: eps=array\(\[0\.1, 0\.2\], dtype=float32\)$"):
+        checks.check_in_range("eps", tf.constant([0.1, 0.2]), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("value", [0.3, 1, np.float32(0.3), np.float64(0.3), np.int64(1),
+                                   np.array(0.3), np.array(1, np.int32), tf.constant(0.3),
+                                   tf.constant(0.3, tf.float16), tf.constant(1, tf.int32),
+                                   tf.constant(0.3, tf.float64)])
+def test_real_scalars_of_every_kind_pass_and_are_range_checked(value):
+    checks.check_positive("eps", value)
+    checks.check_in_range("eps", value, 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"^eps must be in \[0\.5, 0\.75\]\. Received: eps="):
+        checks.check_in_range("eps", value, 0.5, 0.75)
+
+
+def test_a_keras_variable_is_checked_by_its_value():
+    import keras
+
+    checks.check_in_range("eps", keras.Variable(0.3), 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"^eps must be in \[0\.0, 0\.2\]\. Received: eps="):
+        checks.check_in_range("eps", keras.Variable(0.3), 0.0, 0.2)
