@@ -1,12 +1,13 @@
 """Stochastic policies over gymnasium action spaces: a Keras MLP plus the distribution math.
 
 - ``CategoricalPolicy`` for ``Discrete(n)``: the MLP gives ``n`` logits.
-- ``GaussianPolicy`` for ``Box``: a diagonal Gaussian over an unbounded ``u`` with a learned,
-  state-independent log standard deviation. Dimensions with finite bounds are squashed into
-  them, ``a = mid + half * tanh(u)``, and the log-probability includes the change of
-  variables, ``log p(a) = log N(u; mu, sigma) - sum log(half * (1 - tanh(u)^2))``, so it is
-  the density of the action the environment receives (no clipping, whose probability mass at
-  the bounds a Gaussian log-density would ignore). Unbounded dimensions pass ``u`` through.
+- ``GaussianPolicy`` for ``Box`` of any shape (flattened): a diagonal Gaussian over an
+  unbounded ``u`` with a learned, state-independent log standard deviation. Dimensions with
+  finite bounds are squashed into them, ``a = mid + half * tanh(u)``, and the log-probability
+  includes the change of variables, ``log p(a) = log N(u; mu, sigma) - sum log(half * (1 -
+  tanh(u)^2))``, so it is the density of the action the environment receives (no clipping,
+  whose probability mass at the bounds a Gaussian log-density would ignore). Unbounded
+  dimensions pass ``u`` through.
 
 The *raw action* is what the policy samples and the update differentiates: the integer
 action for ``Discrete``, the pre-squash ``u`` for ``Box`` (inverting ``tanh`` at the bounds
@@ -123,7 +124,6 @@ class GaussianPolicy:
     def __init__(self, action_space: gym.spaces.Box, model: keras.Model):
         self.action_space = action_space
         self.model = model
-        self.raw_shape = action_space.shape
         low = np.asarray(action_space.low, np.float64).reshape(-1)
         high = np.asarray(action_space.high, np.float64).reshape(-1)
         self.bounded = np.isfinite(low) & np.isfinite(high)
@@ -134,6 +134,9 @@ class GaussianPolicy:
         self._bounded = tf.constant(self.bounded)
         self._log_half = tf.constant(np.log(self.half), tf.float32)
         self.size = low.size
+        # Raw actions are flat, [batch, size], whatever the Box's shape (a (2, 2) Box is four
+        # Gaussians); to_env gives them the environment's shape.
+        self.raw_shape = (self.size,)
 
     @classmethod
     def build(cls, obs_size, action_space, hidden_sizes, activation, init_log_std=-0.5):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import field
@@ -42,8 +43,11 @@ from agents.policies import observation_size, policy_class, preprocess, mlp
 from agents.returns import discounted_returns, normalize
 from agents.rollout import (VECTORIZATION_MODES, EnvFactory, collect_episodes,
                             make_vector_env)
-from lab.atomic import atomic_path, atomic_write
+from lab.atomic import atomic_directory
+from lab.checkpoint import (has_checkpoint, load_checkpoint, optimizer_state,
+                            restore_optimizer, save_checkpoint)
 from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int
+from lab.interrupts import interrupts_deferred
 from lab.regularizers import WeightPenalty
 from lab.seeding import seed_everything
 from lab.training import make_train_step
@@ -256,19 +260,34 @@ class Reinforce:
     # -- learning ----------------------------------------------------------------------------
 
     def collect(self):
-        """One on-policy batch: an episode in each sub-environment."""
+        """One on-policy batch: an episode in each sub-environment.
+
+        The environments' reset and the action sampling are seeded from ``(config.seed,
+        updates)``, so a batch depends only on the agent's weights and update count: a saved
+        and loaded agent continues exactly as one that never stopped, and ``act`` calls
+        between updates do not change what training sees.
+        """
         if self.envs is None:
             self.envs = make_vector_env(self.env_factory, self.config.num_envs,
                                         self.config.vectorization)
-            reset_seed = self.config.seed
-        else:
-            reset_seed = None  # continue the envs' seeded RNG streams
+        env_seed, sampling_seed = np.random.SeedSequence(
+            [self.config.seed, self.updates]).generate_state(2)
+        self.generator.reset_from_seed(int(sampling_seed))
         act = lambda obs: self._sample(tf.constant(obs)).numpy()
         return collect_episodes(self.envs, act, self._preprocess, self.policy.to_env,
-                                seed=reset_seed, max_steps=self.max_steps)
+                                seed=int(env_seed), max_steps=self.max_steps)
 
     def update(self, batch) -> dict:
-        """One gradient step on ``batch`` (from ``collect``); returns its metrics."""
+        """One gradient step on ``batch`` (from ``collect``); counts its environment steps,
+        episodes and the update; returns its metrics.
+
+        Ctrl-C is held until the update is complete (``lab.interrupts``): the agent is never
+        left with new weights and old counters.
+        """
+        with interrupts_deferred():
+            return self._update(batch)
+
+    def _update(self, batch) -> dict:
         valid = batch.valid
         obs = batch.obs[valid]
         bootstrap = None
@@ -290,6 +309,8 @@ class Reinforce:
         if self.value is not None:
             metrics["value_loss"] = float(self._value_step(x, tf.constant(returns, tf.float32)).loss)
         self.updates += 1
+        self.env_steps += batch.env_steps
+        self.episodes += batch.valid.shape[1]
         return metrics
 
     def train(self, total_steps: int, *, callback: Callable[[dict], None] | None = None,
@@ -299,8 +320,11 @@ class Reinforce:
         Args:
           total_steps: environment steps to run (every sub-environment step counts).
           callback: called after each update with its metrics row; may raise ``StopIteration``
-            to end training early (e.g. once solved).
-          progress: show a tqdm progress bar with the mean return of the last 100 episodes.
+            to end training early (e.g. once solved). A Ctrl-C waits until the update and its
+            callback are done (a second Ctrl-C does not wait), so a callback that saves the
+            agent saves a state that resumes exactly.
+          progress: show a tqdm progress bar with the mean return of the last 100 episodes
+            (on a terminal only).
 
         Returns:
           One metrics row per update: ``env_steps``, ``episodes``, ``mean_return`` (of this
@@ -313,28 +337,31 @@ class Reinforce:
         bar = None
         if progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, leave=False)
+            # disable=None: quiet when output is not a terminal (a log, CI).
+            bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, leave=False,
+                       disable=None)
         try:
             while self.env_steps < target:
                 batch = self.collect()
-                metrics = self.update(batch)
-                self.env_steps += batch.env_steps
-                self.episodes += batch.valid.shape[1]
-                row = {"env_steps": self.env_steps, "episodes": self.episodes,
-                       "mean_return": float(batch.returns.mean()),
-                       "mean_length": float(batch.lengths.mean()), **metrics,
-                       "wall_seconds": time.perf_counter() - start,
-                       "episode_returns": batch.returns.tolist()}
-                history.append(row)
-                if bar is not None:
-                    last_100.extend(row["episode_returns"])
-                    bar.update(min(batch.env_steps, bar.total - bar.n))  # last batch overshoots
-                    bar.set_postfix(mean_return_last_100=f"{np.mean(last_100):.1f}")
-                if callback is not None:
-                    try:
-                        callback(row)
-                    except StopIteration:
-                        break
+                # The update and its callback run whole or not at all under Ctrl-C, so a
+                # callback that checkpoints sees every update it is told of, and only those.
+                with interrupts_deferred():
+                    metrics = self.update(batch)
+                    row = {"env_steps": self.env_steps, "episodes": self.episodes,
+                           "mean_return": float(batch.returns.mean()),
+                           "mean_length": float(batch.lengths.mean()), **metrics,
+                           "wall_seconds": time.perf_counter() - start,
+                           "episode_returns": batch.returns.tolist()}
+                    history.append(row)
+                    if bar is not None:
+                        last_100.extend(row["episode_returns"])
+                        bar.update(min(batch.env_steps, bar.total - bar.n))  # last overshoots
+                        bar.set_postfix(mean_return_last_100=f"{np.mean(last_100):.1f}")
+                    if callback is not None:
+                        try:
+                            callback(row)
+                        except StopIteration:
+                            break
         finally:
             if bar is not None:
                 bar.close()
@@ -345,48 +372,160 @@ class Reinforce:
             self.envs.close()
             self.envs = None
 
+
     # -- saving ------------------------------------------------------------------------------
 
     def save(self, path) -> Path:
-        """Saves the policy (and baseline) and the config into the folder ``path``.
+        """Saves everything the agent needs to act and to continue training into the folder
+        ``path``: the policy (and baseline) as ``.keras`` models, both optimizers' state
+        (Adam's moments and step count), the counters and the config (``agent.json``). The
+        random streams need no saving: ``collect`` seeds them from the update count.
 
-        Each file is written atomically; ``agent.json`` is written last, so a folder with it
-        holds a complete agent. Optimizer state is not saved: ``load`` gives an agent to act,
-        evaluate or fine-tune (with fresh Adam moments).
+        The folder is replaced as a whole (``lab.atomic.atomic_directory``): a crash or
+        Ctrl-C while saving leaves the previous save complete. ``Reinforce.load(path)`` then
+        ``train(...)`` continues exactly as if training had never stopped.
+
+        Raises:
+          ValueError: ``path`` is a folder with other files in it (not an earlier save),
+            which replacing it would delete.
         """
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / "policy.keras") as tmp:
-            self.policy.model.save(tmp)
-        if self.value is not None:
-            with atomic_path(path / "value.keras") as tmp:
-                self.value.save(tmp)
+        if path.is_dir() and any(path.iterdir()) and not (path / AGENT_FILE).is_file():
+            raise ValueError(f"path must be a new or empty folder, or one written by "
+                             f"Reinforce.save (saving replaces the folder). Received: "
+                             f"path={str(path)!r}, which holds other files")
         env = self.env_factory.env
-        meta = {"env": env if isinstance(env, str) else None,
+        meta = {"format": SAVE_FORMAT, "env": env if isinstance(env, str) else None,
                 "config": dataclasses.asdict(self.config),
                 "env_steps": self.env_steps, "episodes": self.episodes, "updates": self.updates}
-        atomic_write(path / "agent.json", json.dumps(meta, indent=2) + "\n")
+        steps = [self._policy_step] + ([self._value_step] if self.value is not None else [])
+        arrays = {"optimizers": [],
+                  "skipped": [np.array([int(step.skipped.numpy()) for step in steps])]}
+        arrays["optimizer_sizes"] = [np.array([len(step.optimizer.variables) for step in steps])]
+        for step in steps:
+            arrays["optimizers"] += optimizer_state(step.optimizer)
+        with atomic_directory(path) as tmp:
+            self.policy.model.save(tmp / "policy.keras")
+            if self.value is not None:
+                self.value.save(tmp / "value.keras")
+            save_checkpoint(tmp / TRAINING_STATE_DIR, arrays, {})
+            (tmp / AGENT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return path
 
     @classmethod
     def load(cls, path, env: str | Callable[[], gym.Env] | None = None) -> "Reinforce":
-        """Loads an agent saved with ``save``. ``env`` is needed if it was not a gymnasium id."""
+        """Loads an agent saved with ``save``, ready to act or to continue training.
+
+        Args:
+          path: the folder ``save`` wrote.
+          env: the environment, if it was not a registered gymnasium id. A saved id of the
+            form ``"module:Env"`` is not used unless passed here: gymnasium would import
+            ``module``, and loading a file must not run code it names.
+
+        Raises:
+          ValueError: the folder is not a save, or ``agent.json`` is malformed (invalid JSON,
+            a missing or unknown field, a value out of range); the message names the file and
+            the field.
+        """
         path = Path(path)
-        meta_path = path / "agent.json"
-        if not meta_path.exists():
-            raise ValueError(f"path must be a folder written by Reinforce.save (with agent.json). "
-                             f"Received: path={str(path)!r}")
-        meta = json.loads(meta_path.read_text())
-        env = env if env is not None else meta["env"]
+        meta_path = path / AGENT_FILE
+        if not meta_path.is_file():
+            raise ValueError(f"path must be a folder written by Reinforce.save (with "
+                             f"{AGENT_FILE}). Received: path={str(path)!r}")
+        meta = _read_agent_file(meta_path)
         if env is None:
-            raise ValueError("env must be given: the agent was trained on an environment "
-                             "built by a callable. Received: env=None")
-        config = meta["config"]
-        config["hidden_sizes"] = tuple(config["hidden_sizes"])
-        agent = cls(env, ReinforceConfig(**config))
-        agent.policy.model.set_weights(keras.models.load_model(path / "policy.keras").get_weights())
-        if agent.value is not None:
-            agent.value.set_weights(keras.models.load_model(path / "value.keras").get_weights())
+            env = meta["env"]
+            if env is None:
+                raise ValueError("env must be given: the agent was trained on an environment "
+                                 "built by a callable. Received: env=None")
+            if ":" in env:
+                raise ValueError(
+                    f"{meta_path}: env {env!r} names a Python module to import "
+                    f"({env.split(':')[0]!r}); a saved file is never allowed to import code. "
+                    f"If you trust it, pass env={env!r} to Reinforce.load.")
+        agent = cls(env, meta["config"])
+        for name, model in (("policy.keras", agent.policy.model), ("value.keras", agent.value)):
+            if model is None:
+                continue
+            try:
+                model.set_weights(keras.models.load_model(path / name).get_weights())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path / name}: cannot load the saved {name[:-6]} network "
+                                 f"({e})") from None
+        agent._restore_training_state(path / TRAINING_STATE_DIR)
         agent.env_steps, agent.episodes, agent.updates = (
             meta["env_steps"], meta["episodes"], meta["updates"])
         return agent
+
+    def _restore_training_state(self, path: Path):
+        if not has_checkpoint(path):  # saved before optimizer state was kept
+            warnings.warn(f"{path} is missing: the optimizers start afresh (Adam's moments "
+                          "reset)", stacklevel=3)
+            return
+        arrays, _ = load_checkpoint(path)
+        steps = [self._policy_step] + ([self._value_step] if self.value is not None else [])
+        sizes = [int(n) for n in arrays["optimizer_sizes"][0]]
+        if len(sizes) != len(steps):
+            raise ValueError(f"{path}: holds {len(sizes)} optimizer states, the agent has "
+                             f"{len(steps)} networks")
+        offset = 0
+        for step, size in zip(steps, sizes):
+            try:
+                restore_optimizer(step.optimizer, arrays["optimizers"][offset:offset + size])
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
+            offset += size
+        for step, skipped in zip(steps, arrays["skipped"][0]):
+            step.skipped.assign(int(skipped))
+
+
+SAVE_FORMAT = 2
+AGENT_FILE = "agent.json"
+TRAINING_STATE_DIR = "training_state"
+_COUNTERS = ("env_steps", "episodes", "updates")
+
+
+def _read_agent_file(meta_path: Path) -> dict:
+    """``agent.json`` checked field by field: the config as a ``ReinforceConfig`` with every
+    field present (a missing hyperparameter must not fall back to today's default)."""
+    def bad(what):
+        return ValueError(f"{meta_path}: {what}")
+
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise bad(f"not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise bad(f"must hold a JSON object. Received: {type(meta).__name__}")
+    for key in ("env", "config", *_COUNTERS):
+        if key not in meta:
+            raise bad(f"field {key!r} is missing")
+    if meta.get("format", 1) not in (1, SAVE_FORMAT):
+        raise bad(f"format must be 1 or {SAVE_FORMAT} (a newer gradlab wrote it?). "
+                  f"Received: format={meta['format']!r}")
+    if meta["env"] is not None and not isinstance(meta["env"], str):
+        raise bad(f"env must be a gymnasium id or null. Received: env={meta['env']!r}")
+    for key in _COUNTERS:
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad(f"{key} must be an integer >= 0. Received: {key}={value!r}")
+    config = meta["config"]
+    if not isinstance(config, dict):
+        raise bad(f"config must be a JSON object. Received: config={config!r}")
+    names = [f.name for f in dataclasses.fields(ReinforceConfig)]
+    missing = [n for n in names if n not in config]
+    unknown = sorted(set(config) - set(names))
+    if missing:
+        raise bad(f"config field {missing[0]!r} is missing (every hyperparameter is saved; "
+                  "a default would silently change the agent)")
+    if unknown:
+        raise bad(f"config field {unknown[0]!r} is not a ReinforceConfig field")
+    if not isinstance(config["hidden_sizes"], list):
+        raise bad(f"config field 'hidden_sizes' must be a list of integers. Received: "
+                  f"{config['hidden_sizes']!r}")
+    try:
+        meta["config"] = ReinforceConfig(**{**config,
+                                            "hidden_sizes": tuple(config["hidden_sizes"])})
+    except (ValueError, TypeError) as e:
+        raise bad(f"config: {e}") from None
+    return meta

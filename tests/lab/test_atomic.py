@@ -1,6 +1,9 @@
 import pytest
 
-from lab.atomic import atomic_path, atomic_write
+import os
+
+from lab.atomic import (atomic_directory, atomic_path, atomic_write, recover_directory,
+                        remove_temporaries)
 
 
 def test_atomic_write_replaces_the_file(tmp_path):
@@ -12,8 +15,6 @@ def test_atomic_write_replaces_the_file(tmp_path):
 
 
 def test_written_files_get_the_usual_permissions(tmp_path):
-    import os
-
     umask = os.umask(0o022)
     try:
         path = atomic_write(tmp_path / "metrics.csv", "a,b\n")
@@ -32,3 +33,53 @@ def test_a_crash_mid_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
             raise KeyboardInterrupt
     assert path.read_text() == "trained weights"
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_remove_temporaries_finds_what_a_killed_write_leaves(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(tmp_path / "sub" / "model.keras") as tmp:
+            name = tmp.name
+            raise KeyboardInterrupt
+    # A process killed outright (SIGKILL) never reaches the cleanup: the file stays.
+    (tmp_path / "sub" / name).write_text("half a model")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_directory(tmp_path / "checkpoint") as tmp_dir:
+            dir_name = tmp_dir.name
+            raise KeyboardInterrupt
+    (tmp_path / dir_name).mkdir()
+    (tmp_path / dir_name / "arrays.npz").write_text("half a checkpoint")
+    (tmp_path / "sub" / ".notes.txt").write_text("a user's hidden file, not ours")
+    removed = remove_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([name, dir_name])
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "sub", "sub/.notes.txt"]
+
+
+def test_atomic_directory_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "agent"
+    with atomic_directory(path) as tmp:
+        (tmp / "weights").write_text("first")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_directory(path) as tmp:
+            (tmp / "weights").write_text("half of the second")
+            raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["agent"]
+    assert (path / "weights").read_text() == "first"
+    with atomic_directory(path) as tmp:
+        (tmp / "other").write_text("second")
+    assert [p.name for p in path.iterdir()] == ["other"]
+
+
+def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
+    path = tmp_path / "agent"
+    path.mkdir()
+    (path / "weights").write_text("old")
+    # Killed after moving the old folder aside, before the new one arrived:
+    os.replace(path, tmp_path / ".agent.replaced")
+    recover_directory(path)
+    assert (path / "weights").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["agent"]
+    # Killed after the new folder arrived, before the old one was deleted:
+    (tmp_path / ".agent.replaced").mkdir()
+    remove_temporaries(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["agent"]

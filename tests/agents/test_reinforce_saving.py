@@ -1,0 +1,161 @@
+"""Saving, loading and resuming ``agents.Reinforce``: a loaded agent continues exactly."""
+
+import json
+import shutil
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from agents import Reinforce, ReinforceConfig
+
+
+def _train(agent, updates):
+    rows = []
+    for _ in range(updates):
+        batch = agent.collect()
+        metrics = agent.update(batch)
+        rows.append((batch.returns.tolist(), metrics))
+    return rows
+
+
+@pytest.mark.parametrize("baseline", [False, True])
+def test_a_saved_and_loaded_agent_continues_exactly_as_one_that_never_stopped(tmp_path,
+                                                                              baseline):
+    config = ReinforceConfig(seed=5, num_envs=4, baseline=baseline)
+    straight = Reinforce("CartPole-v1", config)
+    expected = _train(straight, 6)
+
+    first = Reinforce("CartPole-v1", config)
+    head = _train(first, 3)
+    first.save(tmp_path / "agent")
+    first.close()
+    resumed = Reinforce.load(tmp_path / "agent")
+    tail = _train(resumed, 3)
+
+    assert head + tail == expected  # returns and every metric, bit for bit
+    for a, b in zip(straight.policy.model.get_weights(), resumed.policy.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # Adam continues: its step count and moments came back.
+    assert int(resumed._policy_step.optimizer.iterations) == 6
+    assert resumed.updates == 6 and resumed.trace_counts["policy_update"] == 1
+    straight.close()
+    resumed.close()
+
+
+def test_saving_replaces_the_folder_as_a_whole_and_refuses_a_foreign_one(tmp_path):
+    agent = Reinforce("CartPole-v1", ReinforceConfig(seed=0, num_envs=2))
+    agent.save(tmp_path / "agent")
+    (tmp_path / "agent" / "stale.txt").write_text("from an older save")
+    agent.save(tmp_path / "agent")
+    assert not (tmp_path / "agent" / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent"]  # no temporaries left
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    with pytest.raises(ValueError, match="path must be a new or empty folder"):
+        agent.save(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "a user's file"
+
+
+@pytest.fixture(scope="module")
+def saved_agent(tmp_path_factory):
+    path = tmp_path_factory.mktemp("saved") / "agent"
+    Reinforce("CartPole-v1", ReinforceConfig(seed=0, num_envs=2)).save(path)
+    return path
+
+
+def _edited(saved_agent, tmp_path, edit):
+    path = tmp_path / "agent"
+    shutil.copytree(saved_agent, path)
+    meta_path = path / "agent.json"
+    text = edit(meta_path.read_text())
+    meta_path.write_text(text)
+    return path
+
+
+def _json_edit(change):
+    def edit(text):
+        meta = json.loads(text)
+        change(meta)
+        return json.dumps(meta)
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda text: text[:-10], r"agent\.json: not valid JSON"),
+    (_json_edit(lambda m: m.pop("updates")), r"agent\.json: field 'updates' is missing"),
+    (_json_edit(lambda m: m["config"].pop("learning_rate")),
+     r"agent\.json: config field 'learning_rate' is missing"),
+    (_json_edit(lambda m: m["config"].update(lr=0.1)),
+     r"agent\.json: config field 'lr' is not a ReinforceConfig field"),
+    (_json_edit(lambda m: m["config"].update(gamma=2.0)),
+     r"agent\.json: config: gamma must be in \(0\.0, 1\.0\]"),
+    (_json_edit(lambda m: m.update(env_steps=-1)),
+     r"agent\.json: env_steps must be an integer >= 0"),
+    (_json_edit(lambda m: m.update(env="os:system")),
+     r"agent\.json: env 'os:system' names a Python module to import \('os'\)"),
+])
+def test_load_names_the_file_and_the_field_of_a_bad_save(saved_agent, tmp_path, edit, message):
+    path = _edited(saved_agent, tmp_path, edit)
+    with pytest.raises(ValueError, match=message):
+        Reinforce.load(path)
+
+
+def test_a_module_env_id_is_used_only_when_the_caller_passes_it(saved_agent, tmp_path):
+    path = _edited(saved_agent, tmp_path,
+                   _json_edit(lambda m: m.update(env="gymnasium.envs.classic_control:CartPoleEnv")))
+    with pytest.raises(ValueError, match="never allowed to import code"):
+        Reinforce.load(path)
+    agent = Reinforce.load(path, env="CartPole-v1")
+    assert agent.config.seed == 0
+
+
+class GridBox(gym.Env):
+    """A (2, 2) Box action: reward is minus the squared distance of the action to a target."""
+    observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+    action_space = gym.spaces.Box(-2.0, 2.0, (2, 2), np.float32)
+    target = np.array([[1.0, -1.0], [0.5, 0.0]], np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        assert action.shape == (2, 2) and self.action_space.contains(action)
+        return np.zeros(3, np.float32), -float(np.sum((action - self.target) ** 2)), False, False, {}
+
+
+def test_a_box_action_space_of_any_shape_is_flattened_and_learns():
+    agent = Reinforce(GridBox, ReinforceConfig(seed=0, num_envs=8, learning_rate=0.05,
+                                               max_episode_steps=5))
+    assert agent.act(np.zeros((3, 3), np.float32)).shape == (3, 2, 2)
+    before = agent.evaluate(episodes=1)[0]
+    agent.train(4000)
+    after = agent.evaluate(episodes=1)[0]
+    agent.close()
+    # The untrained mean action is ~0: 5 steps of a squared distance of 1 + 1 + 0.25.
+    assert before == pytest.approx(-11.25, abs=0.2)
+    assert after > -3.0  # the mean moved most of the way to the target
+
+
+def test_ctrl_c_during_collection_leaves_a_state_that_resumes_exactly(tmp_path, monkeypatch):
+    config = ReinforceConfig(seed=2, num_envs=3)
+    expected = _train(Reinforce("CartPole-v1", config), 4)
+
+    agent = Reinforce("CartPole-v1", config)
+    head = _train(agent, 2)
+    calls = []
+    original = agent._sample
+
+    def interrupted(obs):  # Ctrl-C in the middle of the third batch's episodes
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return original(obs)
+
+    agent._sample = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        agent.train(10_000)
+    agent.save(tmp_path / "agent")
+    tail = _train(Reinforce.load(tmp_path / "agent"), 2)
+    assert head + tail == expected

@@ -1,0 +1,34 @@
+import os
+import signal
+
+import pytest
+
+from lab.interrupts import interrupts_deferred
+
+
+def test_ctrl_c_waits_for_the_block_to_finish():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("first half")
+            done.append("second half")
+    assert done == ["first half", "second half"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_does_not_wait():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("never")
+    assert done == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_block_without_ctrl_c_runs_as_usual():
+    with interrupts_deferred():
+        value = 1 + 1
+    assert value == 2 and signal.getsignal(signal.SIGINT) is signal.default_int_handler
