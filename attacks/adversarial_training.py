@@ -32,6 +32,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from dataclasses import field
@@ -43,8 +44,11 @@ import tensorflow as tf
 from attacks.evaluation import accuracy, pgd_accuracy
 from attacks.fgsm import cross_entropy, sign_step, uniform_start
 from attacks.pgd import default_step_size, pgd_steps
+from lab.checkpoint import (has_checkpoint, load_checkpoint, optimizer_state,
+                            restore_optimizer, save_checkpoint)
 from lab.checks import (check_in_range, check_nonnegative_int, check_one_of, check_positive,
                          check_positive_int)
+from lab.interrupts import interrupts_deferred
 from lab.training import make_train_step
 
 METHODS = ("clean", "fgsm", "fgsm_rs", "pgd")
@@ -244,7 +248,7 @@ class AdversarialTrainer:
 
 def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validation=None,
                       strategy=None, progress: bool = False,
-                      on_epoch_end: Callable | None = None) -> TrainingResult:
+                      on_epoch_end: Callable | None = None, checkpoint=None) -> TrainingResult:
     """Trains ``model`` in place on ``(x, y)`` with ``config.method``.
 
     Args:
@@ -254,17 +258,25 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
       config: an ``AdversarialTrainingConfig``.
       validation: optional ``(x, y)`` whose clean accuracy is logged every epoch.
       strategy: optional ``tf.distribute.Strategy`` (e.g. ``MirroredStrategy``).
-      progress: show tqdm progress bars.
+      progress: show tqdm progress bars (on a terminal only).
       on_epoch_end: optional ``on_epoch_end(epoch, model, row)`` called after each epoch
         (``epoch`` is 1-based) and after the guard: on a collapse ``row["collapsed"]`` is
         True and ``model`` already holds the restored best weights. The experiment saves its
         metrics there.
+      checkpoint: optional folder. After every epoch the whole training state is saved there
+        (weights, optimizer state, epoch and history, the data order's and the attacks'
+        random state, the collapse guard's best weights and score). If it already holds a
+        checkpoint of the same config, training continues from it, and ends with the weights
+        and history an uninterrupted run would have had: at most the epoch in progress is lost.
 
     Returns:
       A ``TrainingResult``; each history row has ``epoch``, ``eps``, ``loss``,
       ``clean_accuracy`` (on ``validation``, else NaN), ``guard_pgd_accuracy`` (PGD on the
       fixed training batch at the full eps), ``seconds`` (training time of the epoch) and
       ``collapsed``.
+
+    Raises:
+      ValueError: ``checkpoint`` holds the state of a run with another config.
     """
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int32)
@@ -273,13 +285,16 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
     guard_index = rng.choice(len(x), size=min(config.guard_examples, len(x)), replace=False)
     guard = CollapseGuard(config.collapse_drop)
     history, collapsed_at = [], None
+    if checkpoint is not None and has_checkpoint(checkpoint):
+        history, collapsed_at = _restore(checkpoint, config, trainer, rng, guard)
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=config.epochs * trainer.steps_per_epoch, unit="step",
-                   desc=config.method, dynamic_ncols=True, leave=False)
+                   initial=len(history) * trainer.steps_per_epoch, desc=config.method,
+                   dynamic_ncols=True, leave=False, disable=None)
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(len(history), config.epochs if collapsed_at is None else 0):
             loss, seconds = trainer.train_epoch(x, y, epoch, rng,
                                                 on_step=bar.update if bar is not None else None)
             guard_accuracy = pgd_accuracy(model, x[guard_index], y[guard_index], config.eps,
@@ -288,16 +303,21 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
                    "clean_accuracy": (accuracy(model, *validation) if validation is not None
                                       else float("nan")),
                    "guard_pgd_accuracy": guard_accuracy, "seconds": seconds}
-            history.append(row)
             if bar is not None:
                 bar.set_postfix(clean=f"{row['clean_accuracy']:.3f}",
                                 pgd=f"{guard_accuracy:.3f}")
-            row["collapsed"] = guard.update(epoch + 1, guard_accuracy, model)
-            if row["collapsed"]:
-                collapsed_at = epoch + 1
-                guard.restore(model)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, model, row)
+            # The epoch's results, the guard's decision and the checkpoint go together, so a
+            # Ctrl-C cannot leave a checkpoint that disagrees with the history.
+            with interrupts_deferred():
+                history.append(row)
+                row["collapsed"] = guard.update(epoch + 1, guard_accuracy, model)
+                if row["collapsed"]:
+                    collapsed_at = epoch + 1
+                    guard.restore(model)
+                if checkpoint is not None:
+                    _save(checkpoint, config, trainer, rng, guard, history, collapsed_at)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch + 1, model, row)
             if row["collapsed"]:
                 break
     finally:
@@ -305,6 +325,41 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
             bar.close()
     return TrainingResult(history, collapsed_at is not None, collapsed_at,
                           guard.best_epoch if collapsed_at is not None else None)
+
+
+def _save(path, config, trainer, rng, guard, history, collapsed_at):
+    save_checkpoint(
+        path,
+        {"weights": trainer.model.get_weights(), "optimizer": optimizer_state(trainer.optimizer),
+         "guard_weights": guard.best_weights or []},
+        {"config": dataclasses.asdict(config), "history": history, "collapsed_at": collapsed_at,
+         "data_rng": rng.bit_generator.state, "attack_seed": int(trainer._seed.numpy()),
+         "guard": {"best_score": guard.best_score, "best_epoch": guard.best_epoch}})
+
+
+def _restore(path, config, trainer, rng, guard):
+    """Puts the state saved by ``_save`` back; returns ``(history, collapsed_at)``."""
+    arrays, state = load_checkpoint(path)
+    saved_config = state.get("config")
+    if saved_config != json.loads(json.dumps(dataclasses.asdict(config))):
+        raise ValueError(f"checkpoint must come from a run with the same config. Received: "
+                         f"checkpoint={str(path)!r}, saved with config {saved_config}")
+    trainer.model.set_weights(arrays["weights"])
+    restore_optimizer(trainer.optimizer, arrays["optimizer"])
+    trainer._seed.assign(state["attack_seed"])
+    rng.bit_generator.state = state["data_rng"]
+    guard.best_score = state["guard"]["best_score"]
+    guard.best_epoch = state["guard"]["best_epoch"]
+    guard.best_weights = arrays["guard_weights"] or None
+    return state["history"], state["collapsed_at"]
+
+
+def checkpoint_history(path) -> list[dict]:
+    """The history rows of the epochs saved in an ``adversarial_train`` checkpoint (empty if
+    ``path`` holds none): what a resumed run has already done."""
+    if not has_checkpoint(path):
+        return []
+    return load_checkpoint(path)[1]["history"]
 
 
 def learning_rate_schedule(learning_rate: float, kind: str, total_steps: int):

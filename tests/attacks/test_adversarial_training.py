@@ -1,3 +1,5 @@
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -197,3 +199,72 @@ print("replicas", strategy.num_replicas_in_sync)
 def test_adversarial_training_under_mirrored_strategy_on_two_cpus(fresh_process):
     # Logical devices must be set before TensorFlow starts, so this runs in a fresh process.
     fresh_process(MIRRORED_SCRIPT, expect="replicas 2")
+
+
+def _without_seconds(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+@pytest.mark.parametrize("method", ["fgsm_rs", "pgd"])
+def test_a_run_killed_midway_and_resumed_from_its_checkpoint_ends_like_an_unbroken_one(
+        digits, tmp_path, method):
+    x, y = digits[0][:512], digits[1][:512]
+    config = at.AdversarialTrainingConfig(method=method, epochs=4, eps_ramp_epochs=2,
+                                          pgd_steps=2, guard_examples=64, guard_pgd_steps=2,
+                                          shift=1, lr_schedule="cosine", seed=3)
+
+    def fresh_model():
+        keras.utils.set_random_seed(0)
+        return small_cnn()
+
+    straight = fresh_model()
+    expected = at.adversarial_train(straight, x, y, config, validation=(x[:128], y[:128]))
+
+    class Killed(BaseException):  # like SIGKILL: nothing after it runs
+        pass
+
+    steps = []
+
+    def kill_in_the_third_epoch():
+        steps.append(1)
+        if len(steps) == 2 * (512 // 64) + 3:
+            raise Killed
+
+    trainer_epoch = at.AdversarialTrainer.train_epoch
+
+    def train_epoch(self, *args, on_step=None):
+        return trainer_epoch(self, *args, on_step=kill_in_the_third_epoch)
+
+    at.AdversarialTrainer.train_epoch = train_epoch
+    try:
+        with pytest.raises(Killed):
+            at.adversarial_train(fresh_model(), x, y, config, validation=(x[:128], y[:128]),
+                                 checkpoint=tmp_path / "checkpoint")
+    finally:
+        at.AdversarialTrainer.train_epoch = trainer_epoch
+    assert [r["epoch"] for r in at.checkpoint_history(tmp_path / "checkpoint")] == [1, 2]
+
+    resumed_model = fresh_model()  # a new process: new weights, replaced by the checkpoint's
+    resumed = at.adversarial_train(resumed_model, x, y, config, validation=(x[:128], y[:128]),
+                                   checkpoint=tmp_path / "checkpoint")
+    assert _without_seconds(resumed.history) == _without_seconds(expected.history)
+    for a, b in zip(straight.get_weights(), resumed_model.get_weights()):
+        np.testing.assert_array_equal(a, b)  # bit for bit: CPU kernels are deterministic
+
+
+def test_a_checkpoint_of_another_config_is_refused(digits, tmp_path):
+    x, y = digits[0][:128], digits[1][:128]
+    config = at.AdversarialTrainingConfig(method="clean", epochs=1, guard_examples=32,
+                                          guard_pgd_steps=1)
+    at.adversarial_train(small_cnn(), x, y, config, checkpoint=tmp_path)
+    with pytest.raises(ValueError, match="checkpoint must come from a run with the same config"):
+        at.adversarial_train(small_cnn(), x, y, dataclasses.replace(config, epochs=2),
+                             checkpoint=tmp_path)
+
+
+def test_the_progress_bar_stays_quiet_when_output_is_not_a_terminal(digits, capsys):
+    x, y = digits[0][:128], digits[1][:128]
+    config = at.AdversarialTrainingConfig(method="clean", epochs=1, guard_examples=32,
+                                          guard_pgd_steps=1)
+    at.adversarial_train(small_cnn(), x, y, config, progress=True)
+    assert capsys.readouterr().err == ""
