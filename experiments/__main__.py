@@ -2,6 +2,7 @@
 
     python -m experiments                  # all of them
     python -m experiments --only reinforce # one
+    python -m experiments --resume         # continue the runs an interruption left partial
 
 Each experiment's own command (``python -m experiments.<name> --help``) has its options.
 """
@@ -17,18 +18,23 @@ EXPERIMENTS = {
     "reinforce": ["--env", "CartPole-v1"],             # REINFORCE learning curves, ~1 minute
     "fgsm_mnist": ["--source", "sample"],              # adversarial training, ~6 minutes
 }
+# Experiments with checkpoints; the others simply start over (each is about a minute).
+RESUMABLE = ("reinforce", "fgsm_mnist")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS),
                         default=list(EXPERIMENTS), help="experiments to run")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue interrupted runs of {', '.join(RESUMABLE)} from their "
+                             "checkpoints")
     args = parser.parse_args(argv)
     for name in args.only:
-        print(f"== {name}: python -m experiments.{name} {' '.join(EXPERIMENTS[name])}",
-              flush=True)
+        flags = EXPERIMENTS[name] + (["--resume"] if args.resume and name in RESUMABLE else [])
+        print(f"== {name}: python -m experiments.{name} {' '.join(flags)}", flush=True)
         start = time.perf_counter()
-        importlib.import_module(f"experiments.{name}").main(EXPERIMENTS[name])
+        importlib.import_module(f"experiments.{name}").main(flags)
         print(f"== {name} done in {time.perf_counter() - start:.0f} s", flush=True)
 
 

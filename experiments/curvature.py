@@ -53,7 +53,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from experiments.cli import parse_config
-from experiments.records import save_figure, write_config, write_csv, write_json
+from experiments.records import save_figure, write_csv, write_json
+from experiments.run_folder import open_run
 from lab.higher_order import hessian_top_eigenvalue, hessian_trace
 from lab.seeding import seed_everything
 from lab.training import make_train_step
@@ -204,7 +205,7 @@ def train(config: Config) -> list[dict]:
     rows = []
     runs = len(config.seeds) * len(config.learning_rates)
     with tqdm(total=runs * config.steps, desc="full-batch GD", unit="step",
-              dynamic_ncols=True) as bar:
+              dynamic_ncols=True, disable=None) as bar:  # quiet off a terminal
         for seed, (x, y, initial_weights) in problems.items():
             for lr in config.learning_rates:
                 model.set_weights(initial_weights)
@@ -351,13 +352,15 @@ def plot(rows: list[dict], config: Config, path) -> Path:
 
 def main(argv=None) -> dict:
     config = parse_config(Config, argv, description=__doc__.split("\n\n")[0]).resolved()
-    out = Path(config.out)
-    write_config(out, config)
+    # No checkpoints (a minute's run): a partial folder left by an interrupted run is
+    # replaced, and the finished run moves into place as a whole.
+    run = open_run(config.out, config, resume=False, resumable=False)
     rows = train(config)
-    write_csv(out / "metrics.csv", rows)
+    write_csv(run.path / "metrics.csv", rows)
     summary = summarize(rows, config)
-    write_json(out / "summary.json", summary)
-    plot(rows, config, out / "sharpness.png")
+    write_json(run.path / "summary.json", summary)
+    plot(rows, config, run.path / "sharpness.png")
+    run.finish()
     print(summary["statement"])
     for entry in summary["per_learning_rate"].values():
         print(entry["statement"])

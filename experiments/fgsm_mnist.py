@@ -16,9 +16,13 @@ actually used), ``metrics.csv`` (per method and epoch: eps, loss, clean test acc
 PGD accuracy on a fixed training batch, seconds), ``summary.json`` (per method:
 ``clean_accuracy``, ``fgsm_accuracy``, ``pgd_accuracy``, ``seconds_per_epoch``,
 ``collapsed``, and the robustness ``curve``), ``robustness_curve.png``,
-``adversarial_examples.png``, ``training_curves.png``, and ``models/<method>.keras``. Metrics
-are written after every epoch and models after every method; on Ctrl-C the model in training
-is kept as ``models/<method>.interrupted.keras``.
+``adversarial_examples.png``, ``training_curves.png``, and ``models/<method>.keras``.
+
+The run is written into ``DIR.partial/`` and moved over DIR only when complete, so DIR always
+holds one whole run. Metrics are written there after every epoch, and the training state of
+the method in training is checkpointed after every epoch (``checkpoints/<method>/``);
+``--resume`` continues an interrupted or killed run from there, losing at most the epoch in
+progress, and ends with the numbers of a run that was never stopped (wall times aside).
 
 ``--quick`` (a smoke test, about 30 seconds) trains on 2,000 digits for two epochs and
 evaluates on 200.
@@ -27,20 +31,23 @@ evaluates on 200.
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from dataclasses import field
-from pathlib import Path
 
+import keras
 import numpy as np
 
 from attacks.adversarial_training import (LR_SCHEDULES, METHODS, AdversarialTrainingConfig,
-                                          adversarial_train)
-from attacks.evaluation import (accuracy, fgsm_accuracy, pgd_accuracy, robustness_curve,
-                                sanity_warnings)
+                                          adversarial_train, checkpoint_history)
+from attacks.evaluation import (RobustnessCurve, accuracy, fgsm_accuracy, pgd_accuracy,
+                                robustness_curve, sanity_warnings)
 from attacks.mnist import SOURCES, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
 from experiments.cli import parse_config
-from experiments.records import library_versions, save_figure, write_csv, write_json
+from experiments.records import save_figure, write_csv, write_json
+from experiments.run_folder import PartialRunError, open_run
 from lab.atomic import atomic_path
 from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
 from lab.seeding import seed_everything
@@ -66,7 +73,9 @@ PGD_STEPS = 40
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    source: str = field(default="sample", metadata={"help": f"MNIST source, one of {SOURCES}"})
+    source: str | None = field(default=None, metadata={
+        "help": f"MNIST source, one of {SOURCES} (default: idx when --data-dir is given, "
+                "else sample)"})
     data_dir: str | None = field(default=None, metadata={"help": "folder of MNIST IDX files"})
     out: str = field(default="results/fgsm_mnist", metadata={"help": "output folder"})
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "training methods"})
@@ -88,10 +97,13 @@ class ExperimentConfig:
     shift: int | None = field(default=None, metadata={
         "help": "override every method's recipe: random shifts of up to this many pixels"})
     quick: bool = field(default=False, metadata={"help": "smoke test: small and short"})
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue the interrupted run in <out>.partial from its last checkpoint"})
+    progress: bool = field(default=True, metadata={"help": "progress bars (on a terminal)"})
 
     def __post_init__(self):
-        check_one_of("source", self.source, SOURCES)
+        if self.source is not None:
+            check_one_of("source", self.source, SOURCES)
         check_one_of("model", self.model, tuple(MODELS))
         for method in self.methods:
             check_one_of("methods", method, METHODS)
@@ -105,9 +117,18 @@ class ExperimentConfig:
                 or min(self.eval_eps) < 0 or max(self.eval_eps) > 1):
             raise ValueError(f"eval_eps must be increasing values in [0, 1]. "
                              f"Received: eval_eps={self.eval_eps}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods must be distinct. Received: methods={self.methods!r}")
         # The training settings are checked where they are used, before anything trains.
         for method in self.methods:
             training_config(method, self, _settings(self))
+
+    @property
+    def data_source(self) -> str:
+        """``--source``, or what a folder given with ``--data-dir`` implies."""
+        if self.source is not None:
+            return self.source
+        return "idx" if self.data_dir is not None else "sample"
 
 
 # The flags that override a training setting of every recipe: the ExperimentConfig fields
@@ -130,38 +151,50 @@ def _settings(config: ExperimentConfig) -> dict:
 def main(argv=None) -> dict:
     config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0])
     settings = _settings(config)
-    out = Path(config.out)
-    seed_everything(config.seed)
-    source = resolve_mnist_source(config.source, config.data_dir)
-    x_train, y_train = load_mnist_arrays("train", source, config.data_dir)
-    x_test, y_test = load_mnist_arrays("test", source, config.data_dir)
-    x_train, y_train = x_train[:settings["train"]], y_train[:settings["train"]]
-    x_test, y_test = x_test[:settings["test"]], y_test[:settings["test"]]
-    run_record = {"config": dataclasses.asdict(config), "data_source": source,
-                  "train_examples": len(x_train), "test_examples": len(x_test),
-                  "settings": settings, "versions": library_versions()}
-    rows, summary, curves, models, trainings = [], {}, {}, {}, {}
+    trainings = {method: training_config(method, config, settings) for method in config.methods}
+    try:  # unreadable data or a partial run in the way fail here, before anything is written
+        source = resolve_mnist_source(config.data_source, config.data_dir)
+        x_train, y_train = load_mnist_arrays("train", source, config.data_dir)
+        x_test, y_test = load_mnist_arrays("test", source, config.data_dir)
+        x_train, y_train = x_train[:settings["train"]], y_train[:settings["train"]]
+        x_test, y_test = x_test[:settings["test"]], y_test[:settings["test"]]
+        run = open_run(config.out, config, {
+            "data_source": source, "train_examples": len(x_train),
+            "test_examples": len(x_test), "settings": settings,
+            "training": {m: dataclasses.asdict(t) for m, t in trainings.items()}},
+            resume=config.resume)
+    except (OSError, ValueError, PartialRunError) as error:  # ConnectionError is an OSError
+        raise SystemExit(f"error: {error}") from None
+    # Methods finished before an interruption: their rows and summaries, and their models.
+    done = _read_json(run.path / PROGRESS, {"rows": [], "summary": {}})
+    rows, summary = done["rows"], done["summary"]
+    models = {method: keras.models.load_model(run.path / "models" / f"{method}.keras")
+              for method in summary}
+    curves = {method: RobustnessCurve(s["curve"]["eps"],
+                                      {a: s["curve"][a] for a in ("fgsm", "pgd")},
+                                      s["curve"]["examples"], s["curve_warnings"])
+              for method, s in summary.items()}
     for method in config.methods:
+        if method in summary:
+            continue
         seed_everything(config.seed)
         model = MODELS[config.model]()
-        training = training_config(method, config, settings)
-        trainings[method] = dataclasses.asdict(training)
-        write_json(out / "config.json", {**run_record, "training": trainings})
+        checkpoint = run.path / "checkpoints" / method
+        method_rows = [{"method": method, **r} for r in checkpoint_history(checkpoint)]
 
-        def save_epoch(epoch, model, row, method=method):
-            rows.append({"method": method, **row})
-            write_csv(out / "metrics.csv", rows)  # every epoch: an interrupted run keeps them
+        def save_epoch(epoch, model, row, method=method, method_rows=method_rows):
+            method_rows.append({"method": method, **row})
+            write_csv(run.path / "metrics.csv", rows + method_rows)
 
         try:
-            result = adversarial_train(model, x_train, y_train, training,
+            result = adversarial_train(model, x_train, y_train, trainings[method],
                                        validation=(x_test, y_test), progress=config.progress,
-                                       on_epoch_end=save_epoch)
+                                       on_epoch_end=save_epoch, checkpoint=checkpoint)
         except KeyboardInterrupt:
-            _save_model(model, out / "models" / f"{method}.interrupted.keras")
-            print(f"\ninterrupted: {method} model so far in {out / 'models'}, metrics in "
-                  f"{out / 'metrics.csv'}")
+            print(f"\ninterrupted: the run so far is in {run.path} ({method} checkpointed "
+                  "after its last full epoch); add --resume to the same command to continue")
             raise
-        _save_model(model, out / "models" / f"{method}.keras")
+        _save_model(model, run.path / "models" / f"{method}.keras")
         models[method] = model
         summary[method] = evaluate(model, x_test, y_test, config, settings, result.trained_eps)
         summary[method].update(
@@ -176,16 +209,34 @@ def main(argv=None) -> dict:
                                     "eps": curves[method].eps_values,
                                     **curves[method].accuracy}
         summary[method]["curve_warnings"] = curves[method].warnings
-        write_json(out / "summary.json", {"eps": config.eps, "data_source": source,
-                                          "methods": summary})
-    plot_robustness(curves, config, out / "robustness_curve.png")
-    plot_training(rows, config, out / "training_curves.png")
-    plot_examples(models, x_test, y_test, config, out / "adversarial_examples.png")
+        rows += [{"method": method, **r} for r in result.history]
+        write_json(run.path / PROGRESS, {"rows": rows, "summary": summary})
+        shutil.rmtree(checkpoint)
+    write_csv(run.path / "metrics.csv", rows)
+    write_json(run.path / "summary.json", {"eps": config.eps, "data_source": source,
+                                           "methods": summary})
+    plot_robustness(curves, config, run.path / "robustness_curve.png")
+    plot_training(rows, config, run.path / "training_curves.png")
+    plot_examples(models, x_test, y_test, config, run.path / "adversarial_examples.png")
+    for leftover in (run.path / PROGRESS, run.path / "checkpoints"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        elif leftover.exists():
+            leftover.unlink()
+    run.finish()
     for method, s in summary.items():
         print(f"{method:8s} clean {s['clean_accuracy']:.4f}  fgsm {s['fgsm_accuracy']:.4f}  "
               f"pgd {s['pgd_accuracy']:.4f}  {s['seconds_per_epoch']:.1f} s/epoch"
               f"{'  COLLAPSED' if s['collapsed'] else ''}")
     return summary
+
+
+# In the partial folder: the rows and summaries of the methods finished so far.
+PROGRESS = "progress.json"
+
+
+def _read_json(path, default):
+    return json.loads(path.read_text()) if path.exists() else default
 
 
 def _save_model(model, path):
@@ -194,9 +245,10 @@ def _save_model(model, path):
 
 
 def training_config(method, config, settings) -> AdversarialTrainingConfig:
-    """The method's recipe; ``--epochs`` (or ``--quick``) and the other override flags win."""
+    """The method's recipe; ``--epochs`` (else ``--quick``'s two) and the other override flags
+    win."""
     recipe = dict(RECIPES[method])
-    recipe["epochs"] = settings["epochs"] or config.epochs or recipe["epochs"]
+    recipe["epochs"] = config.epochs or settings["epochs"] or recipe["epochs"]
     for name in RECIPE_OVERRIDES:
         if getattr(config, name) is not None:
             recipe[name] = getattr(config, name)

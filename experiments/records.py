@@ -1,6 +1,7 @@
 """Writing an experiment's results: config, metrics, summary and plots, each atomically.
 
-Every experiment writes into ``results/<experiment>/``:
+Every experiment writes into ``results/<experiment>/`` (through its partial folder,
+``experiments.run_folder``):
 
 - ``config.json``: the resolved configuration plus the seed(s) and library versions;
 - ``metrics.csv``: one row per logged step;
@@ -48,12 +49,6 @@ def _jsonable(value):
 def write_json(path, obj) -> Path:
     """Writes ``obj`` as indented JSON (dataclasses and NumPy scalars allowed), atomically."""
     return atomic_write(path, json.dumps(obj, indent=2, default=_jsonable, allow_nan=True) + "\n")
-
-
-def write_config(out_dir, config) -> Path:
-    """Writes ``config.json``: the config dataclass's fields and the library versions."""
-    return write_json(Path(out_dir) / "config.json",
-                      {"config": dataclasses.asdict(config), "versions": library_versions()})
 
 
 def write_csv(path, rows: list[dict]) -> Path:

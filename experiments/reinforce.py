@@ -18,13 +18,18 @@ into DIR (default ``results/reinforce/<env>/``):
   min-max band, the reward threshold as a line;
 - ``agents/seed_<k>/``: each trained agent (``Reinforce.load`` reads it back).
 
-Results are written after every seed, and an interrupted run (Ctrl-C) saves the agent it was
-training and the metrics so far before it stops.
+The run is written into ``DIR.partial/`` and moved over DIR only when complete, so DIR always
+holds one whole run. Every ``--checkpoint-every`` updates (and on Ctrl-C) the agent in
+training and the metrics so far are checkpointed there; ``--resume`` continues an
+interrupted or killed run from that checkpoint and ends with the same numbers as a run that
+was never stopped (wall times aside).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import statistics
 from collections import deque
 from dataclasses import field
@@ -32,7 +37,9 @@ from pathlib import Path
 
 from agents import Reinforce, ReinforceConfig
 from experiments.cli import parse_config
-from experiments.records import save_figure, write_config, write_csv, write_json
+from experiments.records import save_figure, write_csv, write_json
+from experiments.run_folder import PartialRunError, open_run
+from lab.atomic import atomic_directory
 from lab.checks import check_positive_int
 
 
@@ -43,43 +50,106 @@ class ExperimentConfig:
     total_steps: int = field(default=250_000, metadata={"help": "env steps per seed"})
     eval_episodes: int = field(default=20, metadata={"help": "deterministic eval episodes"})
     out: str | None = field(default=None, metadata={"help": "default results/reinforce/<env>"})
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    checkpoint_every: int = field(default=5, metadata={"help": "updates between checkpoints"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue the interrupted run in <out>.partial from its last checkpoint"})
+    progress: bool = field(default=True, metadata={"help": "progress bars (on a terminal)"})
     agent: ReinforceConfig = field(default=ReinforceConfig(),
                                    metadata={"cli_exclude": ("seed",)})
 
     def __post_init__(self):
-        if not self.seeds or any(s < 0 for s in self.seeds):
-            raise ValueError(f"seeds must be one or more non-negative integers. "
+        if (not self.seeds or any(s < 0 for s in self.seeds)
+                or len(set(self.seeds)) != len(self.seeds)):
+            raise ValueError(f"seeds must be one or more distinct non-negative integers. "
                              f"Received: seeds={self.seeds!r}")
         check_positive_int("total_steps", self.total_steps)
         check_positive_int("eval_episodes", self.eval_episodes)
+        check_positive_int("checkpoint_every", self.checkpoint_every)
 
     @property
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path("results") / "reinforce" / self.env
 
 
-def run_seed(config: ExperimentConfig, seed: int, rows: list, out: Path) -> dict:
-    """Trains one agent; appends its metrics rows to ``rows``; returns its summary."""
-    agent = Reinforce(config.env, dataclasses.replace(config.agent, seed=seed))
+CHECKPOINT = "checkpoint"   # in the partial folder: the agent in training and progress.json
+
+
+class Progress:
+    """What the run has done so far: metrics rows, finished seeds' summaries, and the state
+    of the seed in training (its last 100 returns, when it solved, its wall time so far).
+    Saved with the agent in one checkpoint folder, so the two always agree."""
+
+    def __init__(self, state: dict | None = None):
+        state = state or {}
+        self.rows: list[dict] = state.get("rows", [])
+        self.per_seed: dict = state.get("per_seed", {})
+        self.current: dict | None = state.get("current")
+
+    def state(self) -> dict:
+        return {"rows": self.rows, "per_seed": self.per_seed, "current": self.current}
+
+    def start_seed(self, seed: int):
+        if self.current is None or self.current["seed"] != seed:
+            self.current = {"seed": seed, "recent": [], "solved_at_env_steps": None,
+                            "wall_seconds_to_solve": None, "wall_seconds": 0.0}
+
+    def save(self, run, agent=None):
+        """Checkpoints the progress, with ``agent`` (the seed in training) if given."""
+        with atomic_directory(run.path / CHECKPOINT) as tmp:
+            if agent is not None:
+                agent.save(tmp / "agent")
+            (tmp / "progress.json").write_text(json.dumps(self.state()) + "\n")
+        write_csv(run.path / "metrics.csv", self.rows)
+
+    @classmethod
+    def load(cls, run) -> tuple["Progress", Path | None]:
+        """The run's progress and its agent checkpoint (``None`` if none or a new run)."""
+        folder = run.path / CHECKPOINT
+        if not (folder / "progress.json").is_file():
+            return cls(), None
+        progress = cls(json.loads((folder / "progress.json").read_text()))
+        agent = folder / "agent"
+        return progress, agent if progress.current is not None and agent.is_dir() else None
+
+
+def run_seed(config: ExperimentConfig, seed: int, progress: Progress, run,
+             checkpoint: Path | None = None) -> dict:
+    """Trains one agent (from ``checkpoint`` when resuming); appends its metrics rows to
+    ``progress``; saves the agent into ``agents/seed_<k>``; returns its summary."""
+    progress.start_seed(seed)
+    if checkpoint is not None:
+        agent = Reinforce.load(checkpoint, env=config.env)
+    else:
+        agent = Reinforce(config.env, dataclasses.replace(config.agent, seed=seed))
+    current = progress.current
     threshold = agent.reward_threshold
-    recent = deque(maxlen=100)
-    summary = {"solved_at_env_steps": None, "wall_seconds_to_solve": None}
+    recent = deque(current["recent"], maxlen=100)
+    wall_offset = current["wall_seconds"]
 
     def record(row):
         recent.extend(row.pop("episode_returns"))
+        row["wall_seconds"] += wall_offset
         running = sum(recent) / len(recent)
-        rows.append({"seed": seed, **row, "running_mean_return": running})
-        if (threshold is not None and summary["solved_at_env_steps"] is None
+        progress.rows.append({"seed": seed, **row, "running_mean_return": running})
+        current.update(recent=list(recent), wall_seconds=row["wall_seconds"])
+        if (threshold is not None and current["solved_at_env_steps"] is None
                 and len(recent) == 100 and running >= threshold):
-            summary["solved_at_env_steps"] = row["env_steps"]
-            summary["wall_seconds_to_solve"] = row["wall_seconds"]
+            current["solved_at_env_steps"] = row["env_steps"]
+            current["wall_seconds_to_solve"] = row["wall_seconds"]
+        if agent.updates % config.checkpoint_every == 0:
+            progress.save(run, agent)
 
     try:
-        agent.train(config.total_steps, callback=record, progress=config.progress)
-    finally:  # a crash or Ctrl-C keeps what was trained
+        if agent.env_steps < config.total_steps:
+            agent.train(config.total_steps - agent.env_steps, callback=record,
+                        progress=config.progress)
+    except KeyboardInterrupt:
+        progress.save(run, agent)  # updates are whole under Ctrl-C: this resumes exactly
+        raise
+    finally:
         agent.close()
-        agent.save(out / "agents" / f"seed_{seed}")
+    agent.save(run.path / "agents" / f"seed_{seed}")
+    summary = {key: current[key] for key in ("solved_at_env_steps", "wall_seconds_to_solve")}
     summary["final_mean_return"] = sum(recent) / len(recent)
     summary["eval_mean_return"] = float(agent.evaluate(episodes=config.eval_episodes,
                                                        seed=10_000 + seed).mean())
@@ -137,21 +207,33 @@ def plot_learning_curve(rows, config: ExperimentConfig, threshold, path):
 
 def main(argv=None) -> dict:
     config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0])
-    out = config.out_dir
-    write_config(out, config)
-    rows, per_seed, threshold = [], {}, None
-    try:
-        for seed in config.seeds:
-            per_seed[str(seed)] = run_seed(config, seed, rows, out)
-            write_csv(out / "metrics.csv", rows)
-    finally:  # also on Ctrl-C: keep the metrics of the seeds and updates run so far
-        write_csv(out / "metrics.csv", rows)
     import gymnasium as gym
 
+    try:  # a bad environment fails here, before anything is written
+        Reinforce(config.env, dataclasses.replace(config.agent, seed=config.seeds[0])).close()
+        run = open_run(config.out_dir, config, resume=config.resume)
+    except (ValueError, gym.error.Error, PartialRunError) as error:
+        raise SystemExit(f"error: {error}") from None
+    progress, checkpoint = Progress.load(run)
+    try:
+        for seed in config.seeds:
+            if str(seed) in progress.per_seed:
+                continue  # finished before the interruption
+            resume_from = checkpoint if progress.current and progress.current["seed"] == seed \
+                else None
+            progress.per_seed[str(seed)] = run_seed(config, seed, progress, run, resume_from)
+            progress.current = None
+            progress.save(run)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the run so far is in {run.path}; add --resume to the same "
+              "command to continue it")
+        raise
     threshold = gym.spec(config.env).reward_threshold
-    summary = summarize(config, per_seed, threshold)
-    write_json(out / "summary.json", summary)
-    plot_learning_curve(rows, config, threshold, out / "learning_curve.png")
+    summary = summarize(config, progress.per_seed, threshold)
+    write_json(run.path / "summary.json", summary)
+    plot_learning_curve(progress.rows, config, threshold, run.path / "learning_curve.png")
+    shutil.rmtree(run.path / CHECKPOINT)
+    out = run.finish()
     median = summary["median"]
     print(f"{config.env}: solved {summary['seeds_solved']}/{summary['seeds']} seeds; median "
           f"solved_at_env_steps={median['solved_at_env_steps']}, wall_seconds_to_solve="

@@ -3,7 +3,6 @@ import json
 import re
 
 import keras
-import numpy as np
 import pytest
 
 from attacks import adversarial_training
@@ -90,23 +89,70 @@ def test_saved_models_reload_and_predict(quick_run):
     assert accuracy(model, x, y) == pytest.approx(summary["pgd"]["clean_accuracy"])
 
 
-def test_interrupt_keeps_the_model_and_the_epochs_so_far(tmp_path, monkeypatch):
+def _metrics(folder):
+    with open(folder / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def _summary(folder):
+    summary = json.loads((folder / "summary.json").read_text())
+    for s in summary["methods"].values():
+        s.pop("seconds_per_epoch")
+    return summary
+
+
+def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(tmp_path, monkeypatch):
+    args = QUICK + ["--methods", "clean", "fgsm_rs", "--epochs", "3"]
+    straight = tmp_path / "straight"
+    experiment.main(args + ["--out", str(straight)])
+    out = tmp_path / "out"
+    experiment.main(QUICK + ["--methods", "clean", "--epochs", "1", "--out", str(out)])
+    old_summary = (out / "summary.json").read_text()
+
     calls = []
     original = adversarial_training.AdversarialTrainer.train_epoch
 
-    def interrupted(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+    def interrupted(self, *args, **kwargs):  # Ctrl-C in fgsm_rs's third epoch
+        calls.append(self.config.method)
+        if calls.count("fgsm_rs") == 3:
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(adversarial_training.AdversarialTrainer, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        experiment.main(QUICK + ["--methods", "clean", "--out", str(tmp_path)])
-    with open(tmp_path / "metrics.csv") as f:
-        assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
-    model = keras.models.load_model(tmp_path / "models" / "clean.interrupted.keras")
-    assert model(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
+        experiment.main(args + ["--out", str(out)])
+    monkeypatch.undo()
+    assert (out / "summary.json").read_text() == old_summary  # the finished run, untouched
+    partial = tmp_path / "out.partial"
+    assert [(r["method"], r["epoch"]) for r in _metrics(partial)] == [
+        ("clean", "1"), ("clean", "2"), ("clean", "3"), ("fgsm_rs", "1"), ("fgsm_rs", "2")]
+    assert sorted(p.name for p in (partial / "models").iterdir()) == ["clean.keras"]
+    assert (partial / "checkpoints" / "fgsm_rs").is_dir()
+
+    experiment.main(args + ["--out", str(out), "--resume"])
+    assert not partial.exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in straight.iterdir())
+    assert _metrics(out) == _metrics(straight)
+    assert _summary(out) == _summary(straight)
+
+
+def test_a_data_dir_is_read_without_naming_its_source(tmp_path):
+    from attacks.mnist import SAMPLE_DIR
+
+    assert experiment.ExperimentConfig(data_dir=str(SAMPLE_DIR)).data_source == "idx"
+    assert experiment.ExperimentConfig().data_source == "sample"
+    experiment.main(["--quick", "--no-progress", "--methods", "clean", "--epochs", "1",
+                     "--data-dir", str(SAMPLE_DIR), "--out", str(tmp_path / "out")])
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["data_source"] == "idx" and config["config"]["data_dir"] == str(SAMPLE_DIR)
+
+
+def test_unreadable_data_fails_before_anything_is_written(tmp_path):
+    (tmp_path / "digits").mkdir()
+    with pytest.raises(SystemExit, match="no MNIST train images file"):
+        experiment.main(["--quick", "--data-dir", str(tmp_path / "digits"),
+                         "--out", str(tmp_path / "out")])
+    assert [p.name for p in tmp_path.iterdir()] == ["digits"]
 
 
 @pytest.mark.parametrize("flags, message", [

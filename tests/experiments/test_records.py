@@ -1,5 +1,4 @@
 import csv
-import dataclasses
 import json
 
 import matplotlib
@@ -9,19 +8,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import records  # noqa: E402
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    seed: int = 3
-    lr: float = 0.1
-
-
-def test_config_records_fields_and_versions(tmp_path):
-    path = records.write_config(tmp_path, Config())
-    saved = json.loads(path.read_text())
-    assert saved["config"] == {"seed": 3, "lr": 0.1}
-    assert saved["versions"]["tensorflow"] and saved["versions"]["python"]
 
 
 def test_csv_json_and_figure_round_trip(tmp_path):

@@ -38,22 +38,66 @@ def test_median_treats_unsolved_as_never():
     assert experiment._median([1.0, 2.0]) == 1.5
 
 
-def test_interrupt_keeps_the_agent_and_the_metrics(tmp_path, monkeypatch):
+def _metrics(folder):
+    with open(folder / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in csv.DictReader(f)]
+
+
+def _summary_without_times(folder):
+    summary = json.loads((folder / "summary.json").read_text())
+    for s in summary["per_seed"].values():
+        s.pop("wall_seconds_to_solve")
+    summary["median"].pop("wall_seconds_to_solve")
+    return summary
+
+
+def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(tmp_path, monkeypatch):
+    args = QUICK + ["--baseline", "--checkpoint-every", "2"]
+    straight = tmp_path / "straight"
+    experiment.main(args + ["--out", str(straight)])
+
+    out = tmp_path / "out"
+    experiment.main(QUICK + ["--out", str(out), "--seeds", "7", "--total-steps", "500"])
+    old_summary = (out / "summary.json").read_text()
     calls = []
-    original = Reinforce.update
+    original = Reinforce.collect
 
-    def interrupted_update(self, batch):
-        calls.append(1)
-        if len(calls) == 3:
+    def interrupted_collect(self):  # Ctrl-C while collecting seed 1's fourth batch
+        calls.append(self.config.seed)
+        if calls.count(1) == 4:
             raise KeyboardInterrupt
-        return original(self, batch)
+        return original(self)
 
-    monkeypatch.setattr(Reinforce, "update", interrupted_update)
+    monkeypatch.setattr(Reinforce, "collect", interrupted_collect)
     with pytest.raises(KeyboardInterrupt):
-        experiment.main(QUICK + ["--out", str(tmp_path)])
-    assert (tmp_path / "agents" / "seed_0" / "agent.json").exists()
-    with open(tmp_path / "metrics.csv") as f:
-        assert len(list(csv.DictReader(f))) == 2
+        experiment.main(args + ["--out", str(out)])
+    monkeypatch.setattr(Reinforce, "collect", original)
+    # The finished run is untouched; the new one waits, visibly partial, with its checkpoint.
+    assert (out / "summary.json").read_text() == old_summary
+    partial = tmp_path / "out.partial"
+    assert (partial / "agents" / "seed_0" / "agent.json").exists()
+    assert not (partial / "agents" / "seed_1").exists()  # not under a finished agent's name
+    # Saved on Ctrl-C after three updates (the last periodic checkpoint had two).
+    assert json.loads((partial / "checkpoint" / "agent" / "agent.json").read_text())[
+        "updates"] == 3
+    with pytest.raises(SystemExit, match="Pass --resume to continue it"):
+        experiment.main(args + ["--out", str(out)])
+
+    experiment.main(args + ["--out", str(out), "--resume"])
+    assert not partial.exists() and not (out / "checkpoint").exists()
+    assert _metrics(out) == _metrics(straight)
+    assert _summary_without_times(out) == _summary_without_times(straight)
+    assert sorted(p.name for p in (out / "agents").iterdir()) == ["seed_0", "seed_1"]
+
+
+def test_a_run_that_cannot_start_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    experiment.main(QUICK + ["--out", str(out), "--seeds", "0", "--total-steps", "500"])
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit, match="NoSuchEnv"):
+        experiment.main(QUICK + ["--out", str(out), "--env", "NoSuchEnv-v0"])
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_bad_flags_are_usage_errors(capsys):
@@ -63,3 +107,46 @@ def test_bad_flags_are_usage_errors(capsys):
     with pytest.raises(SystemExit):
         experiment.main(["--total-steps", "0"])
     assert "total_steps must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        experiment.main(["--seeds", "0", "0"])
+    assert "seeds must be one or more distinct" in capsys.readouterr().err
+
+
+def test_a_run_killed_outright_resumes_from_its_last_checkpoint(tmp_path):
+    """SIGKILL, not Ctrl-C: nothing runs on the way out, so the run resumes from the last
+    periodic checkpoint and must still end with the metrics of an unbroken run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--seeds", "0", "1", "--total-steps", "20000", "--eval-episodes", "2",
+            "--no-progress", "--checkpoint-every", "3"]
+    straight = tmp_path / "straight"
+    experiment.main(args + ["--out", str(straight)])
+
+    out = tmp_path / "out"
+    progress = tmp_path / "out.partial" / "checkpoint" / "progress.json"
+    process = subprocess.Popen([sys.executable, "-m", "experiments.reinforce", *args,
+                                "--out", str(out)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "CI": "1"})
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:  # kill once seed 0 has been checkpointed twice, mid-run
+                state = json.loads(progress.read_text())
+                if state["current"] and len(state["rows"]) >= 6:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not out.exists()
+
+    experiment.main(args + ["--out", str(out), "--resume"])
+    assert _metrics(out) == _metrics(straight)
+    assert _summary_without_times(out) == _summary_without_times(straight)
