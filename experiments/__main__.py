@@ -14,9 +14,9 @@ import importlib
 import time
 
 EXPERIMENTS = {
-    "curvature": [],                                   # edge of stability, ~1 minute
-    "reinforce": ["--env", "CartPole-v1"],             # REINFORCE learning curves, ~1 minute
-    "fgsm_mnist": ["--source", "sample"],              # adversarial training, ~6 minutes
+    "curvature": [],                                   # edge of stability, ~30 s
+    "reinforce": ["--env", "CartPole-v1"],             # REINFORCE learning curves, ~20 s
+    "fgsm_mnist": ["--source", "sample"],              # adversarial training, ~4 minutes
 }
 # Experiments with checkpoints; the others simply start over (each is about a minute).
 RESUMABLE = ("reinforce", "fgsm_mnist")

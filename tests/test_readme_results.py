@@ -1,0 +1,562 @@
+"""The README's result tables and numbers agree with the ``summary.json`` they come from.
+
+A rerun that changes a result fails here until the README follows. Each table is described by
+a ``ResultTable``: the heading it sits under, its header row, which summary field each column
+reads and how the README prints it. Numbers are compared at the README's printed precision
+(the README must show the summary value rounded as printed), never with a loose tolerance;
+only wall-clock times are checked loosely (``Loose``), since they move between runs on a
+shared machine while every other result is fixed by its seed.
+
+Numbers in the prose are ``Claim``s: a sentence with ``{}`` where each number stands. A
+table or sentence that cannot be found (a heading renamed, a column added, a sentence
+reworded) fails with a message saying what to update; the number of cells checked is
+asserted, so no part of this test can pass by checking nothing.
+
+To cover a new experiment, add a ``ResultTable`` to ``TABLES`` (and its sentences to
+``PROSE``); ``test_every_experiment_table_is_checked`` fails until it is there.
+"""
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"   # module-level so a scratch check can point it at a modified copy
+RESULTS = ROOT / "results"
+EXPERIMENTS_HEADING = "## Experiments"   # the README section whose tables are all result tables
+
+
+# --- Formats: how the README prints a summary value ---------------------------------------
+
+def _decimal(value) -> Decimal:
+    """The summary value as an exact decimal (summaries are read with ``parse_float=Decimal``,
+    so 0.0535 is 0.0535, not the binary float just below it)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise ValueError(f"not a number: {value!r}")
+    return Decimal(value)
+
+
+def _round(value: Decimal, decimals: int) -> Decimal:
+    # Half up, as a person rounds: 0.0535 -> 5.4%, 0.9465 -> 94.7% (the README does this).
+    return value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number with ``decimals`` decimals and thousands commas: 116224 <-> "116,224"."""
+    decimals: int = 0
+
+    def render(self, value) -> str:
+        return f"{_round(_decimal(value), self.decimals):,.{self.decimals}f}"
+
+
+@dataclass(frozen=True)
+class Percent:
+    """A fraction as a percentage with ``decimals`` decimals: 0.987 <-> "98.7%"."""
+    decimals: int = 0
+
+    def render(self, value) -> str:
+        return f"{_round(_decimal(value) * 100, self.decimals):.{self.decimals}f}%"
+
+
+@dataclass(frozen=True)
+class PercentBelow:
+    """A lower bound "above N%": the largest whole percent strictly below the value, so the
+    bound is both true and as tight as the README's whole percents allow (0.895 <-> "89%")."""
+
+    def render(self, value) -> str:
+        return f"{math.ceil(_decimal(value) * 100) - 1}%"
+
+
+_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+@dataclass(frozen=True)
+class Words:
+    """A small count spelled out, any case: 3 <-> "Three"."""
+
+    def render(self, value) -> str:
+        return _WORDS[int(_decimal(value))]
+
+    def matches(self, shown: str, value) -> bool:
+        return shown.lower() == self.render(value)
+
+
+@dataclass(frozen=True)
+class Loose:
+    """Wall-clock seconds: printed with ``decimals`` decimals and within ``factor`` of the
+    summary. Loose because the same epoch varies by up to 2x on a shared machine, so a rerun
+    moves them while the seeded results stay put; an exact check would fail every rerun."""
+    decimals: int = 1
+    factor: float = 2.0
+
+    def render(self, value) -> str:
+        return f"{Number(self.decimals).render(value)} (within {self.factor:g}x)"
+
+    def matches(self, shown: str, value) -> bool:
+        if not re.fullmatch(rf"[0-9]+\.[0-9]{{{self.decimals}}}", shown):
+            return False
+        ratio = float(shown) / float(_decimal(value)) if _decimal(value) else math.inf
+        return 1 / self.factor <= ratio <= self.factor
+
+
+Format = Number | Percent | PercentBelow | Words | Loose
+
+
+def _matches(fmt: Format, shown: str, value) -> bool:
+    return fmt.matches(shown, value) if hasattr(fmt, "matches") else shown == fmt.render(value)
+
+
+def _mismatch(fmt: Format, shown: str, value, where: str) -> str | None:
+    """``None`` if ``shown`` is ``value`` printed as ``fmt``, else what differs."""
+    try:
+        if _matches(fmt, shown, value):
+            return None
+        expected = fmt.render(value)
+    except (ValueError, IndexError, ArithmeticError) as error:
+        expected = f"<cannot print: {error}>"
+    return f"{where}: README shows {shown!r}, summary has {value} -> {expected!r}"
+
+
+# --- Reading the README and the summaries -------------------------------------------------
+
+def _strip_bold(cell: str) -> str:
+    match = re.fullmatch(r"\*\*(.*)\*\*", cell)
+    return match.group(1).strip() if match else cell
+
+
+def _outside_code(lines: list[str]) -> list[bool]:
+    """Per line, whether it is outside a fenced code block (where "# ..." is no heading)."""
+    flags, fenced = [], False
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+            flags.append(False)
+        else:
+            flags.append(not fenced)
+    return flags
+
+
+def section(readme: str, heading: str) -> str:
+    """The text under the one line starting with ``heading``, up to the next heading of the
+    same or a higher level."""
+    lines = readme.splitlines()
+    prose = _outside_code(lines)
+    starts = [i for i, line in enumerate(lines) if prose[i] and line.startswith(heading)]
+    if len(starts) != 1:
+        pytest.fail(f"README: expected one heading starting with {heading!r}, found "
+                    f"{len(starts)} (renamed? update the heading in {Path(__file__).name})")
+    level = len(heading) - len(heading.lstrip("#"))
+    end = next((j for j in range(starts[0] + 1, len(lines))
+                if prose[j] and re.match(rf"#{{1,{level}}} ", lines[j])), len(lines))
+    return "\n".join(lines[starts[0] + 1:end])
+
+
+def _split_row(line: str) -> list[str]:
+    return [_strip_bold(cell.strip()) for cell in line.strip().strip("|").split("|")]
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """Every markdown table in ``text``, as rows of cells (header first, separator dropped)."""
+    found, lines = [], text.splitlines()
+    prose = _outside_code(lines)
+    i = 0
+    while i < len(lines):
+        if not (prose[i] and lines[i].lstrip().startswith("|")):
+            i += 1
+            continue
+        j = i
+        while j < len(lines) and prose[j] and lines[j].lstrip().startswith("|"):
+            j += 1
+        rows = [_split_row(line) for line in lines[i:j]]
+        if len(rows) < 2 or not all(re.fullmatch(r":?-+:?", c) for c in rows[1]):
+            pytest.fail(f"README: a table without a header separator row: {lines[i]!r}")
+        ragged = [r for r in rows if len(r) != len(rows[0])]
+        if ragged:
+            pytest.fail(f"README: table {lines[i]!r} has {len(rows[0])} columns but rows "
+                        f"with {[len(r) for r in ragged]}: {ragged}")
+        found.append([rows[0]] + rows[2:])
+        i = j
+    return found
+
+
+def table_under(readme: str, heading: str, after: str | None = None) -> list[list[str]]:
+    """The markdown table under ``heading`` (the first one following the text ``after``, if
+    given), as rows of cells with ``**bold**`` stripped, header first."""
+    text = section(readme, heading)
+    if after is not None:
+        if after not in text:
+            pytest.fail(f"README: {after!r} not found under {heading!r}")
+        text = text.split(after, 1)[1]
+    found = tables(text)
+    if not found or (after is None and len(found) > 1):
+        pytest.fail(f"README: expected one table under {heading!r}"
+                    f"{f' after {after!r}' if after else ''}, found {len(found)}")
+    return found[0]
+
+
+def load_summary(relative: str) -> dict:
+    path = RESULTS / relative
+    if not path.is_file():
+        pytest.fail(f"{path} is missing")
+    # Decimal keeps each number exactly as written, so rounding ties round as printed.
+    return json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+
+
+def lookup(summary: dict, path: tuple) -> object:
+    node = summary
+    for i, key in enumerate(path):
+        if not isinstance(node, dict) or key not in node:
+            raise KeyError(f"no field {'.'.join(map(str, path[:i + 1]))!r} in the summary")
+        node = node[key]
+    return node
+
+
+@pytest.fixture
+def readme() -> str:
+    return README.read_text(encoding="utf-8")
+
+
+# --- Result tables ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ResultTable:
+    """A README table whose numbers come from one ``summary.json``.
+
+    ``rows(summary)`` maps each row label the table must have to the summary path its numbers
+    are under; ``columns`` maps a column header to (field under that path, format). The first
+    column holds the row labels (``row_label`` normalizes them); ``transposed`` tables have one
+    column per entity instead (e.g. one per seed). ``cells`` is how many cells must be checked.
+    """
+    heading: str
+    summary: str
+    header: tuple[str, ...]
+    rows: Callable[[dict], dict[str, tuple]]
+    columns: dict[str, tuple[tuple, Format]]
+    cells: int
+    row_label: Callable[[str], str] = lambda cell: cell
+    transposed: bool = False
+    after: str | None = None
+
+
+TABLES = {
+    "curvature": ResultTable(
+        heading="### Edge of stability",
+        summary="curvature/summary.json",
+        header=("η", "2/η", "sharpness at start", "max", "sharpness / (2/η), last 25% of steps",
+                "updates raising the loss, last 25%"),
+        rows=lambda s: {eta: ("per_learning_rate", eta) for eta in s["per_learning_rate"]},
+        columns={
+            "2/η": (("two_over_eta",), Number(0)),
+            "sharpness at start": (("initial_sharpness_median",), Number(1)),
+            "max": (("max_sharpness_median",), Number(1)),
+            "sharpness / (2/η), last 25% of steps":
+                (("tail_sharpness_over_two_over_eta_median",), Number(3)),
+            "updates raising the loss, last 25%":
+                (("tail_fraction_of_updates_raising_loss_median",), Percent(0)),
+        },
+        cells=3 * 5,
+    ),
+    "reinforce": ResultTable(
+        heading="### REINFORCE on CartPole",
+        summary="reinforce/CartPole-v1/summary.json",
+        header=("seed", "solved at env steps", "wall seconds to solve"),
+        rows=lambda s: {**{seed: ("per_seed", seed) for seed in s["per_seed"]},
+                        "median": ("median",)},
+        columns={
+            "solved at env steps": (("solved_at_env_steps",), Number(0)),
+            "wall seconds to solve": (("wall_seconds_to_solve",), Loose(1)),
+        },
+        cells=6 * 2,   # 6 exact, 6 loose (wall seconds)
+        transposed=True,
+    ),
+    "fgsm_mnist": ResultTable(
+        heading="### Adversarial training on MNIST",
+        summary="fgsm_mnist/summary.json",
+        after="from `results/fgsm_mnist/summary.json`",
+        header=("method", "epochs", "clean accuracy", "FGSM accuracy", "PGD-40 accuracy",
+                "s / epoch"),
+        rows=lambda s: {method: ("methods", method) for method in s["methods"]},
+        row_label=lambda cell: cell.split()[0],   # "fgsm_rs (random start, ...)" -> fgsm_rs
+        columns={
+            "epochs": (("epochs_trained",), Number(0)),
+            "clean accuracy": (("clean_accuracy",), Percent(1)),
+            "FGSM accuracy": (("fgsm_accuracy",), Percent(1)),
+            "PGD-40 accuracy": (("pgd_accuracy",), Percent(1)),
+            "s / epoch": (("seconds_per_epoch",), Loose(1)),
+        },
+        cells=4 * 5,   # 16 exact, 4 loose (seconds per epoch)
+    ),
+}
+
+
+def check_table(readme: str, spec: ResultTable) -> tuple[int, list[str]]:
+    """Returns (cells checked, mismatches); fails at once if the table is not as described."""
+    grid = table_under(readme, spec.heading, spec.after)
+    if spec.transposed:
+        grid = [list(column) for column in zip(*grid)]
+    where = f"README table under {spec.heading!r}"
+    labels = tuple(grid[0])
+    if labels != spec.header:
+        pytest.fail(f"{where}: {'first column' if spec.transposed else 'header'} is "
+                    f"{labels}, expected {spec.header} (update TABLES in {Path(__file__).name})")
+    summary = load_summary(spec.summary)
+    expected_rows = spec.rows(summary)
+    shown_rows = {spec.row_label(row[0]): row for row in grid[1:]}
+    problems = []
+    if len(shown_rows) != len(grid) - 1 or set(shown_rows) != set(expected_rows):
+        problems.append(f"{where}: rows {[spec.row_label(r[0]) for r in grid[1:]]}, but "
+                        f"results/{spec.summary} has {list(expected_rows)}")
+    checked = 0
+    for label, row in shown_rows.items():
+        if label not in expected_rows:
+            continue
+        for header, cell in zip(spec.header, row):
+            if header not in spec.columns:
+                continue
+            path, fmt = spec.columns[header]
+            full_path = expected_rows[label] + path
+            try:
+                value = lookup(summary, full_path)
+            except KeyError as error:
+                problems.append(f"{where}, row {label!r}, column {header!r}: {error}")
+                continue
+            checked += 1
+            problem = _mismatch(fmt, cell, value, f"{where}, row {label!r}, column {header!r} "
+                                                  f"<-> {'.'.join(full_path)}")
+            if problem:
+                problems.append(problem)
+    return checked, problems
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_result_table_matches_summary(readme, name):
+    spec = TABLES[name]
+    checked, problems = check_table(readme, spec)
+    assert not problems, (f"README.md disagrees with results/{spec.summary}:\n  "
+                          + "\n  ".join(problems))
+    assert checked == spec.cells, f"checked {checked} cells of {name}, expected {spec.cells}"
+
+
+def test_every_experiment_table_is_checked(readme):
+    """A new result table under Experiments fails here until it has a ``ResultTable``."""
+    experiments = section(readme, EXPERIMENTS_HEADING)
+    shown = tables(experiments)
+    covered = [table_under(readme, spec.heading, spec.after) for spec in TABLES.values()]
+    unchecked = [table[0] for table in shown if table not in covered]
+    assert not unchecked, (f"README tables under {EXPERIMENTS_HEADING!r} with no ResultTable "
+                           f"in {Path(__file__).name} (headers): {unchecked}")
+    assert len(shown) == len(TABLES), (f"{len(shown)} tables under {EXPERIMENTS_HEADING!r}, "
+                                       f"{len(TABLES)} in TABLES")
+
+
+# --- Numbers in the prose -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Derived:
+    """A number computed from summary fields (a count, a minimum, a point of a curve);
+    ``name`` says which, for the failure message."""
+    name: str
+    compute: Callable[[dict], object]
+
+
+Value = tuple | Derived   # a path of summary keys, or a number derived from several
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A README sentence (whitespace-insensitive) with ``{}`` where each number of ``values``
+    stands, each with its format. ``holds``, if given, is a statement about the summary that
+    the sentence makes without a number."""
+    template: str
+    values: tuple[tuple[Value, Format], ...] = ()
+    holds: Callable[[dict], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Prose:
+    heading: str
+    summary: str
+    claims: tuple[Claim, ...]
+    checks: int   # numbers plus statements: the test fails unless exactly this many ran
+
+
+def count(key: str) -> Derived:
+    return Derived(f"len({key})", lambda s: len(s[key]))
+
+
+def common(path: tuple) -> Derived:
+    """The value at ``path`` under every method, which must be the same for all."""
+    def compute(summary):
+        values = [lookup(m, path) for m in summary["methods"].values()]
+        if len(set(values)) != 1:
+            raise ValueError(f"methods.*.{'.'.join(path)} differ: {values}")
+        return values[0]
+    return Derived(f"methods.*.{'.'.join(path)}", compute)
+
+
+def curve(method: str, attack: str, eps: str) -> Derived:
+    """The robustness curve's accuracy of ``method`` under ``attack`` at ``eps``."""
+    name = f"methods.{method}.curve.{attack} at eps {eps}"
+
+    def compute(summary):
+        c = summary["methods"][method]["curve"]
+        at = [i for i, e in enumerate(c["eps"]) if e == Decimal(eps)]
+        if len(at) != 1:
+            raise KeyError(f"eps {eps} not in methods.{method}.curve.eps {c['eps']}")
+        return c[attack][at[0]]
+    return Derived(name, compute)
+
+
+def curve_min_to_trained_eps(method: str, attack: str) -> Derived:
+    def compute(summary):
+        c = summary["methods"][method]["curve"]
+        return min(a for e, a in zip(c["eps"], c[attack]) if e <= summary["eps"])
+    return Derived(f"min of methods.{method}.curve.{attack} for eps <= eps", compute)
+
+
+def pgd_setting(group: int) -> Derived:
+    """From ``methods.*.pgd`` ("PGD-40, step 0.01875, 3 restart(s), eps 0.3"): group 1 the
+    steps, 2 the step size, 3 the restarts."""
+    def compute(summary):
+        text = common(("pgd",)).compute(summary)
+        match = re.fullmatch(r"PGD-(\d+), step ([\d.]+), (\d+) restart\(s\), eps [\d.]+", text)
+        if not match:
+            raise ValueError(f"methods.*.pgd is {text!r}, not 'PGD-<n>, step <x>, ...'")
+        return Decimal(match.group(group)) if group == 2 else int(match.group(group))
+    return Derived(f"methods.*.pgd ({['steps', 'step', 'restarts'][group - 1]})", compute)
+
+
+def warned(method: str, phrase: str) -> Callable[[dict], bool]:
+    """Whether a warning of ``method`` (``warnings`` or ``curve_warnings``) says ``phrase``."""
+    def holds(summary):
+        m = summary["methods"][method]
+        return any(phrase in w for w in m["warnings"] + m["curve_warnings"])
+    return holds
+
+
+PROSE = {
+    "curvature": Prose(
+        heading="### Edge of stability",
+        summary="curvature/summary.json",
+        claims=(
+            Claim("{} learning rates, {} seeds (mean and min-max band)",
+                  ((count("per_learning_rate"), Words()), (count("seeds"), Words()))),
+            # The table is of medians over seeds, and so is this sentence.
+            Claim("No update raised the loss before the sharpness reached 2/η.",
+                  holds=lambda s: all(v["updates_raising_loss_before_reaching_edge_median"] == 0
+                                      for v in s["per_learning_rate"].values())),
+        ),
+        checks=3,
+    ),
+    "reinforce": Prose(
+        heading="### REINFORCE on CartPole",
+        summary="reinforce/CartPole-v1/summary.json",
+        claims=(
+            Claim("{} seeds of 250,000 environment steps", ((("seeds",), Words()),)),
+            Claim("\"solved\" threshold ({}) applies to", ((("reward_threshold",), Number(0)),)),
+            Claim("All {} seeds solve", ((("seeds_solved",), Words()),),
+                  holds=lambda s: s["seeds_solved"] == s["seeds"]),
+            Claim("score a median of {} (the maximum)",
+                  ((("median", "eval_mean_return"), Number(0)),)),
+        ),
+        checks=5,
+    ),
+    "fgsm_mnist": Prose(
+        heading="### Adversarial training on MNIST",
+        summary="fgsm_mnist/summary.json",
+        claims=(
+            Claim("trained at eps = {} on the", ((("eps",), Number(1)),)),
+            Claim("across eps on {} test digits:",
+                  ((common(("curve", "examples")), Number(0)),)),
+            Claim("At the training eps on all {} test digits",
+                  ((common(("examples",)), Number(0)),)),
+            Claim("PGD is PGD-{} with steps of 2.5 eps / 40 ({}) and {} random restarts",
+                  ((pgd_setting(1), Number(0)), (pgd_setting(2), Number(5)),
+                   (pgd_setting(3), Number(0)))),
+            Claim("Its curve stays above {} up to the training eps and falls beyond it "
+                  "({} at 0.35)",
+                  ((curve_min_to_trained_eps("pgd", "pgd"), PercentBelow()),
+                   (curve("pgd", "pgd", "0.35"), Percent(0)))),
+            Claim("gradient masking**: {} under FGSM and {} under PGD",
+                  ((("methods", "fgsm", "fgsm_accuracy"), Percent(1)),
+                   (("methods", "fgsm", "pgd_accuracy"), Percent(0)))),
+            Claim("Both sanity checks flag it in `summary.json` (`warnings`, `curve_warnings`)",
+                  holds=lambda s: warned("fgsm", "gap")(s) and warned("fgsm", "rises with eps")(s)),
+            # 83% is read off the 1,000-digit curve; 26% at the training eps is the table's
+            # 2,000-digit PGD accuracy (the curve reads 31% there).
+            Claim("robust up to eps 0.2 ({} under PGD) but breaks at 0.3 ({})",
+                  ((curve("fgsm_rs", "pgd", "0.2"), Percent(0)),
+                   (("methods", "fgsm_rs", "pgd_accuracy"), Percent(0)))),
+            Claim("and the gap check flags that too", holds=warned("fgsm_rs", "gap")),
+            Claim("Neither single-step run recorded a collapse",
+                  holds=lambda s: not (s["methods"]["fgsm"]["collapsed"]
+                                       or s["methods"]["fgsm_rs"]["collapsed"])),
+            Claim("it flags the PGD model's FGSM accuracy rising from {} at 0.3 to {} at 0.35",
+                  ((curve("pgd", "fgsm", "0.3"), Percent(1)),
+                   (curve("pgd", "fgsm", "0.35"), Percent(1))),
+                  holds=warned("pgd", "fgsm accuracy rises with eps")),
+        ),
+        # Not checked: the guard's 0% and 37% (metrics.csv, not the summary); the step-size
+        # comparison, the recipe comparisons and the run time, which come from other runs.
+        checks=18,
+    ),
+}
+
+
+def _pattern(template: str) -> re.Pattern:
+    """``template`` as a regex: any run of whitespace matches any other (the README wraps its
+    lines), and each ``{}`` captures one number or word."""
+    def literal(text):
+        return "".join(r"\s+" if t.isspace() else re.escape(t) for t in re.split(r"(\s+)", text)
+                       if t)
+    return re.compile(r"([^\s()]+?)".join(literal(p) for p in template.split("{}")))
+
+
+def check_prose(readme: str, spec: Prose) -> tuple[int, list[str]]:
+    text = section(readme, spec.heading)
+    summary = load_summary(spec.summary)
+    checked, problems = 0, []
+    for claim in spec.claims:
+        found = list(_pattern(claim.template).finditer(text))
+        if len(found) != 1:
+            pytest.fail(f"README under {spec.heading!r}: the sentence {claim.template!r} "
+                        f"appears {len(found)} times, expected once (reworded? update PROSE "
+                        f"in {Path(__file__).name})")
+        shown = found[0].groups()
+        if len(shown) != len(claim.values):
+            pytest.fail(f"PROSE: {claim.template!r} has {len(shown)} placeholders for "
+                        f"{len(claim.values)} values")
+        where = f"README {claim.template!r}"
+        for i, (cell, (value, fmt)) in enumerate(zip(shown, claim.values)):
+            try:
+                v = value.compute(summary) if isinstance(value, Derived) else lookup(summary, value)
+            except (KeyError, ValueError) as error:
+                problems.append(f"{where}, number {i + 1}: {error}")
+                continue
+            checked += 1
+            name = value.name if isinstance(value, Derived) else ".".join(value)
+            problem = _mismatch(fmt, _strip_bold(cell), v, f"{where}, number {i + 1} <-> {name}")
+            if problem:
+                problems.append(problem)
+        if claim.holds is not None:
+            checked += 1
+            if not claim.holds(summary):
+                problems.append(f"{where}: not true of results/{spec.summary}")
+    return checked, problems
+
+
+@pytest.mark.parametrize("name", PROSE)
+def test_prose_numbers_match_summary(readme, name):
+    spec = PROSE[name]
+    checked, problems = check_prose(readme, spec)
+    assert not problems, (f"README.md disagrees with results/{spec.summary}:\n  "
+                          + "\n  ".join(problems))
+    assert checked == spec.checks, f"checked {checked} prose numbers and statements of " \
+                                   f"{name}, expected {spec.checks}"
