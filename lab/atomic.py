@@ -15,6 +15,7 @@ Temporaries are named ``.<name>.<random>.tmp<suffix>`` (files) and ``.<name>.<ra
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import shutil
@@ -99,10 +100,14 @@ def replace_directory(source, destination) -> Path:
 @contextlib.contextmanager
 def atomic_directory(path):
     """Yields an empty temporary folder to fill; on success it replaces the folder ``path``
-    (``replace_directory``), on error it is deleted and ``path`` is untouched."""
+    (``replace_directory``), on error it is deleted and ``path`` is untouched. Temporary
+    folders that a killed earlier write of ``path`` left behind are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_directory(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmpdir"):
+        if _TEMPORARY.match(stale.name):  # left by an earlier writer of path that was killed
+            shutil.rmtree(stale)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmpdir", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
     try:

@@ -83,3 +83,14 @@ def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
     (tmp_path / ".agent.replaced").mkdir()
     remove_temporaries(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["agent"]
+
+
+def test_atomic_directory_removes_what_a_killed_earlier_write_of_it_left(tmp_path):
+    stale = tmp_path / ".agent.abcd1234.tmpdir"   # as a SIGKILLed save leaves it
+    stale.mkdir()
+    (stale / "policy.keras").write_text("half")
+    other = tmp_path / ".value.abcd1234.tmpdir"   # another folder's: not ours to touch
+    other.mkdir()
+    with atomic_directory(tmp_path / "agent") as tmp:
+        (tmp / "agent.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".value.abcd1234.tmpdir", "agent"]
