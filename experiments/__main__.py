@@ -13,6 +13,8 @@ import argparse
 import importlib
 import time
 
+from experiments.cli import run_command
+
 EXPERIMENTS = {
     "curvature": [],                                   # edge of stability, ~30 s
     "reinforce": ["--env", "CartPole-v1"],             # REINFORCE learning curves, ~20 s
@@ -39,4 +41,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -102,3 +102,14 @@ def parse_config(config_cls, argv=None, description: str = ""):
         return _build(config_cls, nested, args, _defaults(config_cls))
     except ValueError as error:
         parser.error(str(error))
+
+
+def run_command(main) -> None:
+    """Runs an experiment's ``main()`` as a command: Ctrl-C ends it with exit status 130 and
+    the message ``main`` printed (where its partial run is, how to resume), not a traceback."""
+    import sys
+
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)  # 128 + SIGINT, as shells report it

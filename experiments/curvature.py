@@ -52,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from experiments.cli import parse_config
+from experiments.cli import parse_config, run_command
 from experiments.records import save_figure, write_csv, write_json
 from experiments.run_folder import open_run
 from lab.higher_order import hessian_top_eigenvalue, hessian_trace
@@ -368,4 +368,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

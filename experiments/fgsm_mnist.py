@@ -45,7 +45,7 @@ from attacks.evaluation import (RobustnessCurve, accuracy, fgsm_accuracy, pgd_ac
 from attacks.mnist import SOURCES, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
-from experiments.cli import parse_config
+from experiments.cli import parse_config, run_command
 from experiments.records import save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
 from lab.atomic import atomic_path
@@ -191,8 +191,9 @@ def main(argv=None) -> dict:
                                        validation=(x_test, y_test), progress=config.progress,
                                        on_epoch_end=save_epoch, checkpoint=checkpoint)
         except KeyboardInterrupt:
-            print(f"\ninterrupted: the run so far is in {run.path} ({method} checkpointed "
-                  "after its last full epoch); add --resume to the same command to continue")
+            epochs = len(checkpoint_history(checkpoint))
+            print(f"\ninterrupted: the run so far is in {run.path} ({method}: {epochs} "
+                  f"epoch(s) checkpointed); add --resume to the same command to continue")
             raise
         _save_model(model, run.path / "models" / f"{method}.keras")
         models[method] = model
@@ -350,4 +351,4 @@ def plot_examples(models, x, y, config, path, count: int = 6):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -36,7 +36,7 @@ from dataclasses import field
 from pathlib import Path
 
 from agents import Reinforce, ReinforceConfig
-from experiments.cli import parse_config
+from experiments.cli import parse_config, run_command
 from experiments.records import save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
 from lab.atomic import atomic_directory
@@ -242,4 +242,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)
