@@ -65,21 +65,24 @@ def attack_accuracy(model, x, y, attack, *, batch_size: int = 500) -> float:
     return correct / len(x)
 
 
-def fgsm_accuracy(model, x, y, eps, *, batch_size: int = 500) -> float:
-    """Accuracy under FGSM with true labels (eps 0: clean accuracy)."""
-    check_eps(eps)  # before eps == 0, which a string or a vector would get wrong
+def fgsm_accuracy(model, x, y, eps, *, clip=(0.0, 1.0), eps_scale=None,
+                  batch_size: int = 500) -> float:
+    """Accuracy under FGSM with true labels (eps 0: clean accuracy); ``clip`` and
+    ``eps_scale`` describe the input domain as in ``attacks.fgsm.fgsm``."""
+    check_eps(eps, clip, eps_scale=eps_scale)  # before eps == 0, which a vector gets wrong
     if eps == 0:
         return accuracy(model, x, y, batch_size)
-    return attack_accuracy(model, x, y, lambda xb, yb, start: fgsm(model, xb, yb, eps),
-                           batch_size=batch_size)
+    return attack_accuracy(model, x, y, lambda xb, yb, start: fgsm(
+        model, xb, yb, eps, clip=clip, eps_scale=eps_scale), batch_size=batch_size)
 
 
 def pgd_accuracy(model, x, y, eps, *, steps: int = 40, step_size: float | None = None,
-                 restarts: int = 1, seed: int = 0, batch_size: int = 500) -> float:
+                 restarts: int = 1, seed: int = 0, clip=(0.0, 1.0), eps_scale=None,
+                 batch_size: int = 500) -> float:
     """Accuracy under PGD with true labels, random starts seeded ``seed + offset`` per batch;
     ``step_size`` defaults to ``attacks.pgd.default_step_size(eps, steps)`` (eps 0: clean
-    accuracy)."""
-    check_eps(eps)  # before eps == 0 and default_step_size
+    accuracy); ``clip`` and ``eps_scale`` as in ``attacks.pgd.pgd``."""
+    check_eps(eps, clip, eps_scale=eps_scale)  # before eps == 0 and default_step_size
     check_positive_int("steps", steps)  # before default_step_size divides by it
     if eps == 0:
         return accuracy(model, x, y, batch_size)
@@ -87,6 +90,7 @@ def pgd_accuracy(model, x, y, eps, *, steps: int = 40, step_size: float | None =
     return attack_accuracy(
         model, x, y, lambda xb, yb, start: pgd(model, xb, yb, eps, steps=steps,
                                                step_size=step_size, restarts=restarts,
+                                               clip=clip, eps_scale=eps_scale,
                                                seed=seed + start), batch_size=batch_size)
 
 
@@ -164,7 +168,8 @@ def sanity_warnings(eps_values, accuracies: dict, examples: int, *, gap: float =
 def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int = 40,
                      pgd_step_size: float | None = None, pgd_restarts: int = 1,
                      batch_size: int = 500, seed: int = 0,
-                     claimed_eps: float | None = None) -> RobustnessCurve:
+                     claimed_eps: float | None = None, clip=(0.0, 1.0),
+                     eps_scale=None) -> RobustnessCurve:
     """Accuracy of ``model`` on ``data`` under each attack at each eps.
 
     Args:
@@ -180,6 +185,8 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
       seed: seed of PGD's random starts.
       claimed_eps: the radius the model was trained to resist (0 for an undefended model);
         the FGSM-PGD gap check applies up to it (see ``sanity_warnings``).
+      clip: the valid input range, numbers or per-feature arrays, or ``None`` (unbounded).
+      eps_scale: optional per-feature scale; every eps is then in its units.
 
     Returns:
       A ``RobustnessCurve``.
@@ -187,7 +194,7 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
     x, y = data
     check_nonempty_batch(x)
     for i, eps in enumerate(eps_values):
-        check_eps(eps, name=f"eps_values[{i}]")
+        check_eps(eps, clip, name=f"eps_values[{i}]", eps_scale=eps_scale)
     eps_values = [float(e) for e in eps_values]
     if not eps_values or any(b <= a for a, b in zip(eps_values, eps_values[1:])):
         raise ValueError(f"eps_values must be non-empty and increasing. "
@@ -203,8 +210,10 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
     # Every attack's value at eps 0, measured once.
     clean = accuracy(model, x, y, batch_size) if 0.0 in eps_values else None
     measure = {
-        "fgsm": lambda eps: fgsm_accuracy(model, x, y, eps, batch_size=batch_size),
-        "pgd": lambda eps: pgd_accuracy(model, x, y, eps, steps=pgd_steps,
+        "fgsm": lambda eps: fgsm_accuracy(model, x, y, eps, clip=clip, eps_scale=eps_scale,
+                                          batch_size=batch_size),
+        "pgd": lambda eps: pgd_accuracy(model, x, y, eps, steps=pgd_steps, clip=clip,
+                                        eps_scale=eps_scale,
                                         step_size=pgd_step_size, restarts=pgd_restarts,
                                         seed=seed, batch_size=batch_size),
     }

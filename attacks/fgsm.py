@@ -36,58 +36,80 @@ def cross_entropy(labels, logits):
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
-def project(x_adv, x, eps, clip):
-    """Onto the L-infinity ball of radius ``eps`` around ``x``, then into ``[lo, hi]``."""
-    return tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), clip[0], clip[1])
+def project(x_adv, x, radius, clip):
+    """Onto the L-infinity ball of ``radius`` (a scalar or per-feature) around ``x``, then into
+    ``clip = (lo, hi)`` (scalars or per-feature tensors; ``None``: unbounded)."""
+    x_adv = tf.clip_by_value(x_adv, x - radius, x + radius)
+    return x_adv if clip is None else tf.clip_by_value(x_adv, clip[0], clip[1])
 
 
-def sign_step(model, x_adv, x, y, eps, step, *, targeted=False, clip=(0.0, 1.0)):
+def _scaled(value, scale, dtype):
+    """``value`` in input units: times the per-feature ``scale`` when there is one."""
+    value = tf.cast(value, dtype)
+    return value if scale is None else value * scale
+
+
+def sign_step(model, x_adv, x, y, eps, step, *, targeted=False, clip=(0.0, 1.0), scale=None,
+              loss=None):
     """One projected signed-gradient step from ``x_adv`` (graph-friendly: no validation).
 
     Args:
-      model: callable ``model(x, training=False) -> logits``.
+      model: callable ``model(x, training=False) -> outputs``.
       x_adv: the current adversarial batch.
       x: the clean batch (centre of the eps-ball).
-      y: labels to move away from, or targets to move toward when ``targeted``.
+      y: labels to move away from, or targets to move toward when ``targeted`` (or whatever
+        reference ``loss`` compares the outputs with).
       eps: L-infinity radius.
       step: step length.
       targeted: descend the loss of ``y`` instead of ascending it.
-      clip: the valid input range ``(lo, hi)``.
+      clip: the valid input range ``(lo, hi)``, scalars or per-feature; ``None``: unbounded.
+      scale: optional per-feature scale: ``eps`` and ``step`` are in its units (the radius of
+        feature ``i`` is ``eps * scale[i]``).
+      loss: per-example ``loss(y, outputs)`` to ascend; default ``cross_entropy``.
 
     Returns:
       The new adversarial batch, inside the ball and the range.
     """
-    grad = input_gradient(model, cross_entropy, x_adv, y)
+    grad = input_gradient(model, loss or cross_entropy, x_adv, y)
     direction = -tf.sign(grad) if targeted else tf.sign(grad)
-    return project(x_adv + tf.cast(step, x.dtype) * direction, x, tf.cast(eps, x.dtype), clip)
+    return project(x_adv + _scaled(step, scale, x.dtype) * direction, x,
+                   _scaled(eps, scale, x.dtype), clip)
 
 
-def uniform_start(x, eps, seed, clip=(0.0, 1.0)):
-    """``x`` plus uniform noise in ``[-eps, eps]``, clipped; ``seed`` is a stateless pair."""
+def uniform_start(x, eps, seed, clip=(0.0, 1.0), scale=None):
+    """``x`` plus uniform noise in ``[-eps, eps]`` (times ``scale`` per feature), clipped;
+    ``seed`` is a stateless pair."""
     noise = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0, dtype=x.dtype)
-    return tf.clip_by_value(x + tf.cast(eps, x.dtype) * noise, clip[0], clip[1])
+    start = x + _scaled(eps, scale, x.dtype) * noise
+    return start if clip is None else tf.clip_by_value(start, clip[0], clip[1])
 
 
-def _build_fgsm(model, dtype, targeted, random_start, clip):
-    @tf.function(input_signature=attack_signature(model, dtype, dtype, dtype)
-                 + [tf.TensorSpec([2], tf.int64)])
-    def attack(x, y, eps, step, seed):
-        start = uniform_start(x, eps, seed, clip) if random_start else x
-        return sign_step(model, start, x, y, eps, step, targeted=targeted, clip=clip)
+def _build_fgsm(model, dtype, targeted, random_start):
+    x_spec, *signature = attack_signature(model, dtype, dtype, dtype)
+    feature_spec = tf.TensorSpec(x_spec.shape[1:], dtype)
+
+    @tf.function(input_signature=[x_spec, *signature, tf.TensorSpec([2], tf.int64),
+                                  feature_spec, feature_spec, feature_spec])
+    def attack(x, y, eps, step, seed, lo, hi, scale):
+        clip = (lo, hi)
+        start = uniform_start(x, eps, seed, clip, scale) if random_start else x
+        return sign_step(model, start, x, y, eps, step, targeted=targeted, clip=clip,
+                         scale=scale)
     return attack
 
 
-def _compiled_fgsm(model, dtype=tf.float32, *, targeted=False, random_start=False,
-                   clip=(0.0, 1.0)):
-    """The compiled attack behind ``fgsm``, ``attack(x, y, eps, step, seed_pair)``, cached per
-    model and options: it is traced once, for any batch size, eps and step."""
-    key = ("fgsm", tf.as_dtype(dtype).name, targeted, random_start, tuple(clip))
+def _compiled_fgsm(model, dtype=tf.float32, *, targeted=False, random_start=False):
+    """The compiled attack behind ``fgsm``,
+    ``attack(x, y, eps, step, seed_pair, lo, hi, scale)``, cached per model and options: it is
+    traced once, for any batch size, eps, step and input domain (bounds and scale are
+    per-feature tensors)."""
+    key = ("fgsm", tf.as_dtype(dtype).name, targeted, random_start)
     return cached_function(model, key, lambda: _build_fgsm(
-        model, tf.as_dtype(dtype), targeted, random_start, tuple(clip)))
+        model, tf.as_dtype(dtype), targeted, random_start))
 
 
 def fgsm(model, x, y, eps, *, targeted=False, random_start=False, step=None,
-         clip=(0.0, 1.0), seed=None):
+         clip=(0.0, 1.0), eps_scale=None, seed=None):
     """L-infinity fast gradient sign attack on a batch: ``x + step * sign(grad_x L)``, projected.
 
     Args:
@@ -105,13 +127,17 @@ def fgsm(model, x, y, eps, *, targeted=False, random_start=False, step=None,
       random_start: start from a uniform point in the eps-ball (Wong et al. 2020); the
         default ``step`` is then ``1.25 * eps``, and the result is projected back.
       step: step length, > 0; default ``eps`` (plain FGSM).
-      clip: the valid input range ``(lo, hi)``.
+      clip: the valid input range ``(lo, hi)``: numbers, or per-feature arrays that broadcast
+        to one example's shape (``np.inf`` where a feature is unbounded); ``None`` for inputs
+        without bounds (observations of a control task, say).
+      eps_scale: optional per-feature scale (e.g. each feature's standard deviation): eps and
+        step are then in its units, the radius of feature ``i`` being ``eps * eps_scale[i]``.
       seed: seed of the random start (an int); ``None`` draws one from NumPy's global
         generator (so ``lab.seeding.seed_everything`` makes runs repeatable).
 
     Returns:
       The adversarial batch, a ``tf.Tensor`` with the shape and (floating) dtype of ``x``,
-      within ``eps`` of ``x`` and inside ``clip``.
+      within ``eps`` (times ``eps_scale``) of ``x`` and inside ``clip``.
 
     Raises:
       ValueError: eps or step not a real number (a string, a vector, ``None``), eps outside
@@ -127,14 +153,14 @@ def fgsm(model, x, y, eps, *, targeted=False, random_start=False, step=None,
       Kurakin, Goodfellow, Bengio. Adversarial machine learning at scale. ICLR 2017.
       arXiv:1611.01236.
     """
-    x, y = check_attack_arguments(model, x, y, eps, clip=clip, targeted=targeted)
+    x, y, bounds = check_attack_arguments(model, x, y, eps, clip=clip, targeted=targeted,
+                                          eps_scale=eps_scale)
     if step is None:
         step = 1.25 * eps if random_start else eps
     else:
         check_positive("step", step)
     seed = new_seed(seed)
     y = labels_or_predictions(model, x, y)
-    attack = _compiled_fgsm(model, x.dtype, targeted=targeted, random_start=random_start,
-                            clip=clip)
+    attack = _compiled_fgsm(model, x.dtype, targeted=targeted, random_start=random_start)
     return attack(x, y, as_scalar(eps, x.dtype), as_scalar(step, x.dtype),
-                  tf.constant([seed, 0], tf.int64))
+                  tf.constant([seed, 0], tf.int64), *bounds)

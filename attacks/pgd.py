@@ -38,17 +38,19 @@ def default_step_size(eps, steps):
 
 
 def pgd_steps(model, x, y, eps, steps, step_size, seed, *, random_start=True, targeted=False,
-              clip=(0.0, 1.0)):
+              clip=(0.0, 1.0), scale=None, loss=None):
     """``steps`` projected signed-gradient steps from ``x`` or a random start (graph-friendly:
-    no validation). ``seed`` is a stateless seed pair for the start.
+    no validation). ``seed`` is a stateless seed pair for the start; ``clip``, ``scale`` and
+    ``loss`` are as in ``attacks.fgsm.sign_step``.
 
     ``steps`` is a Python int (the steps are unrolled: for the fixed step count of training)
     or an int32 tensor (an in-graph loop: one trace for any step count).
     """
-    x_adv = uniform_start(x, eps, seed, clip) if random_start else x
+    x_adv = uniform_start(x, eps, seed, clip, scale) if random_start else x
 
     def step(x_adv):
-        return sign_step(model, x_adv, x, y, eps, step_size, targeted=targeted, clip=clip)
+        return sign_step(model, x_adv, x, y, eps, step_size, targeted=targeted, clip=clip,
+                         scale=scale, loss=loss)
 
     if isinstance(steps, int):
         for _ in range(steps):
@@ -62,15 +64,17 @@ def pgd_steps(model, x, y, eps, steps, step_size, seed, *, random_start=True, ta
     return x_adv
 
 
-def _build_pgd_restart(model, dtype, random_start, targeted, clip):
+def _build_pgd_restart(model, dtype, random_start, targeted):
     x_spec, y_spec, *scalars = attack_signature(model, dtype, dtype, tf.int32, dtype)
+    feature_spec = tf.TensorSpec(x_spec.shape[1:], dtype)
     signature = [x_spec, y_spec, *scalars, tf.TensorSpec([2], tf.int64), x_spec,
-                 tf.TensorSpec([None], dtype)]
+                 tf.TensorSpec([None], dtype), feature_spec, feature_spec, feature_spec]
 
     @tf.function(input_signature=signature)
-    def restart(x, y, eps, steps, step_size, seed, best, best_score):
+    def restart(x, y, eps, steps, step_size, seed, best, best_score, lo, hi, scale):
         candidate = pgd_steps(model, x, y, eps, steps, step_size, seed,
-                              random_start=random_start, targeted=targeted, clip=clip)
+                              random_start=random_start, targeted=targeted, clip=(lo, hi),
+                              scale=scale)
         logits = model(candidate, training=False)
         loss = cross_entropy(y, tf.cast(logits, dtype))
         predicted = tf.argmax(logits, axis=-1, output_type=y.dtype)
@@ -84,20 +88,19 @@ def _build_pgd_restart(model, dtype, random_start, targeted, clip):
     return restart
 
 
-def _compiled_pgd(model, dtype=tf.float32, *, random_start=True, targeted=False,
-                  clip=(0.0, 1.0)):
-    """One compiled PGD restart,
-    ``restart(x, y, eps, steps, step_size, seed_pair, best, best_score) -> (best, best_score)``,
-    cached per model and options: it is traced once, for any batch size, eps, step count and
-    step size. The steps run in an in-graph loop; ``pgd`` calls it once per restart (restarts
-    are few, and each call carries the best results so far)."""
-    key = ("pgd", tf.as_dtype(dtype).name, random_start, targeted, tuple(clip))
+def _compiled_pgd(model, dtype=tf.float32, *, random_start=True, targeted=False):
+    """One compiled PGD restart, ``restart(x, y, eps, steps, step_size, seed_pair, best,
+    best_score, lo, hi, scale) -> (best, best_score)``, cached per model and options: it is
+    traced once, for any batch size, eps, step count, step size and input domain. The steps
+    run in an in-graph loop; ``pgd`` calls it once per restart (restarts are few, and each
+    call carries the best results so far)."""
+    key = ("pgd", tf.as_dtype(dtype).name, random_start, targeted)
     return cached_function(model, key, lambda: _build_pgd_restart(
-        model, tf.as_dtype(dtype), random_start, targeted, tuple(clip)))
+        model, tf.as_dtype(dtype), random_start, targeted))
 
 
 def pgd(model, x, y, eps, *, steps=40, step_size=0.01, restarts=1, random_start=True,
-        targeted=False, clip=(0.0, 1.0), seed=None):
+        targeted=False, clip=(0.0, 1.0), eps_scale=None, seed=None):
     """L-infinity PGD attack on a batch (Madry et al. 2018).
 
     With ``steps=1``, ``random_start=False`` and ``step_size=eps`` this is exactly ``fgsm``;
@@ -118,7 +121,9 @@ def pgd(model, x, y, eps, *, steps=40, step_size=0.01, restarts=1, random_start=
         More than one needs ``random_start`` (without it every restart is the same).
       random_start: start from a uniform point in the eps-ball (Madry et al.); else from ``x``.
       targeted: move toward the labels ``y`` (descend their loss).
-      clip: the valid input range ``(lo, hi)``.
+      clip: the valid input range ``(lo, hi)``, numbers or per-feature arrays; ``None`` for
+        unbounded inputs (see ``attacks.fgsm.fgsm``).
+      eps_scale: optional per-feature scale; eps and step_size are then in its units.
       seed: seed of the random starts (an int); ``None`` draws one from NumPy's global
         generator (so ``lab.seeding.seed_everything`` makes runs repeatable).
 
@@ -134,7 +139,8 @@ def pgd(model, x, y, eps, *, steps=40, step_size=0.01, restarts=1, random_start=
       Madry, Makelov, Schmidt, Tsipras, Vladu. Towards deep learning models resistant to
       adversarial attacks. ICLR 2018. arXiv:1706.06083.
     """
-    x, y = check_attack_arguments(model, x, y, eps, clip=clip, targeted=targeted)
+    x, y, bounds = check_attack_arguments(model, x, y, eps, clip=clip, targeted=targeted,
+                                          eps_scale=eps_scale)
     check_positive_int("steps", steps)
     check_positive_int("restarts", restarts)
     check_positive("step_size", step_size)
@@ -143,12 +149,11 @@ def pgd(model, x, y, eps, *, steps=40, step_size=0.01, restarts=1, random_start=
                          f"same result. Received: restarts={restarts}, random_start=False")
     seed = new_seed(seed)
     y = labels_or_predictions(model, x, y)
-    restart = _compiled_pgd(model, x.dtype, random_start=random_start, targeted=targeted,
-                            clip=clip)
+    restart = _compiled_pgd(model, x.dtype, random_start=random_start, targeted=targeted)
     eps, steps = as_scalar(eps, x.dtype), tf.constant(steps, tf.int32)
     step_size = as_scalar(step_size, x.dtype)
     best, best_score = x, tf.fill(tf.shape(y), tf.constant(-float("inf"), x.dtype))
     for r in range(restarts):
         best, best_score = restart(x, y, eps, steps, step_size, tf.constant([seed, r], tf.int64),
-                                   best, best_score)
+                                   best, best_score, *bounds)
     return best

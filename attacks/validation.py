@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from lab.checks import check_in_range, check_nonnegative_int
+from lab.checks import check_in_range, check_nonnegative_int, check_positive, static_value
 
 
 def num_classes(model) -> int:
@@ -17,26 +17,29 @@ def num_classes(model) -> int:
     return int(model.output_shape[-1])
 
 
-def check_attack_arguments(model, x, y, eps, *, clip, targeted):
+def check_attack_arguments(model, x, y, eps, *, clip, targeted, eps_scale=None):
     """Validates an attack call.
 
     Args:
       model: a Keras classifier with known input and output shapes.
       x: the batch (at least one example), values in ``clip``.
       y: integer labels in ``[0, num_classes)``, one per example, or ``None``.
-      eps: L-infinity radius, a real number in ``[0, hi - lo]``.
-      clip: ``(lo, hi)``, the valid input range.
+      eps: L-infinity radius, a real number >= 0 (in units of ``eps_scale``).
+      clip: ``(lo, hi)``, the valid input range: numbers, or arrays that broadcast to one
+        example's shape (per-feature bounds, infinite where a feature is unbounded); ``None``
+        for unbounded inputs.
       targeted: whether ``y`` holds targets (then it is required).
+      eps_scale: ``None`` (eps in input units) or positive per-feature scales that broadcast
+        to one example's shape: the radius of feature ``i`` is ``eps * eps_scale[i]``.
 
     Returns:
-      ``(x, y)``: ``x`` as a floating tensor of its own dtype (float32 if it was not floating),
-      ``y`` as int32 (or ``None``).
+      ``(x, y, bounds)``: ``x`` as a floating tensor of its own dtype (float32 if it was not
+      floating), ``y`` as int32 (or ``None``), and ``bounds = (lo, hi, scale)``, tensors of
+      ``x``'s dtype shaped like one example, for the compiled attacks.
 
     Raises:
       ValueError: naming the argument and the value received.
     """
-    check_eps(eps, clip)
-    lo, hi = clip
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         x = tf.cast(x, tf.float32)
@@ -48,17 +51,26 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted):
         raise ValueError(f"x must be a batch of the model's inputs, shape {expected}. "
                          f"Received: x with shape {tuple(x.shape)}")
     check_nonempty_batch(x)
+    lo, hi, scale = check_eps(eps, clip, eps_scale=eps_scale, feature_shape=tuple(x.shape[1:]))
     if not bool(tf.reduce_all(tf.math.is_finite(x))):
         raise ValueError("x must be finite. Received: x with NaN or infinite values")
-    x_min, x_max = float(tf.reduce_min(x)), float(tf.reduce_max(x))
-    if x_min < lo or x_max > hi:
-        raise ValueError(f"x must lie in clip=[{lo}, {hi}]. Received: x with values in "
-                         f"[{x_min:.4g}, {x_max:.4g}]")
+    values = x.numpy()
+    below, above = values < lo, values > hi
+    if below.any() or above.any():
+        if np.ndim(lo) == 0:
+            raise ValueError(f"x must lie in clip=[{float(lo)}, {float(hi)}]. Received: x with "
+                             f"values in [{values.min():.4g}, {values.max():.4g}]")
+        index = np.argwhere(below | above)[0]
+        raise ValueError(f"x must lie within clip in every feature. Received: x{[int(i) for i in index]}="
+                         f"{values[tuple(index)]:.4g} outside "
+                         f"[{np.broadcast_to(lo, values.shape)[tuple(index)]:.4g}, "
+                         f"{np.broadcast_to(hi, values.shape)[tuple(index)]:.4g}]")
+    bounds = tuple(tf.constant(np.broadcast_to(b, x.shape[1:]), x.dtype) for b in (lo, hi, scale))
     if y is None:
         if targeted:
             raise ValueError("y must be given for a targeted attack (the target labels). "
                              "Received: y=None")
-        return x, None
+        return x, None, bounds
     y = tf.convert_to_tensor(y)
     if not y.dtype.is_integer or y.shape.rank != 1:
         raise ValueError(f"y must be a vector of integer labels. Received: y with shape "
@@ -71,18 +83,67 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted):
     if y_np.size and (y_np.min() < 0 or y_np.max() >= classes):
         raise ValueError(f"labels must be in [0, {classes}) for a model with {classes} outputs. "
                          f"Received: labels in [{y_np.min()}, {y_np.max()}]")
-    return x, tf.cast(y, tf.int32)
+    return x, tf.cast(y, tf.int32), bounds
 
 
-def check_eps(eps, clip=(0.0, 1.0), *, name="eps"):
-    """Raises ``ValueError`` unless ``clip`` is ``(lo, hi)`` with ``lo < hi`` and ``eps`` is a real
-    number in ``[0, hi - lo]``."""
-    lo, hi = clip
-    if not lo < hi:
-        raise ValueError(f"clip must be (lo, hi) with lo < hi. Received: clip={clip!r}")
-    # eps > hi - lo would let the ball cover the whole range: surely a unit mistake (eps=8
-    # meant 8/255).
-    check_in_range(name, eps, 0.0, hi - lo)
+def _per_feature(name, value, feature_shape):
+    """``value`` (a number or an array) as float64, broadcast-checked against one example."""
+    try:
+        array = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numbers or arrays of numbers. Received: "
+                         f"{name}={value!r}") from None
+    if feature_shape is not None:
+        try:
+            np.broadcast_to(array, feature_shape)
+        except ValueError:
+            raise ValueError(f"{name} must broadcast to one example's shape {feature_shape}. "
+                             f"Received: {name} with shape {array.shape}") from None
+    return array
+
+
+def check_eps(eps, clip=(0.0, 1.0), *, name="eps", eps_scale=None, feature_shape=None):
+    """Checks an attack's radius against its input domain.
+
+    ``clip`` is ``(lo, hi)`` (numbers or per-feature arrays, ``lo < hi`` everywhere, infinite
+    for unbounded features) or ``None``; ``eps`` a real number >= 0; ``eps_scale`` ``None``
+    or finite positive per-feature scales. Where both bounds are finite, the radius ``eps *
+    eps_scale`` must not exceed ``hi - lo``: a larger ball would cover the whole range, surely
+    a unit mistake (eps=8 meant 8/255).
+
+    Returns:
+      ``(lo, hi, scale)`` as float64 arrays (or numbers).
+
+    Raises:
+      ValueError: naming the argument and the value received.
+    """
+    if clip is None:
+        lo, hi = np.float64(-np.inf), np.float64(np.inf)
+    else:
+        try:
+            lo, hi = clip
+        except (TypeError, ValueError):
+            raise ValueError(f"clip must be (lo, hi) or None. Received: clip={clip!r}") from None
+        lo = _per_feature("clip", lo, feature_shape)
+        hi = _per_feature("clip", hi, feature_shape)
+        if np.isnan(lo).any() or np.isnan(hi).any() or not np.all(lo < hi):
+            raise ValueError(f"clip must be (lo, hi) with lo < hi. Received: clip={clip!r}")
+    scale = np.float64(1.0)
+    if eps_scale is not None:
+        scale = _per_feature("eps_scale", eps_scale, feature_shape)
+        if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+            raise ValueError(f"eps_scale must be finite and > 0 in every feature. Received: "
+                             f"eps_scale={eps_scale!r}")
+    width = hi - lo
+    if np.ndim(width) == 0 and np.ndim(scale) == 0 and float(scale) == 1.0:
+        check_in_range(name, eps, 0.0, float(width))  # the classic message: eps in [0, hi - lo]
+    else:
+        check_positive(name, eps, allow_zero=True)
+        known = static_value(eps)
+        if known is not None and np.any(float(known) * scale > width):
+            raise ValueError(f"{name} * eps_scale must be at most hi - lo in every bounded "
+                             f"feature. Received: {name}={known!r}, which exceeds it")
+    return lo, hi, scale
 
 
 def check_nonempty_batch(x):

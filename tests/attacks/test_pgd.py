@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -98,3 +99,50 @@ def test_targeted_pgd_reaches_the_target_on_an_untrained_model(cnn_batch):
     adv = pgd(model, x, target, 0.3, steps=20, step_size=0.03, targeted=True, seed=0)
     hit = np.mean(np.argmax(model(adv, training=False), -1) == target)
     assert hit > np.mean(np.argmax(model(x, training=False), -1) == target) + 0.5
+
+
+def _linear_model(weights):
+    """logits = x @ weights: the input gradient of the loss is known in closed form."""
+    model = keras.Sequential([keras.Input((weights.shape[0],)),
+                              keras.layers.Dense(weights.shape[1], use_bias=False)])
+    model.layers[0].set_weights([weights.astype(np.float32)])
+    return model
+
+
+def test_per_feature_bounds_and_scale_set_each_features_radius_and_range():
+    model = _linear_model(np.array([[1.0, -1.0], [-2.0, 2.0], [0.5, -0.5]]))
+    x = np.array([[0.0, 5.0, -100.0], [0.2, -3.0, 50.0]], np.float32)
+    y = np.array([0, 0])
+    scale = np.array([0.1, 2.0, 10.0])
+    lo = np.array([-np.inf, -4.0, -np.inf])
+    hi = np.array([np.inf, 5.5, np.inf])
+    # Class 0's loss rises along -(w0 - w1) = [-2, 4, -1]: each feature moves a whole radius
+    # that way (FGSM), clipped into feature 1's bounds.
+    x_adv = fgsm(model, x, y, 0.5, clip=(lo, hi), eps_scale=scale).numpy()
+    expected = np.clip(x + 0.5 * scale * np.sign([-2.0, 4.0, -1.0]), lo, hi)
+    np.testing.assert_allclose(x_adv, expected, rtol=1e-6)
+    x_pgd = pgd(model, x, y, 0.5, steps=5, step_size=0.2, clip=(lo, hi), eps_scale=scale,
+                seed=0).numpy()
+    assert np.all(np.abs(x_pgd - x) <= 0.5 * scale + 1e-5)
+    assert np.all(x_pgd >= lo) and np.all(x_pgd <= hi)
+
+
+def test_unbounded_inputs_and_the_domain_checks():
+    model = _linear_model(np.eye(2))
+    x = np.array([[3.0, 4.0]], np.float32)  # logits = x: class 0's loss rises along [-1, 1]
+    x_adv = fgsm(model, x, np.array([0]), 2.0, clip=None).numpy()
+    np.testing.assert_allclose(x_adv, [[1.0, 6.0]])
+    with pytest.raises(ValueError, match="x must lie within clip in every feature"):
+        fgsm(model, x, None, 0.1, clip=([0.0, -np.inf], [1.0, np.inf]))
+    with pytest.raises(ValueError, match="eps_scale must be finite and > 0"):
+        fgsm(model, x, None, 0.1, clip=None, eps_scale=[1.0, 0.0])
+    with pytest.raises(ValueError, match="clip must broadcast to one example's shape"):
+        fgsm(model, x, None, 0.1, clip=([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"eps \* eps_scale must be at most hi - lo"):
+        fgsm(model, np.zeros((1, 2), np.float32), None, 0.5,
+             clip=([-1.0, -0.1], [1.0, 0.1]), eps_scale=[1.0, 1.0])
+    # One trace for every domain: bounds and scale are inputs of the compiled attack.
+    fgsm(model, x, None, 0.1, clip=None, eps_scale=[1.0, 3.0])
+    fgsm(model, x / 10, None, 0.1, clip=(-1.0, 1.0))
+    from attacks.fgsm import _compiled_fgsm
+    assert _compiled_fgsm(model).experimental_get_tracing_count() == 1
