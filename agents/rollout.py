@@ -107,7 +107,9 @@ def collect_episodes(envs, act: Callable[[np.ndarray], np.ndarray],
 
     Args:
       envs: a vector env in ``SAME_STEP`` or ``NEXT_STEP`` autoreset mode.
-      act: maps a preprocessed observation batch to raw actions (a compiled policy call).
+      act: maps a preprocessed observation batch to raw actions (a compiled policy call), or
+        to ``(raw_actions, observations)`` when the policy acted on other observations than
+        it was given (an observation hook): those are then the ones recorded.
       preprocess: maps raw observations to the policy's float32 input.
       to_env: maps raw actions to the actions ``envs.step`` takes.
       seed: seeds the reset (first call of a run); ``None`` continues the envs' RNG streams.
@@ -128,6 +130,9 @@ def collect_episodes(envs, act: Callable[[np.ndarray], np.ndarray],
                             "final")}
     for t in range(max_steps):
         raw = act(obs)
+        seen = obs
+        if isinstance(raw, tuple):
+            raw, seen = raw
         next_obs, rewards, terminated, truncated, info = envs.step(to_env(raw))
         next_obs = preprocess(next_obs)
         if t == max_steps - 1:  # the collector's own cut: bootstrap from the current obs
@@ -141,7 +146,7 @@ def collect_episodes(envs, act: Callable[[np.ndarray], np.ndarray],
             for i in np.flatnonzero(truncated):
                 final[i] = (preprocess(info["final_obs"][i][None])[0] if reset_by_env[i]
                             else next_obs[i])
-        for key, value in (("obs", obs), ("raw", raw), ("rewards", rewards),
+        for key, value in (("obs", seen), ("raw", raw), ("rewards", rewards),
                            ("terminated", terminated), ("truncated", truncated),
                            ("valid", active.copy()), ("final", final)):
             rows[key].append(value)

@@ -1,0 +1,197 @@
+"""Adversarial observations: perturbing what a policy network sees, within an L-infinity budget.
+
+The attacks of ``attacks.fgsm`` and ``attacks.pgd``, pointed at a policy instead of a
+classifier (Huang et al. 2017). ``ObservationAttack`` perturbs a batch of observations against
+a Keras policy network: a plain function of ``(model, obs)``, so it can sit in a gymnasium
+wrapper (``AttackedObservations`` for one environment, ``AttackedVectorObservations`` for a
+vector environment: the environment keeps its true state, only what the agent sees changes) or
+in an agent's acting function for adversarial training (Pattanaik et al. 2018), where it is
+compiled with the action sampling.
+
+Methods:
+
+- ``"random"``: uniform noise in the same budget: the control (a policy that falls to it is
+  fragile, not attacked);
+- ``"fgsm"``: one signed-gradient step of the full budget;
+- ``"pgd"``: ``steps`` projected steps of ``step_size`` from a random point in the ball.
+
+Objectives, what the attack ascends on the policy network's output:
+
+- ``"away"``: cross-entropy of the attacked logits against the clean greedy action (a Discrete
+  policy; the ``y=None`` attack of images): make the policy leave its choice;
+- ``"toward"``: descend the cross-entropy of ``target``, a fixed action (a Discrete policy):
+  push it consistently one way, often stronger than ``"away"``, whose flips land where the
+  action matters little;
+- ``"mean_shift"``: the squared distance between the attacked and the clean action mean, the
+  first ``action_size`` outputs (a Gaussian policy; Zhang et al. 2020's objective for
+  continuous actions). Its gradient is zero at the clean observation, so FGSM and PGD start
+  from a random point of the ball for it.
+
+``eps`` is in units of ``eps_scale`` per feature (e.g. each observation feature's standard
+deviation: CartPole's pole angle and cart position live on scales a hundred times apart), and
+is a variable, so training can ramp it without retracing. ``fraction`` < 1 attacks each
+observation with that probability only (a random-timing relative of Lin et al. 2017's
+strategically-timed attack).
+
+References:
+  Huang, Papernot, Goodfellow, Duan, Abbeel. Adversarial attacks on neural network policies.
+  2017. arXiv:1702.02284.
+  Pattanaik, Tang, Liu, Bommannan, Chowdhary. Robust deep reinforcement learning with
+  adversarial attacks. AAMAS 2018. arXiv:1712.03632.
+  Lin, Hong, Liao, Shih, Liu, Sun. Tactics of adversarial attack on deep reinforcement
+  learning agents. IJCAI 2017. arXiv:1703.06748.
+  Zhang, Chen, Xiao, Li, Liu, Boning, Hsieh. Robust deep reinforcement learning against
+  adversarial perturbations on state observations. NeurIPS 2020. arXiv:2003.08938.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from attacks.fgsm import cross_entropy, sign_step, uniform_start
+from attacks.pgd import default_step_size, pgd_steps
+from attacks.validation import check_eps
+from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
+
+METHODS = ("random", "fgsm", "pgd")
+OBJECTIVES = ("away", "toward", "mean_shift")
+
+
+class ObservationAttack:
+    """Perturbs observation batches against a policy network; ``attack(model, obs)``.
+
+    Args:
+      method: ``"random"``, ``"fgsm"`` or ``"pgd"``.
+      eps: budget, >= 0, in units of ``eps_scale``; ``attack.eps`` is a ``tf.Variable`` to
+        assign (an eps ramp) without retracing.
+      objective: ``"away"``, ``"toward"`` or ``"mean_shift"`` (module docstring).
+      eps_scale: optional per-feature scale of the flat observation (e.g. standard deviations).
+      clip: optional ``(lo, hi)`` bounds of the flat observation; default unbounded.
+      target: the action ``"toward"`` pushes to (an index into the logits).
+      action_size: the number of action-mean outputs, for ``"mean_shift"``.
+      steps: PGD steps.
+      step_size: PGD step in units of ``eps_scale``; default ``2.5 eps / steps``.
+      fraction: probability that an observation is attacked, in (0, 1].
+      seed: seed of the attack's own random stream (used when no generator is passed).
+    """
+
+    def __init__(self, method: str, eps, *, objective: str = "away", eps_scale=None, clip=None,
+                 target: int | None = None, action_size: int | None = None, steps: int = 10,
+                 step_size: float | None = None, fraction: float = 1.0, seed: int = 0):
+        check_one_of("method", method, METHODS)
+        check_one_of("objective", objective, OBJECTIVES)
+        check_eps(eps, clip, eps_scale=eps_scale)
+        check_positive_int("steps", steps)
+        check_in_range("fraction", fraction, 0.0, 1.0, lo_open=True)
+        check_nonnegative_int("seed", seed)
+        if objective == "toward":
+            check_nonnegative_int("target", target)
+        if objective == "mean_shift":
+            check_positive_int("action_size", action_size)
+        if step_size is not None:
+            check_in_range("step_size", step_size, 0.0, float("inf"), lo_open=True)
+        self.method, self.objective = method, objective
+        self.target, self.action_size = target, action_size
+        self.steps, self.step_size, self.fraction = steps, step_size, fraction
+        self.eps = tf.Variable(float(eps), trainable=False, dtype=tf.float32, name="attack_eps")
+        self.scale = None if eps_scale is None else tf.constant(eps_scale, tf.float32)
+        self.clip = None if clip is None else tuple(tf.constant(b, tf.float32) for b in clip)
+        self.generator = tf.random.Generator.from_seed(seed)
+
+    def _reference_and_loss(self, clean):
+        """What the attack compares the attacked output with, and the loss it ascends."""
+        if self.objective == "away":
+            return tf.argmax(clean, axis=-1, output_type=tf.int32), cross_entropy
+        if self.objective == "toward":
+            return tf.fill(tf.shape(clean)[:1], tf.constant(self.target, tf.int32)), cross_entropy
+        k = self.action_size
+
+        def mean_shift(clean_mean, outputs):
+            return tf.reduce_sum(tf.square(outputs[:, :k] - clean_mean), axis=-1)
+        return tf.stop_gradient(clean[:, :k]), mean_shift
+
+    def __call__(self, model, obs, generator: tf.random.Generator | None = None):
+        """The attacked batch (graph-friendly: trace it into a ``tf.function``).
+
+        Args:
+          model: the policy network, ``model(obs, training=False)`` giving logits (Discrete)
+            or action means first (Gaussian).
+          obs: float32 ``[batch, features]``, the observations the policy would see.
+          generator: the random stream to draw from; default the attack's own.
+        """
+        generator = generator or self.generator
+        eps = self.eps
+        seed = generator.make_seeds(1)[:, 0]
+        if self.method == "random":
+            attacked = uniform_start(obs, eps, seed, self.clip, self.scale)
+        else:
+            clean = model(obs, training=False)
+            y, loss = self._reference_and_loss(clean)
+            targeted = self.objective == "toward"
+            random_start = self.method == "pgd" or self.objective == "mean_shift"
+            if self.method == "fgsm":
+                # With a random start (mean_shift), a step of 1.25 eps as in Wong et al.
+                start = uniform_start(obs, eps, seed, self.clip, self.scale) if random_start \
+                    else obs
+                step = 1.25 * eps if random_start else eps
+                attacked = sign_step(model, start, obs, y, eps, step, targeted=targeted,
+                                     clip=self.clip, scale=self.scale, loss=loss)
+            else:
+                step = (default_step_size(eps, self.steps) if self.step_size is None
+                        else tf.constant(self.step_size, tf.float32))
+                attacked = pgd_steps(model, obs, y, eps, self.steps, step, seed,
+                                     random_start=True, targeted=targeted, clip=self.clip,
+                                     scale=self.scale, loss=loss)
+        if self.fraction < 1.0:
+            chosen = generator.uniform(tf.shape(obs)[:1]) < self.fraction
+            attacked = tf.where(chosen[:, None], attacked, obs)
+        return attacked
+
+
+class _Perturber:
+    """``attack`` against ``model`` on NumPy observations of ``space``, compiled once."""
+
+    def __init__(self, space: gym.Space, model, attack: ObservationAttack):
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"observations must come from a Box space to be perturbed. "
+                             f"Received: {space}")
+        self.shape, self.dtype = space.shape, space.dtype
+        size = int(np.prod(space.shape))
+
+        def perturb(obs):
+            return attack(model, obs)
+        self._attack = tf.function(perturb,
+                                   input_signature=[tf.TensorSpec([None, size], tf.float32)])
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        flat = np.asarray(obs, np.float32).reshape(len(obs), -1)
+        return self._attack(flat).numpy().reshape(obs.shape).astype(self.dtype)
+
+
+class AttackedObservations(gym.ObservationWrapper):
+    """A single environment whose observations are attacked against ``model`` before the agent
+    sees them; ``clean_observation`` holds the true one."""
+
+    def __init__(self, env: gym.Env, model, attack: ObservationAttack):
+        super().__init__(env)
+        self._perturb = _Perturber(env.observation_space, model, attack)
+        self.clean_observation = None
+
+    def observation(self, observation):
+        self.clean_observation = observation
+        return self._perturb(np.asarray(observation)[None])[0]
+
+
+class AttackedVectorObservations(gym.vector.VectorObservationWrapper):
+    """A vector environment whose observations are attacked, all sub-environments in one call,
+    against ``model`` before the agent sees them (``final_obs`` in ``info`` stays true: no
+    one acts on it)."""
+
+    def __init__(self, env: gym.vector.VectorEnv, model, attack: ObservationAttack):
+        super().__init__(env)
+        self._perturb = _Perturber(env.single_observation_space, model, attack)
+
+    def observations(self, observations):
+        return self._perturb(np.asarray(observations))
