@@ -184,14 +184,20 @@ class AttackedObservations(gym.ObservationWrapper):
         return self._perturb(np.asarray(observation)[None])[0]
 
 
-class AttackedVectorObservations(gym.vector.VectorObservationWrapper):
+class AttackedVectorObservations(gym.vector.VectorWrapper):
     """A vector environment whose observations are attacked, all sub-environments in one call,
-    against ``model`` before the agent sees them (``final_obs`` in ``info`` stays true: no
-    one acts on it)."""
+    against ``model`` before the agent sees them. Any autoreset mode: ``final_obs`` in
+    ``info`` stays true (no one acts on it), which is why gymnasium's
+    ``VectorObservationWrapper`` (NEXT_STEP only) is not the base."""
 
     def __init__(self, env: gym.vector.VectorEnv, model, attack: ObservationAttack):
         super().__init__(env)
         self._perturb = _Perturber(env.single_observation_space, model, attack)
 
-    def observations(self, observations):
-        return self._perturb(np.asarray(observations))
+    def reset(self, **kwargs):
+        observations, info = self.env.reset(**kwargs)
+        return self._perturb(observations), info
+
+    def step(self, actions):
+        observations, rewards, terminated, truncated, info = self.env.step(actions)
+        return self._perturb(observations), rewards, terminated, truncated, info

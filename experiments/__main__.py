@@ -19,9 +19,10 @@ EXPERIMENTS = {
     "curvature": [],                                   # edge of stability, ~30 s
     "reinforce": ["--env", "CartPole-v1"],             # REINFORCE learning curves, ~20 s
     "fgsm_mnist": ["--source", "sample"],              # adversarial training, ~4 minutes
+    "policy_attacks": ["--env", "CartPole-v1"],        # attacks on policies, ~3 minutes
 }
 # Experiments with checkpoints; the others simply start over (each is about a minute).
-RESUMABLE = ("reinforce", "fgsm_mnist")
+RESUMABLE = ("reinforce", "fgsm_mnist", "policy_attacks")
 
 
 def main(argv=None):

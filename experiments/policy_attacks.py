@@ -5,7 +5,10 @@
 For each seed, trains a standard ``agents.Reinforce`` agent and an adversarially trained one
 (the same agent acting on observations attacked by ``--train-method`` through its
 ``observation_hook``, eps ramped from 0 to ``--train-eps`` over the first ``--ramp-fraction``
-of training; Pattanaik et al. 2018), then plays each, greedily, ``--eval-episodes`` episodes
+of training; Pattanaik et al. 2018). With ``--train-objectives all`` (the default) each
+training environment faces one of the evaluation's objectives (away from the greedy action,
+or toward one action) for the whole batch; ``away`` trains against the first only, and the
+README says what that misses. Then plays each agent, greedily, ``--eval-episodes`` episodes
 (fixed seeds) clean and under every attack of ``attacks.observation`` at every eps of
 ``--eps-values``. eps is in units of each observation feature's standard deviation under the
 standard agents' clean greedy play (pooled over seeds, measured before adversarial training
@@ -47,6 +50,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import tensorflow as tf
 
 from agents import Reinforce, ReinforceConfig
 from attacks.observation import AttackedObservations, AttackedVectorObservations, ObservationAttack
@@ -68,7 +72,10 @@ class ExperimentConfig:
     total_steps: int = field(default=250_000, metadata={"help": "env steps per agent"})
     eps_values: tuple[float, ...] = field(default=(0.0, 0.1, 0.25, 0.5, 1.0), metadata={
         "help": "evaluation budgets, in observation standard deviations"})
-    train_method: str = field(default="fgsm", metadata={"help": "attack during training"})
+    train_method: str = field(default="pgd", metadata={"help": "attack during training"})
+    train_objectives: str = field(default="all", metadata={
+        "help": "away: the training attack leaves the greedy action; all: each environment "
+                "gets one objective of the evaluation (away, or toward one action)"})
     train_eps: float = field(default=0.5, metadata={"help": "training budget, in std units"})
     ramp_fraction: float = field(default=0.4, metadata={
         "help": "fraction of training over which the training eps grows from 0"})
@@ -93,6 +100,7 @@ class ExperimentConfig:
             raise ValueError(f"eps_values must be increasing and start at 0 (the clean "
                              f"return). Received: eps_values={self.eps_values!r}")
         check_one_of("train_method", self.train_method, ("random", "fgsm", "pgd"))
+        check_one_of("train_objectives", self.train_objectives, ("away", "all"))
         check_positive("train_eps", self.train_eps)
         check_in_range("ramp_fraction", self.ramp_fraction, 0.0, 1.0)
         check_positive_int("pgd_steps", self.pgd_steps)
@@ -122,16 +130,24 @@ def make_attack(name: str, eps: float, scale, action_space, config: ExperimentCo
                              **kwargs)
 
 
-class _Recorder(gym.vector.VectorObservationWrapper):
+class _Recorder(gym.vector.VectorWrapper):
     """Keeps every observation the vector environment returns (to measure their spread)."""
 
     def __init__(self, env):
         super().__init__(env)
         self.seen = []
 
-    def observations(self, observations):
+    def _keep(self, observations):
         self.seen.append(np.array(observations, np.float64).reshape(len(observations), -1))
         return observations
+
+    def reset(self, **kwargs):
+        observations, info = self.env.reset(**kwargs)
+        return self._keep(observations), info
+
+    def step(self, actions):
+        observations, *rest = self.env.step(actions)
+        return (self._keep(observations), *rest)
 
 
 def observation_std(agents, config: ExperimentConfig) -> list[float]:
@@ -149,12 +165,46 @@ def observation_std(agents, config: ExperimentConfig) -> list[float]:
     return [float(max(s, 1e-6)) for s in std]
 
 
+class ObjectivePerEnvironment:
+    """An observation hook that attacks row ``i`` of each batch with ``attacks[i % k]``.
+
+    The agent collects from a vector environment whose sub-environment ``i`` is always row
+    ``i``: each training episode then faces one objective throughout, as an evaluation attack
+    does (a consistent push toward one action is what the away-only training never saw).
+    ``eps`` is shared: assigning it sets every attack's budget.
+    """
+
+    def __init__(self, attacks):
+        self.attacks = attacks
+        self.eps = attacks[0].eps
+        for attack in attacks[1:]:
+            attack.eps = self.eps
+
+    def __call__(self, model, obs, generator=None):
+        attacked = tf.stack([attack(model, obs, generator) for attack in self.attacks])
+        rows = tf.range(tf.shape(obs)[0])
+        choice = tf.stack([rows % len(self.attacks), rows], axis=1)
+        return tf.gather_nd(attacked, choice)
+
+
+def training_hook(config: ExperimentConfig, scale, action_space, seed: int):
+    """The attack adversarial training acts through: ``--train-method`` with the away (or
+    mean-shift) objective, or, with ``--train-objectives all`` and Discrete actions, every
+    objective of the evaluation, one per environment."""
+    names = [config.train_method]
+    if config.train_objectives == "all" and isinstance(action_space, gym.spaces.Discrete):
+        names += [f"pgd_toward_{k}" for k in range(action_space.n)]
+    attacks = [make_attack(name, 0.0, scale, action_space, config, seed) for name in names]
+    if config.train_method == "fgsm":  # the toward objectives in one step too
+        for attack in attacks[1:]:
+            attack.method = "fgsm"
+    return attacks[0] if len(attacks) == 1 else ObjectivePerEnvironment(attacks)
+
+
 def train_agent(config: ExperimentConfig, kind: str, seed: int, scale, action_space,
                 rows: list) -> Reinforce:
     """Trains one agent of ``kind``; appends its training rows."""
-    hook = None
-    if kind == "adversarial":
-        hook = make_attack(config.train_method, 0.0, scale, action_space, config, seed)
+    hook = training_hook(config, scale, action_space, seed) if kind == "adversarial" else None
     agent = Reinforce(config.env, dataclasses.replace(config.agent, seed=seed),
                       observation_hook=hook)
     recent = deque(maxlen=100)
@@ -224,9 +274,13 @@ def summarize(config: ExperimentConfig, evaluations: dict, training: dict, max_r
                                 and sum(r >= 0.8 * max_return for r in robust) >= 4))
     clean = worst["adversarial"]["0.0"]
     targets["adversarial_clean_mean"] = mean(clean)
+    means = {kind: {name: {e: mean(v) for e, v in per_eps.items()}
+                    for name, per_eps in {**returns[kind], "worst": worst[kind]}.items()}
+             for kind in KINDS}
     return {"env": config.env, "eps_unit": "observation standard deviations", "obs_std": obs_std,
             "seeds": [int(s) for s in seeds], "eval_episodes": config.eval_episodes,
-            "returns": returns, "worst": worst, "training": training, "targets": targets}
+            "mean": means, "returns": returns, "worst": worst, "training": training,
+            "targets": targets}
 
 
 def _pyplot():

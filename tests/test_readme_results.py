@@ -293,6 +293,15 @@ TABLES = {
         },
         cells=4 * 5,   # 16 exact, 4 loose (seconds per epoch)
     ),
+    "policy_attacks": ResultTable(
+        heading="### Attacks on policies",
+        summary="policy_attacks/CartPole-v1/summary.json",
+        header=("agents, attack", "eps 0", "eps 0.1", "eps 0.25", "eps 0.5", "eps 1"),
+        rows=lambda s: {f"{kind}, {name}": ("mean", kind, name)
+                        for kind, per_attack in s["mean"].items() for name in per_attack},
+        columns={f"eps {e:g}": ((str(e),), Number(0)) for e in (0.0, 0.1, 0.25, 0.5, 1.0)},
+        cells=12 * 5,
+    ),
 }
 
 

@@ -183,3 +183,25 @@ def test_the_progress_bar_stays_quiet_when_output_is_not_a_terminal(capsys):
     agent.train(300, progress=True)  # pytest captures stderr: not a terminal
     agent.close()
     assert capsys.readouterr().err == ""
+
+
+def test_an_observation_hook_decides_what_the_agent_acts_on_and_learns_from():
+    calls = []
+
+    def hook(model, obs, generator):  # traced into the compiled acting function
+        calls.append(model)
+        return obs * 0.0 + generator.uniform(tf.shape(obs), -1.0, 1.0)
+
+    agent = Reinforce("CartPole-v1", ReinforceConfig(seed=0, num_envs=3),
+                      observation_hook=hook)
+    batch = agent.collect()
+    seen = batch.obs[batch.valid]
+    assert np.all(np.abs(seen) <= 1.0) and seen.std() > 0.4  # the hook's noise, not CartPole
+    agent.update(batch)
+    agent.train(2000)
+    assert agent.trace_counts["act_through_hook"] == 1 and calls == [agent.policy.model]
+    plain = agent.act(np.zeros((2, 4), np.float32), deterministic=True)  # act: no hook
+    assert plain.shape == (2,)
+    agent.close()
+    with pytest.raises(ValueError, match="observation_hook must be callable"):
+        Reinforce("CartPole-v1", observation_hook="fgsm")

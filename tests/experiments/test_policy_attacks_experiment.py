@@ -1,0 +1,89 @@
+import csv
+import json
+
+import pytest
+
+from experiments import policy_attacks as experiment
+
+QUICK = ["--seeds", "0", "1", "--total-steps", "4000", "--eval-episodes", "2",
+         "--eps-values", "0", "0.5", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("policy_attacks") / "out"
+    return out, experiment.main(QUICK + ["--out", str(out)])
+
+
+def test_quick_run_writes_every_file_and_per_seed_returns(quick_run):
+    out, summary = quick_run
+    assert {p.name for p in out.iterdir()} == {
+        "config.json", "training.csv", "metrics.csv", "summary.json", "return_vs_eps.png",
+        "episode.png", "agents"}
+    assert json.loads((out / "summary.json").read_text()) == summary
+    attacks = {"random", "fgsm", "pgd", "pgd_toward_0", "pgd_toward_1"}
+    for kind in ("standard", "adversarial"):
+        assert set(summary["returns"][kind]) == attacks
+        for per_eps in summary["returns"][kind].values():
+            assert set(per_eps) == {"0.0", "0.5"} and all(len(v) == 2 for v in per_eps.values())
+        # The worst case is the minimum over the adversarial attacks, seed by seed.
+        for i in range(2):
+            assert summary["worst"][kind]["0.5"][i] == min(
+                summary["returns"][kind][a]["0.5"][i] for a in attacks - {"random"})
+        # Every attack's eps-0 entry is the same clean evaluation.
+        assert len({tuple(v["0.0"]) for v in summary["returns"][kind].values()}) == 1
+    assert len(summary["obs_std"]) == 4 and all(s > 0 for s in summary["obs_std"])
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 5 * 2  # kinds x seeds x attacks x eps
+    with open(out / "training.csv") as f:
+        training = list(csv.DictReader(f))
+    adversarial = [float(r["train_eps"]) for r in training if r["kind"] == "adversarial"]
+    assert adversarial[0] == 0.0 and max(adversarial) == pytest.approx(0.5)  # the ramp
+
+
+def test_an_interrupted_run_resumes_to_the_same_numbers(quick_run, tmp_path, monkeypatch):
+    _, expected = quick_run
+    calls = []
+    original = experiment.evaluate_agent
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "evaluate_agent", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.main(QUICK + ["--out", str(tmp_path / "out")])
+    monkeypatch.undo()
+    assert not (tmp_path / "out").exists() and (tmp_path / "out.partial").exists()
+    assert experiment.main(QUICK + ["--out", str(tmp_path / "out"), "--resume"]) == expected
+
+
+def test_bad_flags_are_usage_errors(capsys, tmp_path):
+    for flags, message in ((["--eps-values", "0.5", "1"], "eps_values must be increasing and "
+                                                           "start at 0"),
+                           (["--train-method", "cw"], "train_method must be one of")):
+        with pytest.raises(SystemExit):
+            experiment.main(flags + ["--out", str(tmp_path / "out")])
+        assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_slow_adversarial_training_withstands_the_attacks_standard_training_falls_to():
+    """A learning test with a fixed seed and budget: the same agent, trained with and without
+    attacked observations, evaluated under the worst attack at 0.5 standard deviations."""
+    config = experiment.ExperimentConfig(seeds=(1,), total_steps=150_000, eval_episodes=5,
+                                         eps_values=(0.0, 0.5), progress=False)
+    scale = [0.30, 0.16, 0.014, 0.19]  # CartPole's observation spread under solved policies
+    worst = {}
+    for kind in experiment.KINDS:
+        rows = []
+        probe = experiment.Reinforce("CartPole-v1")
+        agent = experiment.train_agent(config, kind, 1, scale, probe.action_space, rows)
+        returns = experiment.evaluate_agent(agent, config, scale, 1)
+        worst[kind] = min(sum(r["0.5"]) / 5 for name, r in returns.items() if name != "random")
+        assert agent.trace_counts.get("act_through_hook", 1) == 1
+    print(worst)
+    assert worst["standard"] < 250 and worst["adversarial"] > worst["standard"] + 100
