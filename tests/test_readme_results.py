@@ -450,6 +450,11 @@ def warned(method: str, phrase: str) -> Callable[[dict], bool]:
     return holds
 
 
+def extreme(pick, path: tuple) -> Derived:
+    """The smallest or largest of the per-seed values at ``path``."""
+    return Derived(f"{pick.__name__}({'.'.join(path)})", lambda s: pick(lookup(s, path)))
+
+
 PROSE = {
     "curvature": Prose(
         heading="### Edge of stability",
@@ -516,7 +521,37 @@ PROSE = {
         # comparison, the recipe comparisons and the run time, which come from other runs.
         checks=18,
     ),
+    "policy_attacks": Prose(
+        heading="### Attacks on policies",
+        summary="policy_attacks/CartPole-v1/summary.json",
+        claims=(
+            Claim("attack that flips the greedy action drops them to {} on average ({}-{} "
+                  "over seeds)",
+                  ((("mean", "standard", "pgd", "0.5"), Number(0)),
+                   (extreme(min, ("worst", "standard", "0.5")), Number(0)),
+                   (extreme(max, ("worst", "standard", "0.5")), Number(0)))),
+            Claim("{} on average ({}-{} over seeds) against {}, with clean play intact ({} on "
+                  "every seed)",
+                  ((("mean", "adversarial", "worst", "0.5"), Number(0)),
+                   (extreme(min, ("worst", "adversarial", "0.5")), Number(0)),
+                   (extreme(max, ("worst", "adversarial", "0.5")), Number(0)),
+                   (("mean", "standard", "worst", "0.5"), Number(0)),
+                   (extreme(min, ("worst", "adversarial", "0.0")), Number(0)))),
+            Claim("is missed: one seed of five gets there",
+                  holds=lambda s: (s["targets"]["adversarial_seeds_at_80_percent"] == 1
+                                   and not s["targets"]["adversarial_robust"])),
+            Claim("The targets' first condition is met at eps {} (`targets`",
+                  ((("targets", "eps"), Number(1)),)),
+            Claim("fall lower than the standard ones ({} against {})",
+                  ((("mean", "adversarial", "worst", "1.0"), Number(0)),
+                   (("mean", "standard", "worst", "1.0"), Number(0)))),
+        ),
+        # Not checked: the variants (other runs, given as commands) and the episode's length
+        # (the plot's legend).
+        checks=12,
+    ),
 }
+
 
 
 def _pattern(template: str) -> re.Pattern:
