@@ -162,8 +162,11 @@ class _Perturber:
 
         def perturb(obs):
             return attack(model, obs)
-        self._attack = tf.function(perturb,
-                                   input_signature=[tf.TensorSpec([None, size], tf.float32)])
+        # Called once per environment step, so its fixed cost is what matters: XLA and the
+        # concrete function, as for the agent's acting (benchmarks/bench_policy_attacks.py).
+        self._attack = tf.function(
+            perturb, input_signature=[tf.TensorSpec([None, size], tf.float32)],
+            jit_compile=True).get_concrete_function()
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         flat = np.asarray(obs, np.float32).reshape(len(obs), -1)

@@ -550,6 +550,30 @@ PROSE = {
         # (the plot's legend).
         checks=12,
     ),
+    "policy_attacks_inverted_pendulum": Prose(
+        heading="### Attacks on policies",
+        summary="policy_attacks/InvertedPendulum-v5/summary.json",
+        claims=(
+            Claim("same-budget noise leaves the standard agents at {} (the maximum), while PGD "
+                  "drops them to {} on average ({}-{} over seeds",
+                  ((("mean", "standard", "random", "0.5"), Number(0)),
+                   (("mean", "standard", "pgd", "0.5"), Number(0)),
+                   (extreme(min, ("worst", "standard", "0.5")), Number(0)),
+                   (extreme(max, ("worst", "standard", "0.5")), Number(0)))),
+            Claim("agents keep {} under the worst attack ({}-{}), {} of 5 seeds above 80%, and "
+                  "{} clean on every seed",
+                  ((("mean", "adversarial", "worst", "0.5"), Number(0)),
+                   (extreme(min, ("worst", "adversarial", "0.5")), Number(0)),
+                   (extreme(max, ("worst", "adversarial", "0.5")), Number(0)),
+                   (("targets", "adversarial_seeds_at_80_percent"), Number(0)),
+                   (extreme(min, ("worst", "adversarial", "0.0")), Number(0))),
+                  holds=lambda s: s["targets"]["adversarial_robust"]),
+            Claim("At eps 1 both fall: {} for standard agents, {} for adversarially trained",
+                  ((("mean", "standard", "worst", "1.0"), Number(0)),
+                   (("mean", "adversarial", "worst", "1.0"), Number(0)))),
+        ),
+        checks=12,
+    ),
 }
 
 
