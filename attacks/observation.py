@@ -46,6 +46,8 @@ References:
 
 from __future__ import annotations
 
+import weakref
+
 import gymnasium as gym
 import numpy as np
 import tensorflow as tf
@@ -54,6 +56,7 @@ from attacks.fgsm import cross_entropy, sign_step, uniform_start
 from attacks.pgd import default_step_size, pgd_steps
 from attacks.validation import check_eps
 from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
+from lab.compile_cache import cached_function
 
 METHODS = ("random", "fgsm", "pgd")
 OBJECTIVES = ("away", "toward", "mean_shift")
@@ -151,7 +154,9 @@ class ObservationAttack:
 
 
 class _Perturber:
-    """``attack`` against ``model`` on NumPy observations of ``space``, compiled once."""
+    """``attack`` against ``model`` on NumPy observations of ``space``, compiled once per
+    attack, model and observation size (cached on the attack: assigning ``attack.eps`` and
+    wrapping a new environment reuses the compiled function)."""
 
     def __init__(self, space: gym.Space, model, attack: ObservationAttack):
         if not isinstance(space, gym.spaces.Box):
@@ -160,13 +165,16 @@ class _Perturber:
         self.shape, self.dtype = space.shape, space.dtype
         size = int(np.prod(space.shape))
 
-        def perturb(obs):
-            return attack(model, obs)
-        # Called once per environment step, so its fixed cost is what matters: XLA and the
-        # concrete function, as for the agent's acting (benchmarks/bench_policy_attacks.py).
-        self._attack = tf.function(
-            perturb, input_signature=[tf.TensorSpec([None, size], tf.float32)],
-            jit_compile=True).get_concrete_function()
+        def build():
+            def perturb(obs):
+                return attack(model, obs)
+            # Called once per environment step, so its fixed cost is what matters: XLA and
+            # the concrete function, as for the agent's acting (bench_policy_attacks.py).
+            return tf.function(
+                perturb, input_signature=[tf.TensorSpec([None, size], tf.float32)],
+                jit_compile=True).get_concrete_function()
+
+        self._attack = cached_function(attack, ("perturb", weakref.ref(model), size), build)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         flat = np.asarray(obs, np.float32).reshape(len(obs), -1)

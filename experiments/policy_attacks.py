@@ -231,8 +231,12 @@ def evaluate_agent(agent: Reinforce, config: ExperimentConfig, scale, seed: int)
     results = {}
     for name in attack_names(agent.action_space):
         results[name] = {"0.0": clean}
+        # One attack per name, its budget assigned per eps: compiled once, not once per eps.
+        attack = make_attack(name, config.eps_values[1], scale, agent.action_space, config,
+                             seed)
         for eps in config.eps_values[1:]:
-            attack = make_attack(name, eps, scale, agent.action_space, config, seed)
+            attack.eps.assign(eps)
+            attack.generator.reset_from_seed(seed)  # each eps starts the same random stream
             returns = agent.evaluate_parallel(
                 config.eval_episodes, seed=eval_seed,
                 wrap=lambda envs, attack=attack: AttackedVectorObservations(
