@@ -57,7 +57,8 @@ from attacks.observation import AttackedObservations, AttackedVectorObservations
 from experiments.cli import parse_config, run_command
 from experiments.records import save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
-from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int
+from lab.checks import (check_in_range, check_one_of, check_positive, check_positive_int,
+                        check_seeds)
 
 KINDS = ("standard", "adversarial")
 # The feature each environment's episode plot follows.
@@ -90,10 +91,7 @@ class ExperimentConfig:
                                    metadata={"cli_exclude": ("seed",)})
 
     def __post_init__(self):
-        if (not self.seeds or any(s < 0 for s in self.seeds)
-                or len(set(self.seeds)) != len(self.seeds)):
-            raise ValueError(f"seeds must be one or more distinct non-negative integers. "
-                             f"Received: seeds={self.seeds!r}")
+        check_seeds("seeds", self.seeds)
         check_positive_int("total_steps", self.total_steps)
         if (not self.eps_values or self.eps_values[0] != 0.0
                 or list(self.eps_values) != sorted(set(self.eps_values))):

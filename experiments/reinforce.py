@@ -40,7 +40,7 @@ from experiments.cli import parse_config, run_command
 from experiments.records import save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
 from lab.atomic import atomic_directory
-from lab.checks import check_positive_int
+from lab.checks import check_positive_int, check_seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +58,7 @@ class ExperimentConfig:
                                    metadata={"cli_exclude": ("seed",)})
 
     def __post_init__(self):
-        if (not self.seeds or any(s < 0 for s in self.seeds)
-                or len(set(self.seeds)) != len(self.seeds)):
-            raise ValueError(f"seeds must be one or more distinct non-negative integers. "
-                             f"Received: seeds={self.seeds!r}")
+        check_seeds("seeds", self.seeds)
         check_positive_int("total_steps", self.total_steps)
         check_positive_int("eval_episodes", self.eval_episodes)
         check_positive_int("checkpoint_every", self.checkpoint_every)

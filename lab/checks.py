@@ -99,3 +99,11 @@ def check_nonnegative_int(name, value):
     """Raises ``ValueError`` unless ``value`` is an integer >= 0 (Python or NumPy)."""
     if not _is_int(value) or value < 0:
         _fail(name, "an integer >= 0", value)
+
+
+def check_seeds(name, values):
+    """Raises ``ValueError`` unless ``values`` is one or more distinct integers >= 0 (a list of
+    seeds: a repeated one would run, and count, the same run twice)."""
+    if (not values or not all(_is_int(v) and v >= 0 for v in values)
+            or len(set(values)) != len(values)):
+        _fail(name, "one or more distinct non-negative integers", values)

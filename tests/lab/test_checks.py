@@ -95,3 +95,12 @@ def test_a_keras_variable_is_checked_by_its_value():
     checks.check_in_range("eps", keras.Variable(0.3), 0.0, 1.0)
     with pytest.raises(ValueError, match=r"^eps must be in \[0\.0, 0\.2\]\. Received: eps="):
         checks.check_in_range("eps", keras.Variable(0.3), 0.0, 0.2)
+
+
+def test_seeds_must_be_distinct_non_negative_integers():
+    from lab.checks import check_seeds
+
+    check_seeds("seeds", (0, 1, 4))
+    for bad in ((), (0, 0), (-1,), (1.5,), (True,)):
+        with pytest.raises(ValueError, match="seeds must be one or more distinct non-negative"):
+            check_seeds("seeds", bad)
