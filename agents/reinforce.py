@@ -341,7 +341,16 @@ class Reinforce:
         left with new weights and old counters.
         """
         with interrupts_deferred():
-            return self._update(batch)
+            self._updating = True
+            metrics = self._update(batch)
+            self._updating = False
+        return metrics
+
+    @property
+    def consistent(self) -> bool:
+        """False only if an update was interrupted half-way (a second Ctrl-C): then weights,
+        optimizer and counters may disagree, and the agent should not be saved to resume."""
+        return not getattr(self, "_updating", False)
 
     def _update(self, batch) -> dict:
         valid = batch.valid
@@ -543,6 +552,10 @@ TRAINING_STATE_DIR = "training_state"
 _COUNTERS = ("env_steps", "episodes", "updates")
 
 
+def _is_json_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _read_agent_file(meta_path: Path) -> dict:
     """``agent.json`` checked field by field: the config as a ``ReinforceConfig`` with every
     field present (a missing hyperparameter must not fall back to today's default)."""
@@ -558,7 +571,7 @@ def _read_agent_file(meta_path: Path) -> dict:
     for key in ("env", "config", *_COUNTERS):
         if key not in meta:
             raise bad(f"field {key!r} is missing")
-    if meta.get("format", 1) not in (1, SAVE_FORMAT):
+    if not _is_json_int(meta.get("format", 1)) or meta.get("format", 1) not in (1, SAVE_FORMAT):
         raise bad(f"format must be 1 or {SAVE_FORMAT} (a newer gradlab wrote it?). "
                   f"Received: format={meta['format']!r}")
     if meta["env"] is not None and not isinstance(meta["env"], str):
@@ -578,9 +591,24 @@ def _read_agent_file(meta_path: Path) -> dict:
                   "a default would silently change the agent)")
     if unknown:
         raise bad(f"config field {unknown[0]!r} is not a ReinforceConfig field")
-    if not isinstance(config["hidden_sizes"], list):
-        raise bad(f"config field 'hidden_sizes' must be a list of integers. Received: "
-                  f"{config['hidden_sizes']!r}")
+    for f in dataclasses.fields(ReinforceConfig):
+        value, default = config[f.name], f.default
+        if f.name == "hidden_sizes":
+            ok = isinstance(value, list) and all(_is_json_int(v) for v in value)
+            kind = "a list of integers"
+        elif default is None:  # optional numbers: max_grad_norm, max_episode_steps
+            ok = value is None or _is_json_int(value) or isinstance(value, float)
+            kind = "a number or null"
+        elif isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = _is_json_int(value), "an integer"
+        elif isinstance(default, float):
+            ok, kind = _is_json_int(value) or isinstance(value, float), "a number"
+        else:
+            ok, kind = isinstance(value, type(default)), type(default).__name__
+        if not ok:
+            raise bad(f"config field {f.name!r} must be {kind}. Received: {value!r}")
     try:
         meta["config"] = ReinforceConfig(**{**config,
                                             "hidden_sizes": tuple(config["hidden_sizes"])})

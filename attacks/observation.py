@@ -159,9 +159,10 @@ class _Perturber:
     wrapping a new environment reuses the compiled function)."""
 
     def __init__(self, space: gym.Space, model, attack: ObservationAttack):
-        if not isinstance(space, gym.spaces.Box):
-            raise ValueError(f"observations must come from a Box space to be perturbed. "
-                             f"Received: {space}")
+        if not (isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)):
+            # An integer Box would round a perturbation to whole units, past the budget.
+            raise ValueError(f"observations must come from a floating-point Box space to be "
+                             f"perturbed. Received: {space}")
         self.shape, self.dtype = space.shape, space.dtype
         size = int(np.prod(space.shape))
 

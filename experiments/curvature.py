@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from experiments.cli import parse_config, run_command
 from experiments.records import save_figure, write_csv, write_json
-from experiments.run_folder import open_run
+from experiments.run_folder import PartialRunError, open_run
 from lab.higher_order import hessian_top_eigenvalue, hessian_trace
 from lab.seeding import seed_everything
 from lab.training import make_train_step
@@ -354,7 +354,10 @@ def main(argv=None) -> dict:
     config = parse_config(Config, argv, description=__doc__.split("\n\n")[0]).resolved()
     # No checkpoints (a minute's run): a partial folder left by an interrupted run is
     # replaced, and the finished run moves into place as a whole.
-    run = open_run(config.out, config, resume=False, resumable=False)
+    try:
+        run = open_run(config.out, config, resume=False, resumable=False)
+    except PartialRunError as error:
+        raise SystemExit(f"error: {error}") from None
     rows = train(config)
     write_csv(run.path / "metrics.csv", rows)
     summary = summarize(rows, config)

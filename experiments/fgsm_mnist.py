@@ -219,12 +219,12 @@ def main(argv=None) -> dict:
     plot_robustness(curves, config, run.path / "robustness_curve.png")
     plot_training(rows, config, run.path / "training_curves.png")
     plot_examples(models, x_test, y_test, config, run.path / "adversarial_examples.png")
-    for leftover in (run.path / PROGRESS, run.path / "checkpoints"):
+    out = run.finish()
+    for leftover in (out / PROGRESS, out / "checkpoints"):  # after the swap: resumable till then
         if leftover.is_dir():
             shutil.rmtree(leftover)
         elif leftover.exists():
             leftover.unlink()
-    run.finish()
     for method, s in summary.items():
         print(f"{method:8s} clean {s['clean_accuracy']:.4f}  fgsm {s['fgsm_accuracy']:.4f}  "
               f"pgd {s['pgd_accuracy']:.4f}  {s['seconds_per_epoch']:.1f} s/epoch"

@@ -116,16 +116,18 @@ def attack_names(action_space: gym.Space) -> list[str]:
 
 
 def make_attack(name: str, eps: float, scale, action_space, config: ExperimentConfig,
-                seed: int = 0) -> ObservationAttack:
-    """The attack called ``name`` (see ``attack_names``) at budget ``eps`` (std units)."""
+                seed: int = 0, method: str | None = None) -> ObservationAttack:
+    """The attack called ``name`` (see ``attack_names``) at budget ``eps`` (std units);
+    ``method`` replaces its method (a training attack of another kind, same objective)."""
     discrete = isinstance(action_space, gym.spaces.Discrete)
     kwargs = ({"objective": "away"} if discrete else
               {"objective": "mean_shift", "action_size": int(np.prod(action_space.shape))})
-    method = name
+    own_method = name
     if name.startswith("pgd_toward_"):
-        method, kwargs = "pgd", {"objective": "toward", "target": int(name.rsplit("_", 1)[1])}
-    return ObservationAttack(method, eps, eps_scale=scale, steps=config.pgd_steps, seed=seed,
-                             **kwargs)
+        own_method = "pgd"
+        kwargs = {"objective": "toward", "target": int(name.rsplit("_", 1)[1])}
+    return ObservationAttack(method or own_method, eps, eps_scale=scale,
+                             steps=config.pgd_steps, seed=seed, **kwargs)
 
 
 class _Recorder(gym.vector.VectorWrapper):
@@ -192,10 +194,8 @@ def training_hook(config: ExperimentConfig, scale, action_space, seed: int):
     names = [config.train_method]
     if config.train_objectives == "all" and isinstance(action_space, gym.spaces.Discrete):
         names += [f"pgd_toward_{k}" for k in range(action_space.n)]
-    attacks = [make_attack(name, 0.0, scale, action_space, config, seed) for name in names]
-    if config.train_method == "fgsm":  # the toward objectives in one step too
-        for attack in attacks[1:]:
-            attack.method = "fgsm"
+    attacks = [make_attack(name, 0.0, scale, action_space, config, seed,
+                           method=config.train_method) for name in names]
     return attacks[0] if len(attacks) == 1 else ObjectivePerEnvironment(attacks)
 
 
@@ -436,8 +436,8 @@ def main(argv=None) -> dict:
     plot_return_vs_eps(summary, config, run.path / "return_vs_eps.png")
     plot_episode(agents["standard"][config.seeds[0]], summary, config,
                  run.path / "episode.png")
-    progress_path.unlink()
     out = run.finish()
+    (out / progress_path.name).unlink()  # after the swap: resumable until then
     _print(summary, out)
     return summary
 

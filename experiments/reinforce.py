@@ -88,7 +88,7 @@ class Progress:
     def start_seed(self, seed: int):
         if self.current is None or self.current["seed"] != seed:
             self.current = {"seed": seed, "recent": [], "solved_at_env_steps": None,
-                            "wall_seconds_to_solve": None, "wall_seconds": 0.0}
+                            "wall_seconds_to_solve": None, "wall_seconds": 0.0, "updates": 0}
 
     def save(self, run, agent=None):
         """Checkpoints the progress, with ``agent`` (the seed in training) if given."""
@@ -133,6 +133,7 @@ def run_seed(config: ExperimentConfig, seed: int, progress: Progress, run,
                 and len(recent) == 100 and running >= threshold):
             current["solved_at_env_steps"] = row["env_steps"]
             current["wall_seconds_to_solve"] = row["wall_seconds"]
+        current["updates"] = agent.updates  # last: the row and the window are in
         if agent.updates % config.checkpoint_every == 0:
             progress.save(run, agent)
 
@@ -141,7 +142,10 @@ def run_seed(config: ExperimentConfig, seed: int, progress: Progress, run,
             agent.train(config.total_steps - agent.env_steps, callback=record,
                         progress=config.progress)
     except KeyboardInterrupt:
-        progress.save(run, agent)  # updates are whole under Ctrl-C: this resumes exactly
+        # A first Ctrl-C waits for the update and its row: that state resumes exactly. A
+        # second one may land mid-update; then the last periodic checkpoint stands.
+        if agent.consistent and current["updates"] == agent.updates:
+            progress.save(run, agent)
         raise
     finally:
         agent.close()
@@ -229,8 +233,8 @@ def main(argv=None) -> dict:
     summary = summarize(config, progress.per_seed, threshold)
     write_json(run.path / "summary.json", summary)
     plot_learning_curve(progress.rows, config, threshold, run.path / "learning_curve.png")
-    shutil.rmtree(run.path / CHECKPOINT)
     out = run.finish()
+    shutil.rmtree(out / CHECKPOINT)  # after the swap: until then an interruption can resume
     median = summary["median"]
     print(f"{config.env}: solved {summary['seeds_solved']}/{summary['seeds']} seeds; median "
           f"solved_at_env_steps={median['solved_at_env_steps']}, wall_seconds_to_solve="

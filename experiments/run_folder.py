@@ -32,7 +32,8 @@ RUN_CONTROL_FIELDS = ("resume", "progress")
 
 
 class PartialRunError(RuntimeError):
-    """A partial run is in the way of a new one, or does not match the run to resume."""
+    """A partial run is in the way of a new one or does not match the run to resume, or
+    ``--out`` is not a results folder that a finished run may replace."""
 
 
 def partial_path(out) -> Path:
@@ -80,6 +81,14 @@ def open_run(out, config, record: dict | None = None, *, resume: bool,
     out = Path(out)
     path = partial_path(out)
     recover_directory(out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise PartialRunError(f"--out must be a results folder (it is replaced as a whole "
+                              f"when the run finishes), not a file or a symbolic link. "
+                              f"Received: {out}")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise PartialRunError(f"{out} holds files that are not an earlier run of an experiment "
+                              f"(no config.json); a finished run replaces its --out folder as a "
+                              f"whole, so choose a new or empty folder.")
     config_dict = dataclasses.asdict(config)
     if path.exists() and not resumable:
         print(f"removing {path}: an unfinished earlier run this experiment cannot resume")
@@ -91,13 +100,18 @@ def open_run(out, config, record: dict | None = None, *, resume: bool,
             f"from its last checkpoint, or delete {path} to start over.")
     if resumed:
         try:
-            earlier = json.loads((path / "config.json").read_text())["config"]
-        except (OSError, ValueError, KeyError, TypeError):
+            earlier = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError):
             earlier = None
-        if earlier is None or _comparable(earlier) != _comparable(
-                json.loads(json.dumps(config_dict))):
+        # The record too: data resolved at run time (source "auto") must not change under a
+        # resumed run.
+        now = json.loads(json.dumps({"config": config_dict, **(record or {})}, default=str))
+        if not isinstance(earlier, dict) or _comparable(earlier.get("config", {})) != \
+                _comparable(now["config"]) or any(earlier.get(k) != v for k, v in now.items()
+                                                   if k != "config"):
             raise PartialRunError(
-                f"{path} holds an unfinished run with another config (see its config.json); "
+                f"{path} holds an unfinished run with another config or data (see its "
+                f"config.json); "
                 f"--resume continues a run only with the flags it was started with. Delete "
                 f"{path} to start a new run.")
         removed = remove_temporaries(path)

@@ -88,6 +88,12 @@ def replace_directory(source, destination) -> Path:
     """
     source, destination = Path(source), Path(destination)
     recover_directory(destination)
+    if destination.is_symlink() or (destination.exists() and not destination.is_dir()):
+        # Moving it aside and deleting the tree would fail half-way (rmtree refuses links
+        # and files) or delete what a link points into: refuse before touching anything.
+        raise ValueError(f"destination must be a folder (or not exist yet), not a file or a "
+                         f"symbolic link: it is replaced as a whole. Received: "
+                         f"destination={str(destination)!r}")
     displaced = _displaced(destination)
     if destination.exists():
         os.replace(destination, displaced)
@@ -105,8 +111,9 @@ def atomic_directory(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_directory(path)
+    own = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmpdir$")
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmpdir"):
-        if _TEMPORARY.match(stale.name):  # left by an earlier writer of path that was killed
+        if own.match(stale.name):  # left by an earlier writer of path that was killed
             shutil.rmtree(stale)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmpdir", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only

@@ -92,6 +92,11 @@ def _json_edit(change):
      r"agent\.json: config: gamma must be in \(0\.0, 1\.0\]"),
     (_json_edit(lambda m: m.update(env_steps=-1)),
      r"agent\.json: env_steps must be an integer >= 0"),
+    (_json_edit(lambda m: m["config"].update(normalize_returns="no")),
+     r"agent\.json: config field 'normalize_returns' must be true or false"),
+    (_json_edit(lambda m: m["config"].update(hidden_sizes=[32.5])),
+     r"agent\.json: config field 'hidden_sizes' must be a list of integers"),
+    (_json_edit(lambda m: m.update(format=True)), r"agent\.json: format must be 1 or 2"),
     (_json_edit(lambda m: m.update(env="os:system")),
      r"agent\.json: env 'os:system' names a Python module to import \('os'\)"),
 ])

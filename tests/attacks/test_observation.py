@@ -160,3 +160,9 @@ def test_the_vector_wrapper_takes_same_step_autoreset_envs_and_keeps_final_obs_t
     final = np.stack(info["final_obs"][ended])
     assert np.all(np.abs(final[:, 2]) > 0.2)  # CartPole ends past 12 degrees: the true angle
     envs.close()
+
+
+def test_integer_observations_are_refused_rather_than_rounded_past_the_budget():
+    env = gym.make("FrozenLake-v1")  # Discrete observations
+    with pytest.raises(ValueError, match="floating-point Box"):
+        AttackedObservations(env, _linear(np.eye(2)), ObservationAttack("random", 0.1))

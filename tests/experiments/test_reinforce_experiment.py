@@ -150,3 +150,31 @@ def test_a_run_killed_outright_resumes_from_its_last_checkpoint(tmp_path):
     experiment.main(args + ["--out", str(out), "--resume"])
     assert _metrics(out) == _metrics(straight)
     assert _summary_without_times(out) == _summary_without_times(straight)
+
+
+def test_a_second_ctrl_c_mid_update_keeps_the_last_periodic_checkpoint(tmp_path, monkeypatch):
+    args = QUICK + ["--seeds", "0", "--checkpoint-every", "2"]
+    straight = tmp_path / "straight"
+    experiment.main(args + ["--out", str(straight)])
+    calls = []
+    original = Reinforce._update
+
+    def torn_update(self, batch):  # as a second Ctrl-C would, inside the third update
+        calls.append(1)
+        if len(calls) == 3:
+            original(self, batch)  # the weights and Adam moved, the counters not yet:
+            self.updates -= 1
+            self.env_steps -= batch.env_steps
+            self.episodes -= batch.valid.shape[1]
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Reinforce, "_update", torn_update)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        experiment.main(args + ["--out", str(out)])
+    monkeypatch.undo()
+    checkpoint = tmp_path / "out.partial" / "checkpoint" / "agent" / "agent.json"
+    assert json.loads(checkpoint.read_text())["updates"] == 2  # not the torn state
+    experiment.main(args + ["--out", str(out), "--resume"])
+    assert _metrics(out) == _metrics(straight)

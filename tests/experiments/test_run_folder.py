@@ -16,6 +16,7 @@ class Config:
 def test_a_run_is_written_aside_and_replaces_the_old_one_only_when_finished(tmp_path):
     out = tmp_path / "results"
     out.mkdir()
+    (out / "config.json").write_text("{}")
     (out / "summary.json").write_text("old run")
     (out / "old-only.png").write_text("old plot")
     run = open_run(out, Config(), {"data_source": "sample"}, resume=False)
@@ -62,3 +63,28 @@ def test_an_experiment_without_checkpoints_replaces_a_stale_partial_run(tmp_path
     (run.path / "stale.csv").write_text("from a killed run")
     run = open_run(out, Config(), resume=False, resumable=False)
     assert not (run.path / "stale.csv").exists()
+
+
+def test_an_out_folder_that_is_not_a_run_is_never_replaced(tmp_path):
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("a user's file")
+    with pytest.raises(PartialRunError, match="not an earlier run of an experiment"):
+        open_run(mine, Config(), resume=False)
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(PartialRunError, match="not a file or a symbolic link"):
+        open_run(tmp_path / "notes.txt", Config(), resume=False)
+    (tmp_path / "link").symlink_to(mine)
+    with pytest.raises(PartialRunError, match="not a file or a symbolic link"):
+        open_run(tmp_path / "link", Config(), resume=False)
+    assert (mine / "thesis.tex").read_text() == "a user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "notes.txt", "thesis"]
+
+
+def test_a_resumed_run_must_see_the_same_data(tmp_path):
+    out = tmp_path / "results"
+    open_run(out, Config(), {"data_source": "tfds", "train_examples": 60000}, resume=False)
+    with pytest.raises(PartialRunError, match="another config or data"):
+        open_run(out, Config(), {"data_source": "sample", "train_examples": 8000}, resume=True)
+    assert open_run(out, Config(), {"data_source": "tfds", "train_examples": 60000},
+                    resume=True).resumed

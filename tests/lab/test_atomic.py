@@ -91,6 +91,23 @@ def test_atomic_directory_removes_what_a_killed_earlier_write_of_it_left(tmp_pat
     (stale / "policy.keras").write_text("half")
     other = tmp_path / ".value.abcd1234.tmpdir"   # another folder's: not ours to touch
     other.mkdir()
+    sibling = tmp_path / ".agent.v2.abcd1234.tmpdir"   # agent.v2's, being written
+    sibling.mkdir()
     with atomic_directory(tmp_path / "agent") as tmp:
         (tmp / "agent.json").write_text("{}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".value.abcd1234.tmpdir", "agent"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".agent.v2.abcd1234.tmpdir", ".value.abcd1234.tmpdir", "agent"]
+
+
+def test_a_file_or_a_link_is_never_replaced_by_a_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("a user's file")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "data").write_text("kept")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for name in ("notes.txt", "link"):
+        with pytest.raises(ValueError, match="not a file or a symbolic link"):
+            with atomic_directory(tmp_path / name) as tmp:
+                (tmp / "agent.json").write_text("{}")
+    assert (tmp_path / "notes.txt").read_text() == "a user's file"
+    assert (tmp_path / "link" / "data").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "notes.txt", "real"]
