@@ -14,11 +14,27 @@ model with ``training=False``, the update with ``training=True``):
 
 ``eps_ramp_epochs`` grows eps linearly over the first epochs (a common stabilizer on MNIST).
 
+Any method can carry penalties on top of its loss (``training_penalties``; both off by
+default, and then the step is exactly the one without them):
+
+- ``input_gradient_penalty`` (lambda): double backpropagation (Drucker & LeCun 1992; Ross &
+  Doshi-Velez 2018), ``lambda * mean_i ||d CE_i / d x_i||^2`` with the per-example
+  cross-entropy ``CE_i`` (``lab.regularizers.InputGradientPenalty``), on the batch the method
+  trains on (adversarial examples included). It flattens the loss around the data, so
+  ``"clean"`` with this penalty is a defence that costs a second forward and backward pass and
+  the backward pass through them, not an attack's many steps.
+- ``weight_decay``: ``weight_decay * sum(w**2)`` over the kernels, biases left out
+  (``lab.regularizers.WeightPenalty(l2=...)``, Keras's ``L2`` convention, no factor 1/2).
+
+The training loss in the history is the whole objective, penalties included.
+
 Single-step methods at eps = 0.3 on MNIST can overfit catastrophically: within an epoch the
 model learns to mask its gradient, FGSM accuracy soars and PGD accuracy falls to a few percent
 (Wong et al. 2020). The guard measures PGD accuracy on a fixed training batch after every
 epoch; when it drops more than ``collapse_drop`` below its best, training stops, the weights
-of the best epoch are restored, and the result records the collapse.
+of the best epoch are restored, and the result records the collapse. It watches every method,
+``"clean"`` too (at ``eps``, where a clean model never trains: there it is a robustness log
+that fires only if PGD accuracy there falls by ``collapse_drop``, penalties or not).
 
 References:
   Goodfellow, Shlens, Szegedy. Explaining and harnessing adversarial examples. ICLR 2015.
@@ -27,12 +43,17 @@ References:
   adversarial attacks. ICLR 2018. arXiv:1706.06083.
   Wong, Rice, Kolter. Fast is better than free: revisiting adversarial training. ICLR 2020.
   arXiv:2001.03994.
+  Drucker, LeCun. Improving generalization performance using double backpropagation. IEEE
+  Trans. Neural Networks 1992.
+  Ross, Doshi-Velez. Improving the adversarial robustness and interpretability of deep neural
+  networks by regularizing their input gradients. AAAI 2018. arXiv:1711.09404.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import field
@@ -49,6 +70,7 @@ from lab.checkpoint import (has_checkpoint, load_checkpoint, optimizer_state,
 from lab.checks import (check_in_range, check_nonnegative_int, check_one_of, check_positive,
                          check_positive_int)
 from lab.interrupts import interrupts_deferred
+from lab.regularizers import InputGradientPenalty, WeightPenalty
 from lab.training import make_train_step
 
 METHODS = ("clean", "fgsm", "fgsm_rs", "pgd")
@@ -75,6 +97,12 @@ class AdversarialTrainingConfig:
     guard_pgd_steps: int = field(default=10, metadata={"help": "PGD steps of the guard"})
     collapse_drop: float = field(default=0.3, metadata={
         "help": "guard PGD accuracy drop below its best that counts as collapse"})
+    input_gradient_penalty: float = field(default=0.0, metadata={
+        "help": "lambda of double backpropagation: lambda * mean ||d CE_i / d x_i||^2 added to "
+                "the loss (0: off)"})
+    weight_decay: float = field(default=0.0, metadata={
+        "help": "L2 penalty weight_decay * sum(w**2) on the kernels, biases excluded "
+                "(Keras L2 convention; 0: off)"})
     seed: int = field(default=0, metadata={"help": "shuffling and random starts"})
 
     def __post_init__(self):
@@ -86,6 +114,8 @@ class AdversarialTrainingConfig:
         check_positive("learning_rate", self.learning_rate)
         check_positive("fgsm_rs_step", self.fgsm_rs_step)
         check_in_range("collapse_drop", self.collapse_drop, 0.0, 1.0, lo_open=True)
+        for name in ("input_gradient_penalty", "weight_decay"):  # an infinite one: NaN steps
+            check_in_range(name, getattr(self, name), 0.0, math.inf, hi_open=True)
         for name in ("shift", "eps_ramp_epochs", "seed"):
             check_nonnegative_int(name, getattr(self, name))
 
@@ -103,6 +133,19 @@ class AdversarialTrainingConfig:
         (``attacks.evaluation``'s ``claimed_eps``). Below ``eps`` when the ramp is longer
         than the run; 0 for ``"clean"``."""
         return self.eps_at(self.epochs - 1)
+
+
+def training_penalties(config: AdversarialTrainingConfig) -> tuple:
+    """The ``lab.training.make_train_step`` penalties of ``config``: an
+    ``InputGradientPenalty`` (per-example cross-entropy, scale ``input_gradient_penalty``) and
+    a kernel-only ``WeightPenalty(l2=weight_decay)``, each only when its coefficient is > 0,
+    so that a config without penalties compiles the same step as before they existed."""
+    penalties = []
+    if config.input_gradient_penalty > 0:
+        penalties.append(InputGradientPenalty(cross_entropy, config.input_gradient_penalty))
+    if config.weight_decay > 0:
+        penalties.append(WeightPenalty(l2=config.weight_decay))
+    return tuple(penalties)
 
 
 class CollapseGuard:
@@ -205,6 +248,7 @@ class AdversarialTrainer:
             self.step = make_train_step(model, cross_entropy, self.optimizer,
                                         perturb=make_perturb(model, config, self._eps,
                                                              self._seed),
+                                        penalties=training_penalties(config),
                                         strategy=self.strategy if distributed else None)
 
     def start_epoch(self, epoch: int):

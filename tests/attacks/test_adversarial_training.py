@@ -7,7 +7,9 @@ import tensorflow as tf
 
 from attacks import adversarial_training as at
 from attacks.evaluation import pgd_accuracy
+from attacks.fgsm import cross_entropy
 from attacks.models import small_cnn
+from lab.training import make_train_step
 
 
 @pytest.fixture(scope="module")
@@ -257,9 +259,11 @@ def test_a_checkpoint_of_another_config_is_refused(digits, tmp_path):
     config = at.AdversarialTrainingConfig(method="clean", epochs=1, guard_examples=32,
                                           guard_pgd_steps=1)
     at.adversarial_train(small_cnn(), x, y, config, checkpoint=tmp_path)
-    with pytest.raises(ValueError, match="checkpoint must come from a run with the same config"):
-        at.adversarial_train(small_cnn(), x, y, dataclasses.replace(config, epochs=2),
-                             checkpoint=tmp_path)
+    for changed in ({"epochs": 2}, {"weight_decay": 1e-4}, {"input_gradient_penalty": 1.0}):
+        with pytest.raises(ValueError,
+                           match="checkpoint must come from a run with the same config"):
+            at.adversarial_train(small_cnn(), x, y, dataclasses.replace(config, **changed),
+                                 checkpoint=tmp_path)
 
 
 def test_the_progress_bar_stays_quiet_when_output_is_not_a_terminal(digits, capsys):
@@ -268,3 +272,75 @@ def test_the_progress_bar_stays_quiet_when_output_is_not_a_terminal(digits, caps
                                           guard_pgd_steps=1)
     at.adversarial_train(small_cnn(), x, y, config, progress=True)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("name", ["input_gradient_penalty", "weight_decay"])
+@pytest.mark.parametrize("value, rule", [(-0.1, r"in \[0\.0, inf\)"),
+                                         (float("inf"), r"in \[0\.0, inf\)"),
+                                         (float("nan"), r"in \[0\.0, inf\)"),
+                                         (True, "a real number")])
+def test_penalty_coefficients_must_be_finite_and_nonnegative(name, value, rule):
+    with pytest.raises(ValueError, match=rf"^{name} must be {rule}\. Received: {name}="):
+        at.AdversarialTrainingConfig(**{name: value})
+
+
+def test_zero_coefficients_add_no_penalty_and_train_bit_for_bit_as_before(digits):
+    x, y = digits[0][:256], digits[1][:256]
+    config = at.AdversarialTrainingConfig(method="fgsm_rs", eps=0.1, eps_ramp_epochs=0,
+                                          input_gradient_penalty=0.0, weight_decay=0.0)
+    assert at.training_penalties(config) == ()
+    keras.utils.set_random_seed(0)
+    model = small_cnn()
+    trainer = at.AdversarialTrainer(model, config, num_examples=len(x))
+    trainer.start_epoch(0)
+    # The step as it was built before the penalty fields existed.
+    keras.utils.set_random_seed(0)
+    reference_model = small_cnn()
+    seed = tf.Variable(0, dtype=tf.int64)
+    reference = make_train_step(
+        reference_model, cross_entropy, keras.optimizers.Adam(config.learning_rate),
+        perturb=at.make_perturb(reference_model, config, tf.Variable(0.1), seed))
+    for start in range(0, len(x), 64):
+        xb, yb = tf.constant(x[start:start + 64]), tf.constant(y[start:start + 64])
+        trainer.train_step(xb, yb)
+        seed.assign_add(1)
+        reference(xb, yb)
+    for a, b in zip(model.get_weights(), reference_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def _penalized_objective(model, x, y, lam, weight_decay):
+    """The training objective computed without lab.regularizers: per-example input
+    gradients one example at a time, the L2 term over the kernels by name."""
+    data = tf.reduce_mean(cross_entropy(y, model(x, training=True)))
+    squared_norms = []
+    for i in range(len(x)):
+        xi = x[i:i + 1]
+        with tf.GradientTape() as tape:
+            tape.watch(xi)
+            loss_i = cross_entropy(y[i:i + 1], model(xi, training=True))[0]
+        squared_norms.append(tf.reduce_sum(tape.gradient(loss_i, xi) ** 2))
+    kernels = sum(tf.reduce_sum(layer.kernel ** 2) for layer in model.layers)
+    return data + lam * tf.reduce_mean(tf.stack(squared_norms)) + weight_decay * kernels
+
+
+@pytest.mark.parametrize("lam, weight_decay", [(0.7, 0.0), (0.0, 0.05), (0.7, 0.05)])
+def test_the_step_minimizes_data_loss_plus_its_penalties(tiny_mlp_f64, fd_grad, lam,
+                                                         weight_decay):
+    model, _ = tiny_mlp_f64
+    rng = np.random.default_rng(3)
+    for layer in model.layers:  # biases off zero: the L2 term must leave them out
+        layer.bias.assign(rng.normal(size=layer.bias.shape))
+    x = tf.constant(rng.normal(size=(6, 3)))
+    y = tf.constant([0, 1, 1, 0, 1, 0])
+    config = at.AdversarialTrainingConfig(method="clean", batch_size=6,
+                                          input_gradient_penalty=lam, weight_decay=weight_decay)
+    assert len(at.training_penalties(config)) == (lam > 0) + (weight_decay > 0)
+    expected_loss = float(_penalized_objective(model, x, y, lam, weight_decay))
+    # Double backpropagation, checked against central differences of the objective.
+    grads = fd_grad(lambda: _penalized_objective(model, x, y, lam, weight_decay),
+                    model.trainable_variables)
+    expected_norm = np.sqrt(sum(np.sum(g ** 2) for g in grads))
+    out = at.AdversarialTrainer(model, config, num_examples=6).train_step(x, y)
+    assert float(out.loss) == pytest.approx(expected_loss, rel=1e-10)
+    assert float(out.grad_norm) == pytest.approx(expected_norm, rel=1e-6)
