@@ -17,11 +17,14 @@ from experiments.cli import run_command
 
 EXPERIMENTS = {
     "curvature": [],                                   # edge of stability, ~30 s
+    "clipping": [],                                    # clipping a SimpleRNN, ~4 minutes
+    "straight_through": ["--source", "sample"],        # straight-through estimators, ~1.5 min
     "reinforce": ["--env", "CartPole-v1"],             # REINFORCE learning curves, ~20 s
     "fgsm_mnist": ["--source", "sample"],              # adversarial training, ~4 minutes
+    "gradient_penalty": ["--source", "sample"],        # double backprop as a defence, ~2 min
     "policy_attacks": ["--env", "CartPole-v1"],        # attacks on policies, ~3 minutes
 }
-# Experiments with checkpoints; the others simply start over (each is about a minute).
+# Experiments with checkpoints; the others simply start over (each takes a few minutes).
 RESUMABLE = ("reinforce", "fgsm_mnist", "policy_attacks")
 
 

@@ -82,6 +82,16 @@ class TrainStep:
         """How many times the step has been traced (one per distinct input signature)."""
         return self._step.experimental_get_tracing_count()
 
+    def trace(self, x_spec=None, y_spec=None) -> None:
+        """Traces the step without running it, so that no variable changes.
+
+        For a step built with ``input_signature``, call it without arguments; otherwise give
+        the ``tf.TensorSpec`` of a batch and its labels. Useful to compile before a timed
+        loop, or in the main thread before worker threads call the step.
+        """
+        specs = () if x_spec is None and y_spec is None else (x_spec, y_spec)
+        self._step.get_concrete_function(*specs)
+
     def _update(self, x, y):
         strategy = self.strategy or tf.distribute.get_strategy()  # the default: one device
         loss, grads, grad_norm, finite, saved = strategy.run(self._gradients, args=(x, y))

@@ -74,6 +74,23 @@ class PercentBelow:
         return f"{math.ceil(_decimal(value) * 100) - 1}%"
 
 
+@dataclass(frozen=True)
+class Points:
+    """A difference of fractions in percentage points: 0.157 <-> "15.7"."""
+    decimals: int = 1
+
+    def render(self, value) -> str:
+        return f"{_round(_decimal(value) * 100, self.decimals):.{self.decimals}f}"
+
+
+@dataclass(frozen=True)
+class Plain:
+    """A setting as written, without padding: 0.001 <-> "0.001", 0.01 <-> "0.01", 3 <-> "3"."""
+
+    def render(self, value) -> str:
+        return f"{float(_decimal(value)):g}"
+
+
 _WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
 
@@ -106,7 +123,7 @@ class Loose:
         return 1 / self.factor <= ratio <= self.factor
 
 
-Format = Number | Percent | PercentBelow | Words | Loose
+Format = Number | Percent | PercentBelow | Points | Plain | Words | Loose
 
 
 def _matches(fmt: Format, shown: str, value) -> bool:
@@ -210,9 +227,12 @@ def load_summary(relative: str) -> dict:
 
 
 def lookup(summary: dict, path: tuple) -> object:
+    """The value at ``path``: keys of objects, or integer positions in lists."""
     node = summary
     for i, key in enumerate(path):
-        if not isinstance(node, dict) or key not in node:
+        found = (key in node if isinstance(node, dict) else
+                 isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node))
+        if not found:
             raise KeyError(f"no field {'.'.join(map(str, path[:i + 1]))!r} in the summary")
         node = node[key]
     return node
@@ -293,6 +313,59 @@ TABLES = {
         },
         cells=4 * 5,   # 16 exact, 4 loose (seconds per epoch)
     ),
+    "clipping": ResultTable(
+        heading="### Gradient clipping on a recurrent network",
+        summary="clipping/summary.json",
+        header=("method", "learned at lr 0.001 (of 3)", "learned, all runs (of 9)", "diverged",
+                "best MSE at lr 0.001, median", "largest gradient norm at lr 0.01, median",
+                "time per step vs none"),
+        rows=lambda s: {method: ("methods", method) for method in s["methods"]},
+        columns={
+            "learned at lr 0.001 (of 3)":
+                (("per_learning_rate", "0.001", "outcomes", "learned"), Number(0)),
+            "learned, all runs (of 9)": (("learned_runs",), Number(0)),
+            "diverged": (("diverged_runs",), Number(0)),
+            "best MSE at lr 0.001, median":
+                (("per_learning_rate", "0.001", "best_eval_mse", "median"), Number(3)),
+            "largest gradient norm at lr 0.01, median":
+                (("per_learning_rate", "0.01", "max_grad_norm", "median"), Number(0)),
+            "time per step vs none": (("cost_vs_none",), Loose(2)),
+        },
+        cells=5 * 6,   # 25 exact, 5 loose (time per step)
+    ),
+    "straight_through": ResultTable(
+        heading="### Straight-through estimators",
+        summary="straight_through/summary.json",
+        header=("method", "test accuracy, mean", "min", "max",
+                "largest change of a hidden weight"),
+        rows=lambda s: {method: ("methods", method) for method in s["methods"]},
+        columns={
+            "test accuracy, mean": (("final_test_accuracy", "mean"), Percent(1)),
+            "min": (("final_test_accuracy", "min"), Percent(1)),
+            "max": (("final_test_accuracy", "max"), Percent(1)),
+            "largest change of a hidden weight": (("hidden_weights_max_abs_change",), Number(3)),
+        },
+        cells=6 * 4,
+    ),
+    "gradient_penalty": ResultTable(
+        heading="### Gradient penalties as a defence",
+        summary="gradient_penalty/summary.json",
+        header=("method", "epochs", "clean accuracy", "FGSM, eps 0.1", "PGD-20, eps 0.1",
+                "FGSM, eps 0.3", "PGD-20, eps 0.3", "training cost vs clean"),
+        rows=lambda s: {method: ("methods", method) for method in s["methods"]},
+        # Positions 2 and 4 of the summary's eps list; a PROSE claim pins that list to
+        # 0, 0.05, 0.1, 0.2, 0.3.
+        columns={
+            "epochs": (("training", "epochs"), Number(0)),
+            "clean accuracy": (("clean_accuracy", "mean"), Percent(1)),
+            "FGSM, eps 0.1": (("fgsm", "mean", 2), Percent(1)),
+            "PGD-20, eps 0.1": (("pgd", "mean", 2), Percent(1)),
+            "FGSM, eps 0.3": (("fgsm", "mean", 4), Percent(1)),
+            "PGD-20, eps 0.3": (("pgd", "mean", 4), Percent(1)),
+            "training cost vs clean": (("cost_vs_clean", "median"), Loose(1)),
+        },
+        cells=4 * 7,   # 24 exact, 4 loose (cost)
+    ),
     "policy_attacks": ResultTable(
         heading="### Attacks on policies",
         summary="policy_attacks/CartPole-v1/summary.json",
@@ -338,7 +411,7 @@ def check_table(readme: str, spec: ResultTable) -> tuple[int, list[str]]:
                 continue
             checked += 1
             problem = _mismatch(fmt, cell, value, f"{where}, row {label!r}, column {header!r} "
-                                                  f"<-> {'.'.join(full_path)}")
+                                                  f"<-> {'.'.join(map(str, full_path))}")
             if problem:
                 problems.append(problem)
     return checked, problems
@@ -455,6 +528,30 @@ def extreme(pick, path: tuple) -> Derived:
     return Derived(f"{pick.__name__}({'.'.join(path)})", lambda s: pick(lookup(s, path)))
 
 
+def method_at(method: str, path: tuple) -> Derived:
+    return Derived(f"methods.{method}.{'.'.join(map(str, path))}",
+                   lambda s: lookup(s, ("methods", method) + path))
+
+
+def difference(name: str, plus: tuple, minus: tuple) -> Derived:
+    return Derived(name, lambda s: lookup(s, plus) - lookup(s, minus))
+
+
+def learning_rate(i: int) -> Derived:
+    """The ``i``-th learning rate of the clipping experiment (the same for every method)."""
+    def compute(summary):
+        rates = {tuple(m["per_learning_rate"]) for m in summary["methods"].values()}
+        if len(rates) != 1:
+            raise ValueError(f"methods have different learning rates: {rates}")
+        return Decimal(rates.pop()[i])
+    return Derived(f"learning rate {i}", compute)
+
+
+def _clipping_entries(summary):
+    return [(name, lr, entry) for name, m in summary["methods"].items()
+            for lr, entry in m["per_learning_rate"].items()]
+
+
 PROSE = {
     "curvature": Prose(
         heading="### Edge of stability",
@@ -521,6 +618,156 @@ PROSE = {
         # comparison, the recipe comparisons and the run time, which come from other runs.
         checks=18,
     ),
+    "clipping": Prose(
+        heading="### Gradient clipping on a recurrent network",
+        summary="clipping/summary.json",
+        claims=(
+            Claim("Predicting the mean gives an MSE of 1/6 ({}), the baseline",
+                  ((("baseline_mse",), Number(3)),)),
+            Claim("Adam at learning rates {}, {} and {}, for {} steps",
+                  ((learning_rate(0), Plain()), (learning_rate(1), Plain()),
+                   (learning_rate(2), Plain()), (("steps",), Number(0)))),
+            Claim("{} seeds. Within a seed, all {} runs",
+                  ((count("seeds"), Number(0)),
+                   (Derived("methods x learning rates", lambda s: len(_clipping_entries(s))),
+                    Number(0)))),
+            Claim("evaluation MSE (on 1,000 fixed sequences) falls below {}, and",
+                  ((("learned_mse",), Number(1)),)),
+            Claim("It is the only method with which every seed learned at learning rate 0.001.",
+                  holds=lambda s: [n for n, m in s["methods"].items()
+                                   if m["per_learning_rate"]["0.001"]["outcomes"]["learned"]
+                                   == len(s["seeds"])] == ["global_norm"]),
+            Claim("No run learned without clipping: their best median MSE was {}, against",
+                  ((method_at("none", ("per_learning_rate", "0.001", "best_eval_mse", "median")),
+                    Number(3)),),
+                  holds=lambda s: s["methods"]["none"]["learned_runs"] == 0),
+            Claim("Every clipping method costs the same time per step as none",
+                  holds=lambda s: all(0.85 <= m["cost_vs_none"] <= 1.15
+                                      for m in s["methods"].values())),
+            Claim("the gradient norm is typically {} (the median over a run) and peaked at {} "
+                  "(medians over seeds)",
+                  ((method_at("none", ("per_learning_rate", "0.01", "median_grad_norm",
+                                       "median")), Number(1)),
+                   (method_at("none", ("per_learning_rate", "0.01", "max_grad_norm", "median")),
+                    Number(0)))),
+            Claim("With `global_norm`, Adam never received a gradient of norm above 1.",
+                  holds=lambda s: all(e["max_applied_grad_norm"]["max"] <= 1 + 1e-5 for n, _, e
+                                      in _clipping_entries(s) if n == "global_norm")),
+            Claim("No run diverged.",
+                  holds=lambda s: all(m["diverged_runs"] == 0 for m in s["methods"].values())),
+            Claim("The unclipped runs stalled at the baseline instead, at every learning rate.",
+                  holds=lambda s: all(e["outcomes"]["stalled"] == len(s["seeds"]) for n, _, e
+                                      in _clipping_entries(s) if n == "none")),
+            Claim("At 0.003 and 0.01 every method stalls",
+                  holds=lambda s: all(e["outcomes"]["stalled"] == len(s["seeds"]) for _, lr, e
+                                      in _clipping_entries(s) if lr in ("0.003", "0.01"))),
+        ),
+        checks=18,
+    ),
+    "straight_through": Prose(
+        heading="### Straight-through estimators",
+        summary="straight_through/summary.json",
+        claims=(
+            Claim("trained with Adam for {} epochs on the {} sample digits, {} seeds",
+                  ((("epochs",), Number(0)), (("train_examples",), Number(0)),
+                   (count("seeds"), Number(0)))),
+            Claim("Test accuracy after {} epochs on the {} test digits",
+                  ((("epochs",), Number(0)), (("test_examples",), Number(0)))),
+            Claim("They end {} points (sign) and {} points (round) above the true gradient, "
+                  "and {} and {} points below their real-valued counterparts.",
+                  ((("families", "sign", "straight_through_minus_true_gradient"), Points(1)),
+                   (("families", "round", "straight_through_minus_true_gradient"), Points(1)),
+                   (Derived("-families.sign.straight_through_minus_real",
+                            lambda s: -s["families"]["sign"]["straight_through_minus_real"]),
+                    Points(1)),
+                   (Derived("-families.round.straight_through_minus_real",
+                            lambda s: -s["families"]["round"]["straight_through_minus_real"]),
+                    Points(1)))),
+            Claim("Every STE seed beats every true-gradient seed.",
+                  holds=lambda s: all(
+                      f["every_straight_through_seed_beats_every_true_gradient_seed"]
+                      for f in s["families"].values())),
+            Claim("The change is exactly 0.0 in every seed.",
+                  holds=lambda s: all(
+                      m["hidden_weights_max_abs_change"] == 0 for m in s["methods"].values()
+                      if m["gradient"] == "true")),
+            Claim("It holds {} of the weights.",
+                  ((("readout_fraction_of_weights",), Percent(2)),)),
+            Claim("bit-identical to the trained models', which the run requires",
+                  holds=lambda s: len(s["reloaded_models"]) == 2 and all(
+                      r["predictions_identical"] and r["gradients_identical"]
+                      for r in s["reloaded_models"].values())),
+        ),
+        checks=13,
+    ),
+    "gradient_penalty": Prose(
+        heading="### Gradient penalties as a defence",
+        summary="gradient_penalty/summary.json",
+        claims=(
+            Claim("weight decay on the kernels in the loss ({})",
+                  ((method_at("l2", ("training", "weight_decay")), Plain()),)),
+            Claim("`input_gradient`: λ = {}.",
+                  ((method_at("input_gradient", ("training", "input_gradient_penalty")),
+                    Plain()),)),
+            Claim("`pgd`: PGD-{} training at eps {}.",
+                  ((method_at("pgd", ("training", "pgd_steps")), Number(0)),
+                   (method_at("pgd", ("training", "eps")), Plain()))),
+            Claim("{} epochs for the first three methods and {} for `pgd`",
+                  ((method_at("clean", ("training", "epochs")), Number(0)),
+                   (method_at("pgd", ("training", "epochs")), Number(0))),
+                  holds=lambda s: len({s["methods"][m]["training"]["epochs"]
+                                       for m in ("clean", "l2", "input_gradient")}) == 1),
+            Claim("PGD-20 (steps of 2.5 eps / 20, one random start) at eps {}, {}, {}, {} and {} "
+                  "on {} test digits",
+                  tuple((Derived(f"eps[{i}]", lambda s, i=i: s["eps"][i]), Plain())
+                        for i in range(5)) + ((("curve_examples",), Number(0)),),
+                  holds=lambda s: len(s["eps"]) == 5 and s["attacks"]["pgd"].startswith(
+                      "PGD-20, step 2.5 eps / 20, 1 random start")),
+            Claim("Clean accuracy is on the {} test digits.", ((("eval_examples",), Number(0)),)),
+            Claim("closes {} of the gap",
+                  ((("statement", "eps_0.1", "fraction_of_gap_closed"), Percent(0)),)),
+            Claim("{} points over clean, where weight decay gains {}. It costs {} points of clean "
+                  "accuracy and {} clean epochs per epoch, against PGD-7's {}.",
+                  ((difference("input_gradient - clean, PGD at 0.1",
+                               ("methods", "input_gradient", "pgd", "mean", 2),
+                               ("methods", "clean", "pgd", "mean", 2)), Points(1)),
+                   (difference("l2 - clean, PGD at 0.1", ("methods", "l2", "pgd", "mean", 2),
+                               ("methods", "clean", "pgd", "mean", 2)), Points(1)),
+                   (difference("clean - input_gradient, clean accuracy",
+                               ("methods", "clean", "clean_accuracy", "mean"),
+                               ("methods", "input_gradient", "clean_accuracy", "mean")),
+                    Points(1)),
+                   (method_at("input_gradient", ("cost_vs_clean", "median")), Loose(1)),
+                   (method_at("pgd", ("cost_vs_clean", "median")), Loose(1)))),
+            Claim("Under PGD-20, {} survives against PGD training's {}.",
+                  ((method_at("input_gradient", ("pgd", "mean", 4)), Percent(1)),
+                   (method_at("pgd", ("pgd", "mean", 4)), Percent(1))),
+                  holds=lambda s: s["statement"]["eps_0.3"]["fraction_of_gap_closed"] < 0.01),
+            Claim("The FGSM column overstates robustness for every model that is not "
+                  "PGD-trained",
+                  holds=lambda s: all(s["methods"][m]["fgsm"]["mean"][i]
+                                      > s["methods"][m]["pgd"]["mean"][i] + Decimal("0.05")
+                                      for m in ("clean", "l2", "input_gradient")
+                                      for i in (2, 3))),
+            Claim("No masking check fired",
+                  holds=lambda s: all(not w for m in s["methods"].values()
+                                      for w in m["warnings"].values())),
+            Claim("claimed radius: {} for `input_gradient`, {} for `pgd`.",
+                  ((method_at("input_gradient", ("claimed_eps",)), Plain()),
+                   (method_at("pgd", ("claimed_eps",)), Plain()))),
+        ),
+        checks=28,
+    ),
+    "gradient_penalty_vs_fgsm_mnist": Prose(
+        heading="### Gradient penalties as a defence",
+        summary="fgsm_mnist/summary.json",
+        claims=(
+            Claim("compare the previous section's {} clean and {} PGD-40 with longer recipes",
+                  ((("methods", "clean", "clean_accuracy"), Percent(1)),
+                   (("methods", "pgd", "pgd_accuracy"), Percent(1)))),
+        ),
+        checks=2,
+    ),
     "policy_attacks": Prose(
         heading="### Attacks on policies",
         summary="policy_attacks/CartPole-v1/summary.json",
@@ -584,7 +831,7 @@ def _pattern(template: str) -> re.Pattern:
     def literal(text):
         return "".join(r"\s+" if t.isspace() else re.escape(t) for t in re.split(r"(\s+)", text)
                        if t)
-    return re.compile(r"([^\s()]+?)".join(literal(p) for p in template.split("{}")))
+    return re.compile(r"([^\s()]+)".join(literal(p) for p in template.split("{}")))
 
 
 def check_prose(readme: str, spec: Prose) -> tuple[int, list[str]]:

@@ -71,6 +71,27 @@ def test_traces_once_per_input_signature(rng):
     assert relaxed.trace_count == 1
 
 
+def test_trace_compiles_without_running(rng):
+    model = _model()
+    step = make_train_step(model, _loss_fn, keras.optimizers.Adam(1e-3), input_signature=(
+        tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int32)))
+    before = [w.copy() for w in model.get_weights()]
+    step.trace()
+    assert step.trace_count == 1
+    for w, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(w, b)
+    assert int(step.optimizer.iterations) == 0
+    step(*_batch(rng))
+    assert step.trace_count == 1  # the call used the traced step
+
+    unsigned = make_train_step(model, _loss_fn, keras.optimizers.Adam(1e-3))
+    x, y = _batch(rng)
+    unsigned.trace(tf.TensorSpec.from_tensor(tf.constant(x)),
+                   tf.TensorSpec.from_tensor(tf.constant(y)))
+    unsigned(x, y)
+    assert unsigned.trace_count == 1
+
+
 def test_non_finite_updates_are_skipped_and_counted(rng):
     model = _model()
     optimizer = keras.optimizers.Adam(1e-2)
