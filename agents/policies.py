@@ -61,7 +61,8 @@ class GaussianHead(keras.layers.Layer):
         self.units = int(units)
         self.init_log_std = float(init_log_std)
         # A small initial mean keeps early actions near the middle of the bounds.
-        self.mean = keras.layers.Dense(units, kernel_initializer=keras.initializers.Orthogonal(0.01))
+        self.mean = keras.layers.Dense(units,
+                                       kernel_initializer=keras.initializers.Orthogonal(0.01))
 
     def build(self, input_shape):
         self.mean.build(input_shape)

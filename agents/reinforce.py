@@ -39,13 +39,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from agents.policies import observation_size, policy_class, preprocess, mlp
+from agents.policies import mlp, observation_size, policy_class, preprocess
 from agents.returns import discounted_returns, normalize
-from agents.rollout import (VECTORIZATION_MODES, EnvFactory, collect_episodes,
-                            make_vector_env)
+from agents.rollout import VECTORIZATION_MODES, EnvFactory, collect_episodes, make_vector_env
 from lab.atomic import atomic_directory
-from lab.checkpoint import (has_checkpoint, load_checkpoint, optimizer_state,
-                            restore_optimizer, save_checkpoint)
+from lab.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    optimizer_state,
+    restore_optimizer,
+    save_checkpoint,
+)
 from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int
 from lab.interrupts import interrupts_deferred
 from lab.regularizers import WeightPenalty
@@ -136,7 +140,8 @@ class Reinforce:
         time limit and no ``max_episode_steps``, before anything is trained.
     """
 
-    def __init__(self, env: str | Callable[[], gym.Env], config: ReinforceConfig = ReinforceConfig(),
+    def __init__(self, env: str | Callable[[], gym.Env],
+                 config: ReinforceConfig = ReinforceConfig(),
                  *, observation_hook: Callable | None = None):
         if observation_hook is not None and not callable(observation_hook):
             raise ValueError(f"observation_hook must be callable as hook(model, obs, generator). "
@@ -372,7 +377,8 @@ class Reinforce:
         metrics = {"loss": float(step.loss), "grad_norm": float(step.grad_norm),
                    "entropy": float(self._mean_entropy(x))}
         if self.value is not None:
-            metrics["value_loss"] = float(self._value_step(x, tf.constant(returns, tf.float32)).loss)
+            value_step = self._value_step(x, tf.constant(returns, tf.float32))
+            metrics["value_loss"] = float(value_step.loss)
         self.updates += 1
         self.env_steps += batch.env_steps
         self.episodes += batch.valid.shape[1]
@@ -479,7 +485,7 @@ class Reinforce:
 
     @classmethod
     def load(cls, path, env: str | Callable[[], gym.Env] | None = None, *,
-             observation_hook: Callable | None = None) -> "Reinforce":
+             observation_hook: Callable | None = None) -> Reinforce:
         """Loads an agent saved with ``save``, ready to act or to continue training.
 
         Args:

@@ -65,10 +65,20 @@ import tensorflow as tf
 from attacks.evaluation import accuracy, pgd_accuracy
 from attacks.fgsm import cross_entropy, sign_step, uniform_start
 from attacks.pgd import default_step_size, pgd_steps
-from lab.checkpoint import (has_checkpoint, load_checkpoint, optimizer_state,
-                            restore_optimizer, save_checkpoint)
-from lab.checks import (check_in_range, check_nonnegative_int, check_one_of, check_positive,
-                         check_positive_int)
+from lab.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    optimizer_state,
+    restore_optimizer,
+    save_checkpoint,
+)
+from lab.checks import (
+    check_in_range,
+    check_nonnegative_int,
+    check_one_of,
+    check_positive,
+    check_positive_int,
+)
 from lab.interrupts import interrupts_deferred
 from lab.regularizers import InputGradientPenalty, WeightPenalty
 from lab.training import make_train_step

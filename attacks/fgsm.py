@@ -24,8 +24,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from attacks.validation import (as_scalar, attack_signature, check_attack_arguments,
-                                labels_or_predictions, new_seed)
+from attacks.validation import (
+    as_scalar,
+    attack_signature,
+    check_attack_arguments,
+    labels_or_predictions,
+    new_seed,
+)
 from lab.checks import check_positive
 from lab.compile_cache import cached_function
 from lab.higher_order import input_gradient

@@ -17,11 +17,15 @@ from __future__ import annotations
 import tensorflow as tf
 
 from attacks.fgsm import cross_entropy, sign_step, uniform_start
-from attacks.validation import (as_scalar, attack_signature, check_attack_arguments,
-                                labels_or_predictions, new_seed)
+from attacks.validation import (
+    as_scalar,
+    attack_signature,
+    check_attack_arguments,
+    labels_or_predictions,
+    new_seed,
+)
 from lab.checks import check_positive, check_positive_int
 from lab.compile_cache import cached_function
-
 
 # Steps per iteration of the in-graph loop. Each tf.while_loop iteration can cost ~10 ms of
 # overhead on a 2-core CPU (TF 2.21, small_cnn, batch 256: 25 ms per step in a one-step loop vs

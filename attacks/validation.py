@@ -61,7 +61,8 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted, eps_scale=None):
             raise ValueError(f"x must lie in clip=[{float(lo)}, {float(hi)}]. Received: x with "
                              f"values in [{values.min():.4g}, {values.max():.4g}]")
         index = np.argwhere(below | above)[0]
-        raise ValueError(f"x must lie within clip in every feature. Received: x{[int(i) for i in index]}="
+        where = [int(i) for i in index]
+        raise ValueError(f"x must lie within clip in every feature. Received: x{where}="
                          f"{values[tuple(index)]:.4g} outside "
                          f"[{np.broadcast_to(lo, values.shape)[tuple(index)]:.4g}, "
                          f"{np.broadcast_to(hi, values.shape)[tuple(index)]:.4g}]")

@@ -29,8 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from attacks.adversarial_training import (METHODS, AdversarialTrainer,  # noqa: E402
-                                          AdversarialTrainingConfig)
+from attacks.adversarial_training import METHODS, AdversarialTrainer, AdversarialTrainingConfig  # noqa: E402
 from attacks.mnist import load_mnist_arrays  # noqa: E402
 from attacks.models import MODELS  # noqa: E402
 

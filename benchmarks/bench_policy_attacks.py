@@ -59,7 +59,7 @@ def main(argv=None):
             runs[name]["obs"] = envs.step(agent.act(runs[name]["obs"], deterministic=True))[0]
 
     for _ in range(args.steps // args.block):
-        for name, run in runs.items():
+        for run in runs.values():
             start = time.perf_counter()
             obs = run["obs"]
             for _ in range(args.block):

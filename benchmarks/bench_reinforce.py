@@ -34,7 +34,8 @@ class NumpyReinforce:
     def __init__(self, seed, hidden=32, lr=0.02, gamma=0.99, episodes_per_update=16):
         self.rng = np.random.default_rng(seed)
         self.gamma, self.lr, self.batch = gamma, lr, episodes_per_update
-        glorot = lambda n_in, n_out: self.rng.uniform(-1, 1, (n_in, n_out)) * np.sqrt(6 / (n_in + n_out))
+        glorot = lambda n_in, n_out: (self.rng.uniform(-1, 1, (n_in, n_out))
+                                      * np.sqrt(6 / (n_in + n_out)))
         self.params = [glorot(4, hidden), np.zeros(hidden), glorot(hidden, 2) * 0.01, np.zeros(2)]
         self.m = [np.zeros_like(p) for p in self.params]
         self.v = [np.zeros_like(p) for p in self.params]

@@ -38,10 +38,21 @@ from dataclasses import field
 import keras
 import numpy as np
 
-from attacks.adversarial_training import (LR_SCHEDULES, METHODS, AdversarialTrainingConfig,
-                                          adversarial_train, checkpoint_history)
-from attacks.evaluation import (RobustnessCurve, accuracy, fgsm_accuracy, pgd_accuracy,
-                                robustness_curve, sanity_warnings)
+from attacks.adversarial_training import (
+    LR_SCHEDULES,
+    METHODS,
+    AdversarialTrainingConfig,
+    adversarial_train,
+    checkpoint_history,
+)
+from attacks.evaluation import (
+    RobustnessCurve,
+    accuracy,
+    fgsm_accuracy,
+    pgd_accuracy,
+    robustness_curve,
+    sanity_warnings,
+)
 from attacks.mnist import SOURCES, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
@@ -182,7 +193,7 @@ def main(argv=None) -> dict:
         checkpoint = run.path / "checkpoints" / method
         method_rows = [{"method": method, **r} for r in checkpoint_history(checkpoint)]
 
-        def save_epoch(epoch, model, row, method=method, method_rows=method_rows):
+        def save_epoch(epoch, model, row, method=method, method_rows=method_rows, rows=rows):
             method_rows.append({"method": method, **row})
             write_csv(run.path / "metrics.csv", rows + method_rows)
 

@@ -97,8 +97,14 @@ from attacks.models import MODELS
 from experiments.cli import parse_config, run_command
 from experiments.records import save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
-from lab.checks import (check_in_range, check_nonnegative_int, check_one_of, check_positive,
-                        check_positive_int, check_seeds)
+from lab.checks import (
+    check_in_range,
+    check_nonnegative_int,
+    check_one_of,
+    check_positive,
+    check_positive_int,
+    check_seeds,
+)
 from lab.seeding import seed_everything
 
 METHODS = ("clean", "l2", "input_gradient", "pgd")

@@ -57,8 +57,7 @@ from attacks.observation import AttackedObservations, AttackedVectorObservations
 from experiments.cli import parse_config, run_command
 from experiments.records import save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
-from lab.checks import (check_in_range, check_one_of, check_positive, check_positive_int,
-                        check_seeds)
+from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int, check_seeds
 
 KINDS = ("standard", "adversarial")
 # The feature each environment's episode plot follows.

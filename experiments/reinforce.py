@@ -99,7 +99,7 @@ class Progress:
         write_csv(run.path / "metrics.csv", self.rows)
 
     @classmethod
-    def load(cls, run) -> tuple["Progress", Path | None]:
+    def load(cls, run) -> tuple[Progress, Path | None]:
         """The run's progress and its agent checkpoint (``None`` if none or a new run)."""
         folder = run.path / CHECKPOINT
         if not (folder / "progress.json").is_file():

@@ -13,7 +13,6 @@ import math
 import numbers
 
 import numpy as np
-
 import tensorflow as tf
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.policies import GaussianPolicy, CategoricalPolicy, policy_class
+from agents.policies import CategoricalPolicy, GaussianPolicy, policy_class
 
 
 def _gaussian(space, init_log_std=-0.5):

@@ -127,7 +127,8 @@ class GridBox(gym.Env):
 
     def step(self, action):
         assert action.shape == (2, 2) and self.action_space.contains(action)
-        return np.zeros(3, np.float32), -float(np.sum((action - self.target) ** 2)), False, False, {}
+        reward = -float(np.sum((action - self.target) ** 2))
+        return np.zeros(3, np.float32), reward, False, False, {}
 
 
 def test_a_box_action_space_of_any_shape_is_flattened_and_learns():

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from attacks.observation import (AttackedObservations, AttackedVectorObservations,
-                                 ObservationAttack)
+from attacks.observation import AttackedObservations, AttackedVectorObservations, ObservationAttack
 
 SCALE = np.array([0.5, 2.0, 0.01], np.float32)
 

@@ -1,9 +1,14 @@
-import pytest
-
 import os
 
-from lab.atomic import (atomic_directory, atomic_path, atomic_write, recover_directory,
-                        remove_temporaries)
+import pytest
+
+from lab.atomic import (
+    atomic_directory,
+    atomic_path,
+    atomic_write,
+    recover_directory,
+    remove_temporaries,
+)
 
 
 def test_atomic_write_replaces_the_file(tmp_path):

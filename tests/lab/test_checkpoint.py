@@ -4,8 +4,13 @@ import keras
 import numpy as np
 import pytest
 
-from lab.checkpoint import (has_checkpoint, load_checkpoint, optimizer_state,
-                            restore_optimizer, save_checkpoint)
+from lab.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    optimizer_state,
+    restore_optimizer,
+    save_checkpoint,
+)
 
 
 def test_arrays_and_state_round_trip_and_replace_the_previous_checkpoint(tmp_path):

@@ -35,7 +35,8 @@ def test_positive_and_range_checks_name_the_argument_and_the_range():
         checks.check_in_range("eps", 1.5, 0.0, 1.0)
     with pytest.raises(ValueError, match=r"must be in \(0\.0, 1\.0\]"):
         checks.check_in_range("eps", 0.0, 0.0, 1.0, lo_open=True)
-    with pytest.raises(ValueError, match=r"^mode must be one of \('a', 'b'\)\. Received: mode='c'$"):
+    with pytest.raises(ValueError,
+                       match=r"^mode must be one of \('a', 'b'\)\. Received: mode='c'$"):
         checks.check_one_of("mode", "c", ("a", "b"))
 
 

@@ -73,7 +73,8 @@ def test_hvp_on_keras_variables_against_finite_differences_and_dense_hessian(tin
         np.testing.assert_allclose(p, (gp - gm) / (2 * h), rtol=1e-5, atol=1e-8)
 
     dense = ho.hessian(loss, variables)
-    np.testing.assert_allclose(flatten(product), dense.numpy() @ flatten(vector).numpy(), rtol=1e-10)
+    np.testing.assert_allclose(flatten(product), dense.numpy() @ flatten(vector).numpy(),
+                               rtol=1e-10)
 
 
 def test_hessian_of_network_loss_against_finite_differences(tiny_mlp_f64):

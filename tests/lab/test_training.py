@@ -207,7 +207,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from lab.training import make_train_step
 from lab.transforms import ClipByGlobalNorm
 
-loss_fn = lambda y, logits: keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+loss_fn = lambda y, logits: keras.losses.sparse_categorical_crossentropy(
+    y, logits, from_logits=True)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 4)).astype(np.float32)
 y = rng.integers(0, 3, size=64).astype(np.int32)
@@ -246,7 +247,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from lab.training import make_train_step
 
-loss_fn = lambda y, logits: keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+loss_fn = lambda y, logits: keras.losses.sparse_categorical_crossentropy(
+    y, logits, from_logits=True)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(32, 4)).astype(np.float32)
 x[:16] += 3.0  # the two replicas see different halves, so their batch statistics differ

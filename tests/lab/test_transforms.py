@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from lab import clipping
-from lab.transforms import (AdaptiveClip, ClipByGlobalNorm, ClipByNorm, ClipByValue, chain)
+from lab.transforms import AdaptiveClip, ClipByGlobalNorm, ClipByNorm, ClipByValue, chain
 
 
 def test_chain_applies_transforms_in_order():
