@@ -65,6 +65,10 @@ PLOT_FEATURE = {"CartPole-v1": (2, "pole angle (rad)"),
                 "InvertedPendulum-v5": (1, "pole angle (rad)")}
 
 
+# --quick caps these, so that a smoke test writes every file in well under a minute.
+QUICK = {"total_steps": 10_000, "eps_values": (0.0, 0.5), "eval_episodes": 1}
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     env: str = field(default="CartPole-v1", metadata={"help": "gymnasium environment id"})
@@ -86,6 +90,9 @@ class ExperimentConfig:
     resume: bool = field(default=False, metadata={
         "help": "continue the interrupted run in <out>.partial"})
     progress: bool = field(default=True, metadata={"help": "progress bars (on a terminal)"})
+    quick: bool = field(default=False, metadata={
+        "help": f"smoke test: the first seed, at most {QUICK['total_steps']:,} steps per agent, "
+                f"eps {QUICK['eps_values']}, {QUICK['eval_episodes']} episode per attack"})
     agent: ReinforceConfig = field(default=ReinforceConfig(),
                                    metadata={"cli_exclude": ("seed",)})
 
@@ -106,6 +113,15 @@ class ExperimentConfig:
     @property
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path("results") / "policy_attacks" / self.env
+
+    def resolved(self) -> ExperimentConfig:
+        """This config with the ``--quick`` caps applied (what actually runs and is saved)."""
+        if not self.quick:
+            return self
+        return dataclasses.replace(
+            self, seeds=self.seeds[:1], total_steps=min(self.total_steps, QUICK["total_steps"]),
+            eps_values=QUICK["eps_values"],
+            eval_episodes=min(self.eval_episodes, QUICK["eval_episodes"]))
 
 
 def attack_names(action_space: gym.Space) -> list[str]:
@@ -372,7 +388,7 @@ def plot_episode(agent: Reinforce, summary: dict, config: ExperimentConfig, path
 
 
 def main(argv=None) -> dict:
-    config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0])
+    config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0]).resolved()
     try:  # a bad environment fails here, before anything is written
         probe = Reinforce(config.env, dataclasses.replace(config.agent, seed=config.seeds[0]))
         probe.close()

@@ -42,6 +42,9 @@ from experiments.run_folder import PartialRunError, open_run
 from lab.atomic import atomic_directory
 from lab.checks import check_positive_int, check_seeds
 
+# --quick caps these, so that a smoke test writes every file in seconds.
+QUICK = {"seeds": 2, "total_steps": 10_000, "eval_episodes": 2}
+
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
@@ -54,6 +57,9 @@ class ExperimentConfig:
     resume: bool = field(default=False, metadata={
         "help": "continue the interrupted run in <out>.partial from its last checkpoint"})
     progress: bool = field(default=True, metadata={"help": "progress bars (on a terminal)"})
+    quick: bool = field(default=False, metadata={
+        "help": f"smoke test: the first {QUICK['seeds']} seeds, at most {QUICK['total_steps']:,} "
+                f"steps and {QUICK['eval_episodes']} evaluation episodes each"})
     agent: ReinforceConfig = field(default=ReinforceConfig(),
                                    metadata={"cli_exclude": ("seed",)})
 
@@ -62,6 +68,15 @@ class ExperimentConfig:
         check_positive_int("total_steps", self.total_steps)
         check_positive_int("eval_episodes", self.eval_episodes)
         check_positive_int("checkpoint_every", self.checkpoint_every)
+
+    def resolved(self) -> ExperimentConfig:
+        """This config with the ``--quick`` caps applied (what actually runs and is saved)."""
+        if not self.quick:
+            return self
+        return dataclasses.replace(
+            self, seeds=self.seeds[:QUICK["seeds"]],
+            total_steps=min(self.total_steps, QUICK["total_steps"]),
+            eval_episodes=min(self.eval_episodes, QUICK["eval_episodes"]))
 
     @property
     def out_dir(self) -> Path:
@@ -207,7 +222,7 @@ def plot_learning_curve(rows, config: ExperimentConfig, threshold, path):
 
 
 def main(argv=None) -> dict:
-    config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0])
+    config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0]).resolved()
     import gymnasium as gym
 
     try:  # a bad environment fails here, before anything is written

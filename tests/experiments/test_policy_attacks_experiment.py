@@ -87,3 +87,10 @@ def test_slow_adversarial_training_withstands_the_attacks_standard_training_fall
         assert agent.trace_counts.get("act_through_hook", 1) == 1
     print(worst)
     assert worst["standard"] < 250 and worst["adversarial"] > worst["standard"] + 100
+
+
+def test_quick_caps_what_runs():
+    config = experiment.ExperimentConfig(quick=True).resolved()
+    assert config.seeds == (0,) and config.total_steps == 10_000
+    assert config.eps_values == (0.0, 0.5) and config.eval_episodes == 1
+    assert experiment.ExperimentConfig().resolved() == experiment.ExperimentConfig()

@@ -178,3 +178,11 @@ def test_a_second_ctrl_c_mid_update_keeps_the_last_periodic_checkpoint(tmp_path,
     assert json.loads(checkpoint.read_text())["updates"] == 2  # not the torn state
     experiment.main(args + ["--out", str(out), "--resume"])
     assert _metrics(out) == _metrics(straight)
+
+
+def test_quick_caps_what_runs():
+    config = experiment.ExperimentConfig(quick=True).resolved()
+    assert config.seeds == (0, 1) and config.total_steps == 10_000
+    assert config.eval_episodes == 2
+    assert experiment.ExperimentConfig().resolved() == \
+        experiment.ExperimentConfig()
