@@ -266,6 +266,16 @@ class ResultTable:
 
 
 TABLES = {
+    "main_job": ResultTable(
+        heading=EXPERIMENTS_HEADING,
+        summary="main_job.json",
+        after="The last full run, from `results/main_job.json`",
+        header=("experiment", "minutes"),
+        rows=lambda s: {**{name: ("minutes", name) for name in s["minutes"]},
+                        "total": ("total_minutes",)},
+        columns={"minutes": ((), Loose(1))},
+        cells=8,   # all loose: wall times
+    ),
     "curvature": ResultTable(
         heading="### Edge of stability",
         summary="curvature/summary.json",
