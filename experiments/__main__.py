@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from experiments.cli import run_command
-from experiments.records import library_versions, write_json
+from experiments.records import TensorBoardLog, library_versions, write_json
 
 EXPERIMENTS = {
     "curvature": [],                                   # edge of stability
@@ -49,7 +49,7 @@ def main(argv=None):
                              f"written into {QUICK_OUT}/<experiment> instead of results/")
     args = parser.parse_args(argv)
     only = [name for name in EXPERIMENTS if name in args.only]  # the main job's order
-    seconds = {}
+    seconds, writing = {}, {}
     for name in only:
         flags = list(EXPERIMENTS[name])
         if args.quick:
@@ -57,20 +57,25 @@ def main(argv=None):
         if args.resume and name in RESUMABLE:
             flags.append("--resume")
         print(f"== {name}: python -m experiments.{name} {' '.join(flags)}", flush=True)
-        start = time.perf_counter()
+        start, spent = time.perf_counter(), TensorBoardLog.spent
         importlib.import_module(f"experiments.{name}").main(flags)
         seconds[name] = time.perf_counter() - start
-        print(f"== {name} done in {seconds[name]:.0f} s", flush=True)
+        writing[name] = TensorBoardLog.spent - spent
+        print(f"== {name} done in {seconds[name]:.0f} s ({writing[name]:.1f} s of it writing "
+              "TensorBoard scalars)", flush=True)
 
     total = sum(seconds.values())
-    print("\n== what each experiment cost (wall time)")
+    tensorboard_fraction = {name: writing[name] / seconds[name] if seconds[name] else 0.0
+                            for name in seconds}
+    print("\n== what each experiment cost (wall time; share of it writing TensorBoard scalars)")
     for name, s in seconds.items():
-        print(f"   {name:<18} {s / 60:5.1f} min")
+        print(f"   {name:<18} {s / 60:5.1f} min   {tensorboard_fraction[name]:6.2%}")
     print(f"   {'total':<18} {total / 60:5.1f} min")
     if only == list(EXPERIMENTS) and not args.quick:
         write_json(TIMES, {"minutes": {name: s / 60 for name, s in seconds.items()},
-                           "total_minutes": total / 60, "resumed": args.resume,
-                           "versions": library_versions()})
+                           "total_minutes": total / 60,
+                           "tensorboard_fraction": tensorboard_fraction,
+                           "resumed": args.resume, "versions": library_versions()})
     return seconds
 
 

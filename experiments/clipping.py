@@ -68,7 +68,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from experiments.cli import parse_config, run_command
-from experiments.records import save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
 from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int, check_seeds
 from lab.clipping import global_norm
@@ -268,7 +268,7 @@ def train_run(method: Method, name: str, seed: int, lr: float, weights, eval_set
     return rows
 
 
-def train(config: Config) -> list[dict]:
+def train(config: Config, tensorboard: TensorBoardLog | None = None) -> list[dict]:
     """Runs every (seed, method, learning rate) and returns the metrics rows.
 
     ``config.workers`` runs train at once, each in a thread with its own models (TensorFlow
@@ -305,7 +305,11 @@ def train(config: Config) -> list[dict]:
             ThreadPoolExecutor(workers) as pool:  # the bar is quiet off a terminal
         futures = [pool.submit(work, *run) for run in runs]
         try:
-            results = [future.result() for future in futures]
+            results = []
+            for future in futures:  # in order; each run's rows go to TensorBoard when it ends
+                results.append(future.result())
+                for row in results[-1] if tensorboard is not None else ():
+                    tensorboard.add(row)
         except BaseException:  # Ctrl-C, or a failed run: stop the others at once
             stop.set()
             for future in futures:
@@ -441,7 +445,12 @@ def main(argv=None) -> dict:
         run = open_run(config.out, config, resume=False, resumable=False)
     except PartialRunError as error:
         raise SystemExit(f"error: {error}") from None
-    rows = train(config)
+    tensorboard = TensorBoardLog(run.path / "tensorboard", ("method", "learning_rate", "seed"),
+                                 "step")
+    try:
+        rows = train(config, tensorboard)
+    finally:
+        tensorboard.close()
     write_csv(run.path / "metrics.csv", rows)
     summary = summarize(rows, config)
     write_json(run.path / "summary.json", summary)

@@ -53,7 +53,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from experiments.cli import parse_config, run_command
-from experiments.records import save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
 from lab.higher_order import hessian_top_eigenvalue, hessian_trace
 from lab.seeding import seed_everything
@@ -180,7 +180,7 @@ def make_measure(model, loss_fn, config: Config, signature):
     return tf.function(measure, input_signature=signature)
 
 
-def train(config: Config) -> list[dict]:
+def train(config: Config, tensorboard: TensorBoardLog | None = None) -> list[dict]:
     """Runs every (seed, learning rate) pair and returns the metrics rows."""
     # Each seed's data and initial weights are drawn before anything is compiled:
     # seed_everything calls tf.random.set_seed, which clears TensorFlow's function caches and
@@ -229,6 +229,8 @@ def train(config: Config) -> list[dict]:
                         rows.append({"seed": seed, "learning_rate": lr, "step": t, **values,
                                      "two_over_eta": 2.0 / lr, "loss_rises_so_far": loss_rises,
                                      "wall_seconds": round(time.perf_counter() - start, 3)})
+                        if tensorboard is not None:
+                            tensorboard.add(rows[-1])
                         bar.set_postfix(seed=seed, lr=lr, loss=f"{values['loss']:.3g}",
                                         sharpness=f"{values['sharpness']:.1f}", refresh=False)
     return rows
@@ -358,7 +360,11 @@ def main(argv=None) -> dict:
         run = open_run(config.out, config, resume=False, resumable=False)
     except PartialRunError as error:
         raise SystemExit(f"error: {error}") from None
-    rows = train(config)
+    tensorboard = TensorBoardLog(run.path / "tensorboard", ("learning_rate", "seed"), "step")
+    try:
+        rows = train(config, tensorboard)
+    finally:
+        tensorboard.close()
     write_csv(run.path / "metrics.csv", rows)
     summary = summarize(rows, config)
     write_json(run.path / "summary.json", summary)

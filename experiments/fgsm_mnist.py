@@ -57,7 +57,7 @@ from attacks.mnist import SOURCES, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
 from experiments.cli import parse_config, run_command
-from experiments.records import save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
 from lab.atomic import atomic_path
 from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
@@ -185,6 +185,7 @@ def main(argv=None) -> dict:
                                       {a: s["curve"][a] for a in ("fgsm", "pgd")},
                                       s["curve"]["examples"], s["curve_warnings"])
               for method, s in summary.items()}
+    tensorboard = TensorBoardLog(run.path / "tensorboard", ("method",), "epoch")
     for method in config.methods:
         if method in summary:
             continue
@@ -196,12 +197,14 @@ def main(argv=None) -> dict:
         def save_epoch(epoch, model, row, method=method, method_rows=method_rows, rows=rows):
             method_rows.append({"method": method, **row})
             write_csv(run.path / "metrics.csv", rows + method_rows)
+            tensorboard.add(method_rows[-1])
 
         try:
             result = adversarial_train(model, x_train, y_train, trainings[method],
                                        validation=(x_test, y_test), progress=config.progress,
                                        on_epoch_end=save_epoch, checkpoint=checkpoint)
         except KeyboardInterrupt:
+            tensorboard.close()
             epochs = len(checkpoint_history(checkpoint))
             print(f"\ninterrupted: the run so far is in {run.path} ({method}: {epochs} "
                   f"epoch(s) checkpointed); add --resume to the same command to continue")
@@ -224,6 +227,7 @@ def main(argv=None) -> dict:
         rows += [{"method": method, **r} for r in result.history]
         write_json(run.path / PROGRESS, {"rows": rows, "summary": summary})
         shutil.rmtree(checkpoint)
+    tensorboard.close()
     write_csv(run.path / "metrics.csv", rows)
     write_json(run.path / "summary.json", {"eps": config.eps, "data_source": source,
                                            "methods": summary})

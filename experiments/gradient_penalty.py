@@ -95,7 +95,7 @@ from attacks.evaluation import accuracy, robustness_curve
 from attacks.mnist import SOURCES, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
 from experiments.cli import parse_config, run_command
-from experiments.records import save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
 from lab.checks import (
     check_in_range,
@@ -277,7 +277,8 @@ def _epoch_seconds(history) -> float:
     return min(seconds[1:] if len(seconds) > 1 else seconds)
 
 
-def train_and_evaluate(config: Config, train, evaluation):
+def train_and_evaluate(config: Config, train, evaluation,
+                       tensorboard: TensorBoardLog | None = None):
     """Every (seed, method) run, one seed after the other; returns ``(rows, runs)``: the
     metrics rows and ``runs[method][seed]``, a dict of the run's results."""
     x_train, y_train = train
@@ -298,8 +299,13 @@ def train_and_evaluate(config: Config, train, evaluation):
         for method in config.methods:
             model.set_weights(initial[seed])
             training = training_config(method, config, seed)
+            def log_epoch(epoch, model, row, seed=seed, method=method):
+                if tensorboard is not None:
+                    tensorboard.add({"seed": seed, "method": method, **row})
+
             result = adversarial_train(model, x_train, y_train, training,
-                                       validation=(x_eval, y_eval), progress=config.progress)
+                                       validation=(x_eval, y_eval), progress=config.progress,
+                                       on_epoch_end=log_epoch)
             rows += [{"seed": seed, "method": method, "epoch": r["epoch"], "eps": r["eps"],
                       "loss": r["loss"], "clean_accuracy": r["clean_accuracy"],
                       "guard_eps": training.eps, "guard_pgd_accuracy": r["guard_pgd_accuracy"],
@@ -471,7 +477,11 @@ def main(argv=None) -> dict:
                                    for m in config.methods}}, resume=False, resumable=False)
     except (OSError, ValueError, PartialRunError) as error:
         raise SystemExit(f"error: {error}") from None
-    rows, runs = train_and_evaluate(config, train, evaluation)
+    tensorboard = TensorBoardLog(run.path / "tensorboard", ("method", "seed"), "epoch")
+    try:
+        rows, runs = train_and_evaluate(config, train, evaluation, tensorboard)
+    finally:
+        tensorboard.close()
     write_csv(run.path / "metrics.csv", rows)
     summary = summarize(runs, config, record)
     write_json(run.path / "summary.json", summary)

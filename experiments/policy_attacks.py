@@ -55,7 +55,7 @@ import tensorflow as tf
 from agents import Reinforce, ReinforceConfig
 from attacks.observation import AttackedObservations, AttackedVectorObservations, ObservationAttack
 from experiments.cli import parse_config, run_command
-from experiments.records import save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
 from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int, check_seeds
 
@@ -215,8 +215,9 @@ def training_hook(config: ExperimentConfig, scale, action_space, seed: int):
 
 
 def train_agent(config: ExperimentConfig, kind: str, seed: int, scale, action_space,
-                rows: list) -> Reinforce:
-    """Trains one agent of ``kind``; appends its training rows."""
+                rows: list, tensorboard: TensorBoardLog | None = None) -> Reinforce:
+    """Trains one agent of ``kind``; appends its training rows (and writes every update's
+    metrics to ``tensorboard``)."""
     hook = training_hook(config, scale, action_space, seed) if kind == "adversarial" else None
     agent = Reinforce(config.env, dataclasses.replace(config.agent, seed=seed),
                       observation_hook=hook)
@@ -229,6 +230,8 @@ def train_agent(config: ExperimentConfig, kind: str, seed: int, scale, action_sp
         rows.append({"kind": kind, "seed": seed, "env_steps": row["env_steps"],
                      "mean_return": row["mean_return"],
                      "running_mean_return": sum(recent) / len(recent), "train_eps": eps})
+        if tensorboard is not None:
+            tensorboard.add({**rows[-1], **row})
         if hook is not None:  # the next batch is collected at the ramped eps
             hook.eps.assign(config.train_eps * min(1.0, row["env_steps"] / max(ramp_steps, 1)))
 
@@ -400,6 +403,7 @@ def main(argv=None) -> dict:
     state = (json.loads(progress_path.read_text()) if progress_path.exists() else
              {"training_rows": [], "training": {}, "evaluations": {k: {} for k in KINDS},
               "obs_std": None})
+    tensorboard = TensorBoardLog(run.path / "tensorboard", ("kind", "seed"), "env_steps")
     agents = {kind: {} for kind in KINDS}
 
     def agent_path(kind, seed):
@@ -421,7 +425,7 @@ def main(argv=None) -> dict:
                     continue
                 rows = []
                 agent = train_agent(config, kind, seed, state["obs_std"], probe.action_space,
-                                    rows)
+                                    rows, tensorboard)
                 agent.save(agent_path(kind, seed))
                 agents[kind][seed] = agent
                 state["training_rows"] += rows
@@ -439,6 +443,8 @@ def main(argv=None) -> dict:
         print(f"\ninterrupted: the run so far is in {run.path} (every agent trained or "
               "evaluated so far is kept); add --resume to the same command to continue it")
         raise
+    finally:
+        tensorboard.close()
     summary = summarize(config, state["evaluations"], state["training"], max_return,
                         state["obs_std"])
     rows = [{"kind": kind, "seed": int(seed), "attack": name, "eps": float(eps),

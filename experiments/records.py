@@ -6,7 +6,8 @@ Every experiment writes into ``results/<experiment>/`` (through its partial fold
 - ``config.json``: the resolved configuration plus the seed(s) and library versions;
 - ``metrics.csv``: one row per logged step;
 - ``summary.json``: the headline numbers;
-- PNG plots.
+- PNG plots;
+- ``tensorboard/``: the metrics as TensorBoard scalars, one run per seed (and method).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import io
 import json
 import platform
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -69,3 +71,54 @@ def save_figure(fig, path, dpi: int = 120) -> Path:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     plt.close(fig)
     return Path(path)
+
+
+class TensorBoardLog:
+    """Writes metrics rows as TensorBoard scalars while an experiment runs.
+
+    Each distinct combination of the ``run_keys`` columns is its own TensorBoard run, in
+    ``folder/<key>_<value>/...`` (``seed_0``, ``method_pgd/seed_1``), so ``tensorboard
+    --logdir results/`` compares seeds and methods side by side. Every other numeric column
+    of a row becomes a scalar at the row's ``step_key`` value. ``seconds`` is the time this
+    log spent writing; ``TensorBoardLog.spent`` adds up every log's in this process (the main
+    job reports it per experiment).
+    """
+    spent = 0.0
+
+    def __init__(self, folder, run_keys: tuple[str, ...], step_key: str):
+        self.folder = Path(folder)
+        self.run_keys = tuple(run_keys)
+        self.step_key = step_key
+        self.seconds = 0.0
+        self._writers = {}
+
+    def add(self, row: dict) -> None:
+        import tensorflow as tf
+
+        start = time.perf_counter()
+        run = "/".join(f"{key}_{row[key]}" for key in self.run_keys) or "run"
+        writer = self._writers.get(run)
+        if writer is None:
+            writer = self._writers[run] = tf.summary.create_file_writer(str(self.folder / run))
+        step = int(row[self.step_key])
+        with writer.as_default():
+            for name, value in row.items():
+                if name in self.run_keys or name == self.step_key:
+                    continue
+                if isinstance(value, (bool, str)) or value is None:
+                    continue
+                tf.summary.scalar(name, float(value), step=step)
+        self._spent(start)
+
+    def close(self) -> None:
+        """Flushes and closes every run's event file (call before the run folder moves)."""
+        start = time.perf_counter()
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        self._spent(start)
+
+    def _spent(self, start: float) -> None:
+        elapsed = time.perf_counter() - start
+        self.seconds += elapsed
+        TensorBoardLog.spent += elapsed

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from agents import Reinforce, ReinforceConfig
 from experiments.cli import parse_config, run_command
-from experiments.records import save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
 from lab.atomic import atomic_directory
 from lab.checks import check_positive_int, check_seeds
@@ -125,7 +125,7 @@ class Progress:
 
 
 def run_seed(config: ExperimentConfig, seed: int, progress: Progress, run,
-             checkpoint: Path | None = None) -> dict:
+             checkpoint: Path | None = None, tensorboard: TensorBoardLog | None = None) -> dict:
     """Trains one agent (from ``checkpoint`` when resuming); appends its metrics rows to
     ``progress``; saves the agent into ``agents/seed_<k>``; returns its summary."""
     progress.start_seed(seed)
@@ -143,6 +143,8 @@ def run_seed(config: ExperimentConfig, seed: int, progress: Progress, run,
         row["wall_seconds"] += wall_offset
         running = sum(recent) / len(recent)
         progress.rows.append({"seed": seed, **row, "running_mean_return": running})
+        if tensorboard is not None:
+            tensorboard.add(progress.rows[-1])
         current.update(recent=list(recent), wall_seconds=row["wall_seconds"])
         if (threshold is not None and current["solved_at_env_steps"] is None
                 and len(recent) == 100 and running >= threshold):
@@ -231,19 +233,23 @@ def main(argv=None) -> dict:
     except (ValueError, gym.error.Error, PartialRunError) as error:
         raise SystemExit(f"error: {error}") from None
     progress, checkpoint = Progress.load(run)
+    tensorboard = TensorBoardLog(run.path / "tensorboard", ("seed",), "env_steps")
     try:
         for seed in config.seeds:
             if str(seed) in progress.per_seed:
                 continue  # finished before the interruption
             resume_from = checkpoint if progress.current and progress.current["seed"] == seed \
                 else None
-            progress.per_seed[str(seed)] = run_seed(config, seed, progress, run, resume_from)
+            progress.per_seed[str(seed)] = run_seed(config, seed, progress, run, resume_from,
+                                                    tensorboard)
             progress.current = None
             progress.save(run)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the run so far is in {run.path}; add --resume to the same "
               "command to continue it")
         raise
+    finally:
+        tensorboard.close()
     threshold = gym.spec(config.env).reward_threshold
     summary = summarize(config, progress.per_seed, threshold)
     write_json(run.path / "summary.json", summary)

@@ -82,7 +82,7 @@ from tqdm import tqdm
 
 from attacks.mnist import NUM_CLASSES, SOURCES, load_mnist_arrays, resolve_mnist_source
 from experiments.cli import parse_config, run_command
-from experiments.records import save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
 from lab import activations
 from lab.atomic import atomic_path
@@ -355,7 +355,8 @@ def save_and_check_reload(model: keras.Model, path: Path, x, y) -> dict:
     return check
 
 
-def train(config: Config, data: Data, models_dir: Path) -> tuple[list[dict], dict, dict]:
+def train(config: Config, data: Data, models_dir: Path,
+          tensorboard: TensorBoardLog | None = None) -> tuple[list[dict], dict, dict]:
     """Trains every (seed, method) pair.
 
     Returns:
@@ -381,6 +382,8 @@ def train(config: Config, data: Data, models_dir: Path) -> tuple[list[dict], dic
             for method, trainer in trainers.items():
                 for row in trainer.fit(initial[seed], seed, data, config.epochs):
                     rows.append({"seed": seed, "method": method, **row})
+                    if tensorboard is not None:
+                        tensorboard.add(rows[-1])
                     bar.update(int(row["epoch"] > 0))
                     bar.set_postfix(seed=seed, method=method,
                                     accuracy=f"{row['test_accuracy']:.3f}", refresh=False)
@@ -541,7 +544,11 @@ def main(argv=None) -> dict:
                        resume=False, resumable=False)
     except (OSError, ValueError, PartialRunError) as error:
         raise SystemExit(f"error: {error}") from None
-    rows, changes, reloads = train(config, data, run.path / "models")
+    tensorboard = TensorBoardLog(run.path / "tensorboard", ("method", "seed"), "epoch")
+    try:
+        rows, changes, reloads = train(config, data, run.path / "models", tensorboard)
+    finally:
+        tensorboard.close()
     write_csv(run.path / "metrics.csv", rows)
     summary = summarize(rows, changes, reloads, config, data)
     write_json(run.path / "summary.json", summary)

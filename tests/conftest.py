@@ -74,3 +74,19 @@ def run_in_fresh_process(script: str, expect: str, timeout: int = 600):
                             timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     assert expect in result.stdout
+
+
+@pytest.fixture
+def read_tensorboard():
+    """``read(folder) -> {run: {tag: [(step, value), ...]}}`` for the event files under
+    ``folder`` (a run is an event file's folder, relative to ``folder``)."""
+    def read(folder):
+        runs = {}
+        for path in sorted(folder.rglob("events.out.tfevents.*")):
+            run = runs.setdefault(str(path.parent.relative_to(folder)), {})
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                for value in event.summary.value:
+                    run.setdefault(value.tag, []).append(
+                        (event.step, float(tf.make_ndarray(value.tensor))))
+        return runs
+    return read

@@ -162,3 +162,16 @@ def test_results_do_not_depend_on_the_number_of_workers():
                 for row in clipping.train(config)]
     parallel = clipping.train(clipping.Config(**{**config.__dict__, "workers": 2}))
     assert [{k: v for k, v in row.items() if k != "step_seconds"} for row in parallel] == timeless
+
+
+def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, read_tensorboard):
+    out, _ = quick_run
+    runs = read_tensorboard(out / "tensorboard")
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        key = (row["method"], row["learning_rate"], row["seed"])
+        run = runs["method_{}/learning_rate_{}/seed_{}".format(*key)]
+        assert (int(row["step"]), pytest.approx(float(row["eval_mse"]), rel=1e-6)) in \
+            run["eval_mse"]
+    assert len(runs) == len({(r["method"], r["learning_rate"], r["seed"]) for r in rows})

@@ -122,3 +122,13 @@ def test_config_rejects_out_of_range_values(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message) + f".*Received: {field}=") as error:
         curvature.Config(**{field: value})
     assert message in str(error.value)
+
+
+def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, read_tensorboard):
+    out, _ = quick_run
+    runs = read_tensorboard(out / "tensorboard")
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        points = runs[f"learning_rate_{row['learning_rate']}/seed_{row['seed']}"]["sharpness"]
+        assert (int(row["step"]), pytest.approx(float(row["sharpness"]), rel=1e-6)) in points

@@ -171,3 +171,14 @@ def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, read_tensorboard):
+    out, _ = quick_run
+    runs = read_tensorboard(out / "tensorboard")
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        points = runs[f"method_{row['method']}"]["guard_pgd_accuracy"]
+        assert (int(row["epoch"]), pytest.approx(float(row["guard_pgd_accuracy"]), rel=1e-6)) \
+            in points

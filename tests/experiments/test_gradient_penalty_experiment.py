@@ -21,7 +21,7 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_file(quick_run):
     out, summary = quick_run
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "metrics.csv", "robustness.png", "summary.json"]
+        "config.json", "metrics.csv", "robustness.png", "summary.json", "tensorboard"]
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not out.with_name("out.partial").exists()
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
@@ -104,3 +104,16 @@ def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, read_tensorboard):
+    import csv
+
+    out, _ = quick_run
+    runs = read_tensorboard(out / "tensorboard")
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        points = runs[f"method_{row['method']}/seed_{row['seed']}"]["clean_accuracy"]
+        assert (int(row["epoch"]), pytest.approx(float(row["clean_accuracy"]), rel=1e-6)) in \
+            points

@@ -54,3 +54,21 @@ def test_resume_goes_to_the_resumable_experiments_only(fake_experiments):
     main_job.main(["--resume"])
     for name, flags in fake_experiments:
         assert ("--resume" in flags) == (name.split(".")[1] in main_job.RESUMABLE)
+
+
+def test_records_the_share_of_time_spent_writing_tensorboard(fake_experiments, monkeypatch):
+    from experiments.records import TensorBoardLog
+
+    def fake_import(name):
+        def main(flags):
+            TensorBoardLog.spent += 0.5  # as if its logs wrote for half a second
+        return types.SimpleNamespace(main=main)
+
+    clock = iter(range(0, 1000, 10))  # every experiment takes 10 s by this clock
+    monkeypatch.setattr(main_job.importlib, "import_module", fake_import)
+    monkeypatch.setattr(main_job.time, "perf_counter", lambda: next(clock))
+    main_job.main([])
+    record = json.loads(main_job.TIMES.read_text())
+    assert record["tensorboard_fraction"] == {name: pytest.approx(0.05)
+                                              for name in main_job.EXPERIMENTS}
+    assert record["minutes"] == {name: pytest.approx(10 / 60) for name in main_job.EXPERIMENTS}

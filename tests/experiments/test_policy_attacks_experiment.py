@@ -19,7 +19,7 @@ def test_quick_run_writes_every_file_and_per_seed_returns(quick_run):
     out, summary = quick_run
     assert {p.name for p in out.iterdir()} == {
         "config.json", "training.csv", "metrics.csv", "summary.json", "return_vs_eps.png",
-        "episode.png", "agents"}
+        "episode.png", "agents", "tensorboard"}
     assert json.loads((out / "summary.json").read_text()) == summary
     attacks = {"random", "fgsm", "pgd", "pgd_toward_0", "pgd_toward_1"}
     for kind in ("standard", "adversarial"):
@@ -94,3 +94,17 @@ def test_quick_caps_what_runs():
     assert config.seeds == (0,) and config.total_steps == 10_000
     assert config.eps_values == (0.0, 0.5) and config.eval_episodes == 1
     assert experiment.ExperimentConfig().resolved() == experiment.ExperimentConfig()
+
+
+def test_quick_run_writes_tensorboard_runs_matching_training(quick_run, read_tensorboard):
+    import csv
+
+    out, _ = quick_run
+    runs = read_tensorboard(out / "tensorboard")
+    with open(out / "training.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        run = runs[f"kind_{row['kind']}/seed_{row['seed']}"]
+        assert (int(row["env_steps"]), pytest.approx(float(row["mean_return"]), rel=1e-6)) in \
+            run["mean_return"]
+        assert {"loss", "grad_norm", "entropy", "train_eps"} <= set(run)

@@ -24,3 +24,20 @@ def test_csv_json_and_figure_round_trip(tmp_path):
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "plot.png",
                                                           "summary.json"]
+
+
+def test_tensorboard_log_writes_one_run_per_key_with_every_numeric_column(
+        tmp_path, read_tensorboard):
+    from experiments.records import TensorBoardLog
+
+    log = TensorBoardLog(tmp_path / "tb", ("method", "seed"), "epoch")
+    for seed in (0, 1):
+        for epoch in (1, 2):
+            log.add({"method": "pgd", "seed": seed, "epoch": epoch, "loss": 1.0 / epoch + seed,
+                     "collapsed": False, "note": "text", "missing": None})
+    log.close()
+    runs = read_tensorboard(tmp_path / "tb")
+    assert set(runs) == {"method_pgd/seed_0", "method_pgd/seed_1"}
+    for seed in (0, 1):
+        assert runs[f"method_pgd/seed_{seed}"] == {"loss": [(1, 1.0 + seed), (2, 0.5 + seed)]}
+    assert log.seconds > 0

@@ -31,7 +31,7 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_file(quick_run):
     out, summary = quick_run
     assert sorted(p.name for p in out.iterdir()) == [
-        "accuracy.png", "config.json", "metrics.csv", "models", "summary.json"]
+        "accuracy.png", "config.json", "metrics.csv", "models", "summary.json", "tensorboard"]
     assert sorted(p.name for p in (out / "models").iterdir()) == [
         "ste_round_seed0.keras", "ste_sign_seed0.keras"]
     for path in out.rglob("*"):
@@ -222,3 +222,15 @@ def test_quick_caps_what_runs():
         (3, 4), experiment.QUICK_EPOCHS, experiment.QUICK_TRAIN_EXAMPLES)
     assert experiment.Config(quick=True, train_examples=500).resolved().train_examples == 500
     assert experiment.Config(epochs=10).resolved().epochs == 10
+
+
+def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, read_tensorboard):
+    import csv
+
+    out, _ = quick_run
+    runs = read_tensorboard(out / "tensorboard")
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        points = runs[f"method_{row['method']}/seed_{row['seed']}"]["test_accuracy"]
+        assert (int(row["epoch"]), pytest.approx(float(row["test_accuracy"]), rel=1e-6)) in points
