@@ -628,6 +628,16 @@ PROSE = {
         # comparison, the recipe comparisons and the run time, which come from other runs.
         checks=18,
     ),
+    "main_job": Prose(
+        heading=EXPERIMENTS_HEADING,
+        summary="main_job.json",
+        claims=(
+            Claim("what share of it went into writing TensorBoard scalars ({} at most)",
+                  ((Derived("max(tensorboard_fraction)",
+                            lambda s: max(s["tensorboard_fraction"].values())), Percent(1)),)),
+        ),
+        checks=1,
+    ),
     "clipping": Prose(
         heading="### Gradient clipping on a recurrent network",
         summary="clipping/summary.json",
