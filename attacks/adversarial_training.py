@@ -311,7 +311,10 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
       x: training images, float32 in [0, 1]; y: integer labels.
       config: an ``AdversarialTrainingConfig``.
       validation: optional ``(x, y)`` whose clean accuracy is logged every epoch.
-      strategy: optional ``tf.distribute.Strategy`` (e.g. ``MirroredStrategy``).
+      strategy: optional ``tf.distribute.Strategy``: ``MirroredStrategy`` (the devices of one
+        machine) or ``MultiWorkerMirroredStrategy`` (processes on one or several machines,
+        from ``TF_CONFIG``; each worker calls this function with the same arguments and trains
+        on its shard of every global batch of ``config.batch_size``).
       progress: show tqdm progress bars (on a terminal only).
       on_epoch_end: optional ``on_epoch_end(epoch, model, row)`` called after each epoch
         (``epoch`` is 1-based) and after the guard: on a collapse ``row["collapsed"]`` is
@@ -322,6 +325,7 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
         random state, the collapse guard's best weights and score). If it already holds a
         checkpoint of the same config, training continues from it, and ends with the weights
         and history an uninterrupted run would have had: at most the epoch in progress is lost.
+        Under a multi-worker strategy only the chief writes it (``is_chief``).
 
     Returns:
       A ``TrainingResult``; each history row has ``epoch``, ``eps``, ``loss``,
@@ -368,7 +372,7 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
                 if row["collapsed"]:
                     collapsed_at = epoch + 1
                     guard.restore(model)
-                if checkpoint is not None:
+                if checkpoint is not None and is_chief(trainer.strategy):
                     _save(checkpoint, config, trainer, rng, guard, history, collapsed_at)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, model, row)
@@ -379,6 +383,21 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
             bar.close()
     return TrainingResult(history, collapsed_at is not None, collapsed_at,
                           guard.best_epoch if collapsed_at is not None else None)
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes checkpoints: always, except under a multi-worker strategy,
+    where only the chief does (the task of type ``"chief"``, else worker 0). Every worker
+    holds the same state after each step, so one copy is the whole of it; on several
+    machines, put the checkpoint folder on storage the workers share, so that a restart
+    resumes all of them from it."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster:
+        return True
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
 
 
 def _save(path, config, trainer, rng, guard, history, collapsed_at):

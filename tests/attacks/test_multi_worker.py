@@ -1,0 +1,106 @@
+"""adversarial_train under MultiWorkerMirroredStrategy: two worker processes on localhost.
+
+Each worker (``multi_worker_train.py``) joins the cluster through ``TF_CONFIG`` on loopback
+ports, trains one epoch and exits by itself; the test bounds them in time.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attacks.adversarial_training import (
+    AdversarialTrainer,
+    AdversarialTrainingConfig,
+    adversarial_train,
+)
+from attacks.mnist import load_mnist_arrays
+from attacks.models import small_cnn
+
+SCRIPT = Path(__file__).with_name("multi_worker_train.py")
+TIMEOUT_S = 240
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _run_cluster(tmp_path, method):
+    ports = _free_ports(2)
+    root = Path(__file__).parents[2]   # this checkout's packages, whatever is installed
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    workers = [subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(i), *map(str, ports), method,
+         str(tmp_path / f"worker_{i}.npz")], env=env, cwd=root,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    try:
+        outputs = [w.communicate(timeout=TIMEOUT_S)[0] for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    for w, output in zip(workers, outputs):
+        assert w.returncode == 0, output[-3000:]
+    return [np.load(tmp_path / f"worker_{i}.npz") for i in (0, 1)]
+
+
+def _weights(saved):
+    return [saved[f"arr_{i}"] for i in range(len([k for k in saved.files
+                                                   if k.startswith("arr_")]))]
+
+
+def _single_process(method):
+    import keras
+
+    x, y = load_mnist_arrays("train", "sample")
+    x, y = x[:512], y[:512]
+    keras.utils.set_random_seed(0)
+    model = small_cnn()
+    config = AdversarialTrainingConfig(method=method, eps=0.3, epochs=1, batch_size=64,
+                                       eps_ramp_epochs=0, guard_examples=64,
+                                       guard_pgd_steps=2, seed=0)
+    first_labels = next(iter(AdversarialTrainer(model, config, num_examples=512).batches(
+        x, y, np.random.default_rng(0))))[1].numpy()
+    adversarial_train(model, x, y, config)
+    return model.get_weights(), first_labels
+
+
+@pytest.mark.slow
+def test_slow_two_workers_train_as_one_on_their_shards(tmp_path):
+    workers = _run_cluster(tmp_path, "fgsm_rs")
+    # Both end with the same weights, bit for bit.
+    for a, b in zip(_weights(workers[0]), _weights(workers[1]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Each worker trains on its half of every global batch: together, the first batch.
+    _, first_labels = _single_process("clean")
+    labels = [w["labels"] for w in workers]
+    assert [len(lab) for lab in labels] == [32, 32]
+    np.testing.assert_array_equal(np.sort(np.concatenate(labels)), np.sort(first_labels))
+    # The random starts differ between workers (the replica id is folded into the seed).
+    deltas = [w["delta"] for w in workers]
+    assert deltas[0].shape == deltas[1].shape == (32, 28, 28, 1)
+    assert np.abs(deltas[0]).max() <= 0.3 + 1e-6
+    assert not np.allclose(deltas[0], deltas[1])
+    # Only the chief (worker 0) writes the checkpoint.
+    assert [bool(w["is_chief"]) for w in workers] == [True, False]
+    assert (tmp_path / "checkpoint_0").is_dir() and not (tmp_path / "checkpoint_1").exists()
+
+
+@pytest.mark.slow
+def test_slow_two_workers_match_one_process_on_the_same_global_batch(tmp_path):
+    """Clean training (no random starts): two workers of 32 examples each compute the global
+    batch's mean gradient, as one process does with 64, up to float summation order."""
+    workers = _run_cluster(tmp_path, "clean")
+    single, _ = _single_process("clean")
+    for a, b in zip(_weights(workers[0]), single, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
