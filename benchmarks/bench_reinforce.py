@@ -10,6 +10,24 @@ TensorFlow function on a vector of 16 environments (gymnasium's NumPy-vectorized
 
     python benchmarks/bench_reinforce.py              # seeds 0 1 2, a minute or two
     python benchmarks/bench_reinforce.py --seeds 0    # quicker
+    python benchmarks/bench_reinforce.py --profile    # where our agent's time goes
+
+Where the time goes (``--profile``: 100,000 CartPole steps with the default agent, after a
+warm-up that compiles everything; 2 CPU cores, TensorFlow 2.21, gymnasium 1.x). Unprofiled,
+the 100,000 steps take 1.0 to 1.1 s. Of that:
+
+- the vector environment (16 CartPoles, gymnasium's NumPy implementation), stepped alone
+  with fixed actions, takes 0.18 s for as many steps, about 17%; gymnasium's check that each
+  batch of actions is valid is 6% of the profiled time;
+- acting, one call of the compiled policy per vector step (about 6,500 calls), is about 50%
+  of the profiled time, and the computation itself is only 14%: the rest is TensorFlow's
+  Python path for calling a function (binding and converting the arguments, about 100 us
+  per call), not the policy;
+- the updates (tape, gradients, Adam; 13 to 22 of them) are at most 6%;
+- the rest is the rollout's Python bookkeeping (stacking observations, masks, returns).
+
+So a faster agent spends less per acting call (fewer or cheaper calls), not less per update:
+the policy is too small for its computation to matter.
 """
 
 from __future__ import annotations
@@ -113,10 +131,36 @@ def solve_with_gradlab(seed):
     return result.get("seconds"), result.get("steps", agent.env_steps)
 
 
+def profile(steps: int = 100_000) -> None:
+    """Prints where our agent's training time goes: ``cProfile`` by cumulative time, after a
+    warm-up that compiles the acting and update functions, and the unprofiled time."""
+    import cProfile
+    import pstats
+
+    from agents import Reinforce, ReinforceConfig
+
+    agent = Reinforce("CartPole-v1", ReinforceConfig(seed=0))
+    agent.train(5_000)  # compiles acting and updating
+    start = time.perf_counter()
+    agent.train(steps)
+    print(f"unprofiled: {time.perf_counter() - start:.2f} s for {steps:,} steps")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    agent.train(steps)
+    profiler.disable()
+    agent.close()
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--profile", action="store_true",
+                        help="profile our agent over 100,000 steps instead of the race")
     args = parser.parse_args()
+    if args.profile:
+        profile()
+        return
     import tensorflow as tf
 
     print(f"bench_reinforce: TensorFlow {tf.__version__}, gymnasium {gym.__version__}, "
