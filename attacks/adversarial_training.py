@@ -385,6 +385,23 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
                           guard.best_epoch if collapsed_at is not None else None)
 
 
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name: str):
+    """The ``tf.distribute`` strategy called ``name``: ``"default"`` (one device, no
+    strategy: ``None``), ``"mirrored"`` (every device of this machine) or ``"multi_worker"``
+    (``MultiWorkerMirroredStrategy``: the processes listed in ``TF_CONFIG``, each running
+    the same program). Create it first thing in the program, before other TensorFlow ops,
+    as ``MultiWorkerMirroredStrategy`` requires."""
+    check_one_of("strategy", name, STRATEGIES)
+    if name == "default":
+        return None
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
 def is_chief(strategy) -> bool:
     """Whether this process writes checkpoints: always, except under a multi-worker strategy,
     where only the chief does (the task of type ``"chief"``, else worker 0). Every worker

@@ -30,10 +30,13 @@ evaluates on 200.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
+import tempfile
 from dataclasses import field
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -41,9 +44,12 @@ import numpy as np
 from attacks.adversarial_training import (
     LR_SCHEDULES,
     METHODS,
+    STRATEGIES,
     AdversarialTrainingConfig,
     adversarial_train,
     checkpoint_history,
+    is_chief,
+    make_strategy,
 )
 from attacks.evaluation import (
     RobustnessCurve,
@@ -111,8 +117,15 @@ class ExperimentConfig:
     resume: bool = field(default=False, metadata={
         "help": "continue the interrupted run in <out>.partial from its last checkpoint"})
     progress: bool = field(default=True, metadata={"help": "progress bars (on a terminal)"})
+    strategy: str = field(default="default", metadata={
+        "help": f"one of {STRATEGIES}: one device; every device of this machine; or the "
+                "workers of TF_CONFIG, each running this same command (the chief writes --out)"})
 
     def __post_init__(self):
+        check_one_of("strategy", self.strategy, STRATEGIES)
+        if self.strategy == "multi_worker" and self.resume:
+            raise ValueError("resume is not supported with strategy multi_worker yet. "
+                             "Received: resume=True, strategy='multi_worker'")
         if self.source is not None:
             check_one_of("source", self.source, SOURCES)
         check_one_of("model", self.model, tuple(MODELS))
@@ -161,6 +174,16 @@ def _settings(config: ExperimentConfig) -> dict:
 
 def main(argv=None) -> dict:
     config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0])
+    strategy = make_strategy(config.strategy)  # first: before any other TensorFlow op
+    if is_chief(strategy):
+        return _main(config, strategy, config.out)
+    # Another worker trains in step with the chief, and writes only into a folder of its own
+    # that is deleted at the end: the results are the chief's.
+    with tempfile.TemporaryDirectory(prefix="fgsm_mnist_worker_") as scratch:
+        return _main(config, strategy, str(Path(scratch) / "out"))
+
+
+def _main(config: ExperimentConfig, strategy, out: str) -> dict:
     settings = _settings(config)
     trainings = {method: training_config(method, config, settings) for method in config.methods}
     try:  # unreadable data or a partial run in the way fail here, before anything is written
@@ -169,7 +192,7 @@ def main(argv=None) -> dict:
         x_test, y_test = load_mnist_arrays("test", source, config.data_dir)
         x_train, y_train = x_train[:settings["train"]], y_train[:settings["train"]]
         x_test, y_test = x_test[:settings["test"]], y_test[:settings["test"]]
-        run = open_run(config.out, config, {
+        run = open_run(out, config, {
             "data_source": source, "train_examples": len(x_train),
             "test_examples": len(x_test), "settings": settings,
             "training": {m: dataclasses.asdict(t) for m, t in trainings.items()}},
@@ -190,7 +213,8 @@ def main(argv=None) -> dict:
         if method in summary:
             continue
         seed_everything(config.seed)
-        model = MODELS[config.model]()
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = MODELS[config.model]()
         checkpoint = run.path / "checkpoints" / method
         method_rows = [{"method": method, **r} for r in checkpoint_history(checkpoint)]
 
@@ -202,7 +226,8 @@ def main(argv=None) -> dict:
         try:
             result = adversarial_train(model, x_train, y_train, trainings[method],
                                        validation=(x_test, y_test), progress=config.progress,
-                                       on_epoch_end=save_epoch, checkpoint=checkpoint)
+                                       on_epoch_end=save_epoch, checkpoint=checkpoint,
+                                       strategy=strategy)
         except KeyboardInterrupt:
             tensorboard.close()
             epochs = len(checkpoint_history(checkpoint))
@@ -226,7 +251,8 @@ def main(argv=None) -> dict:
         summary[method]["curve_warnings"] = curves[method].warnings
         rows += [{"method": method, **r} for r in result.history]
         write_json(run.path / PROGRESS, {"rows": rows, "summary": summary})
-        shutil.rmtree(checkpoint)
+        if checkpoint.exists():  # only the chief writes one under multi_worker
+            shutil.rmtree(checkpoint)
     tensorboard.close()
     write_csv(run.path / "metrics.csv", rows)
     write_json(run.path / "summary.json", {"eps": config.eps, "data_source": source,

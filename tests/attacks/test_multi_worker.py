@@ -104,3 +104,40 @@ def test_slow_two_workers_match_one_process_on_the_same_global_batch(tmp_path):
     single, _ = _single_process("clean")
     for a, b in zip(_weights(workers[0]), single, strict=True):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_slow_fgsm_mnist_runs_on_two_workers_and_only_the_chief_writes(tmp_path):
+    """``python -m experiments.fgsm_mnist --strategy multi_worker`` on two localhost workers:
+    both finish, the chief writes the whole results folder, the other writes nothing there."""
+    import json
+
+    ports = _free_ports(2)
+    root = Path(__file__).parents[2]
+    out = tmp_path / "results"
+    workers = []
+    for i in (0, 1):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+               "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+               "TF_CONFIG": json.dumps({
+                   "cluster": {"worker": [f"localhost:{p}" for p in ports]},
+                   "task": {"type": "worker", "index": i}})}
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "experiments.fgsm_mnist", "--quick", "--methods", "clean",
+             "fgsm_rs", "--strategy", "multi_worker", "--no-progress", "--out", str(out)],
+            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True))
+    try:
+        outputs = [w.communicate(timeout=TIMEOUT_S)[0] for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    for w, output in zip(workers, outputs):
+        assert w.returncode == 0, output[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no partial, no extra
+    assert {"config.json", "summary.json", "metrics.csv", "models"} <= {
+        p.name for p in out.iterdir()}
+    assert json.loads((out / "config.json").read_text())["config"]["strategy"] == \
+        "multi_worker"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["methods"]) == {"clean", "fgsm_rs"}

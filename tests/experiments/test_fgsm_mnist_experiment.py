@@ -182,3 +182,10 @@ def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, read_
         points = runs[f"method_{row['method']}"]["guard_pgd_accuracy"]
         assert (int(row["epoch"]), pytest.approx(float(row["guard_pgd_accuracy"]), rel=1e-6)) \
             in points
+
+
+def test_resume_is_refused_under_multi_worker_naming_both_flags():
+    with pytest.raises(ValueError, match="resume is not supported with strategy multi_worker"):
+        experiment.ExperimentConfig(strategy="multi_worker", resume=True)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        experiment.ExperimentConfig(strategy="tpu")
