@@ -316,6 +316,14 @@ def _tfds_prepared_builder():
 # --- choosing a source and loading -------------------------------------------------------
 
 
+def default_source(source: str | None, data_dir=None) -> str:
+    """An experiment's ``--source``: ``source`` if given, else what ``data_dir`` implies:
+    ``"idx"`` with a folder, else the bundled ``"sample"`` (offline, no probe)."""
+    if source is not None:
+        return source
+    return "idx" if data_dir is not None else "sample"
+
+
 def resolve_mnist_source(source: str = "auto", data_dir=None) -> str:
     """The concrete source that ``load_mnist(split, source, data_dir)`` reads from.
 

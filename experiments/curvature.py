@@ -360,11 +360,8 @@ def main(argv=None) -> dict:
         run = open_run(config.out, config, resume=False, resumable=False)
     except PartialRunError as error:
         raise SystemExit(f"error: {error}") from None
-    tensorboard = TensorBoardLog(run.path / "tensorboard", ("learning_rate", "seed"), "step")
-    try:
+    with TensorBoardLog(run.path / "tensorboard", ("learning_rate", "seed"), "step") as tensorboard:
         rows = train(config, tensorboard)
-    finally:
-        tensorboard.close()
     write_csv(run.path / "metrics.csv", rows)
     summary = summarize(rows, config)
     write_json(run.path / "summary.json", summary)

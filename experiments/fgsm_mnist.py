@@ -59,7 +59,7 @@ from attacks.evaluation import (
     robustness_curve,
     sanity_warnings,
 )
-from attacks.mnist import SOURCES, load_mnist_arrays, resolve_mnist_source
+from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
 from experiments.cli import parse_config, run_command
@@ -150,9 +150,7 @@ class ExperimentConfig:
     @property
     def data_source(self) -> str:
         """``--source``, or what a folder given with ``--data-dir`` implies."""
-        if self.source is not None:
-            return self.source
-        return "idx" if self.data_dir is not None else "sample"
+        return default_source(self.source, self.data_dir)
 
 
 # The flags that override a training setting of every recipe: the ExperimentConfig fields

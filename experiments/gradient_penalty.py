@@ -92,7 +92,7 @@ import numpy as np
 
 from attacks.adversarial_training import AdversarialTrainingConfig, adversarial_train
 from attacks.evaluation import accuracy, robustness_curve
-from attacks.mnist import SOURCES, load_mnist_arrays, resolve_mnist_source
+from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
 from experiments.cli import parse_config, run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
@@ -219,9 +219,7 @@ class Config:
     @property
     def data_source(self) -> str:
         """``--source``, or what a folder given with ``--data-dir`` implies."""
-        if self.source is not None:
-            return self.source
-        return "idx" if self.data_dir is not None else "sample"
+        return default_source(self.source, self.data_dir)
 
     def resolved(self) -> Config:
         """This config with the ``--quick`` caps applied (what actually runs and is saved)."""
@@ -477,11 +475,8 @@ def main(argv=None) -> dict:
                                    for m in config.methods}}, resume=False, resumable=False)
     except (OSError, ValueError, PartialRunError) as error:
         raise SystemExit(f"error: {error}") from None
-    tensorboard = TensorBoardLog(run.path / "tensorboard", ("method", "seed"), "epoch")
-    try:
+    with TensorBoardLog(run.path / "tensorboard", ("method", "seed"), "epoch") as tensorboard:
         rows, runs = train_and_evaluate(config, train, evaluation, tensorboard)
-    finally:
-        tensorboard.close()
     write_csv(run.path / "metrics.csv", rows)
     summary = summarize(runs, config, record)
     write_json(run.path / "summary.json", summary)

@@ -110,6 +110,12 @@ class TensorBoardLog:
                 tf.summary.scalar(name, float(value), step=step)
         self._spent(start)
 
+    def __enter__(self) -> TensorBoardLog:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def close(self) -> None:
         """Flushes and closes every run's event file (call before the run folder moves)."""
         start = time.perf_counter()

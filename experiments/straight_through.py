@@ -80,7 +80,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from attacks.mnist import NUM_CLASSES, SOURCES, load_mnist_arrays, resolve_mnist_source
+from attacks.mnist import (
+    NUM_CLASSES,
+    SOURCES,
+    default_source,
+    load_mnist_arrays,
+    resolve_mnist_source,
+)
 from experiments.cli import parse_config, run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
 from experiments.run_folder import PartialRunError, open_run
@@ -190,9 +196,7 @@ class Config:
     @property
     def data_source(self) -> str:
         """``--source``, or what a folder given with ``--data-dir`` implies."""
-        if self.source is not None:
-            return self.source
-        return "idx" if self.data_dir is not None else "sample"
+        return default_source(self.source, self.data_dir)
 
     def resolved(self) -> Config:
         """This config with the ``--quick`` caps applied (what actually runs and is saved)."""
@@ -544,11 +548,8 @@ def main(argv=None) -> dict:
                        resume=False, resumable=False)
     except (OSError, ValueError, PartialRunError) as error:
         raise SystemExit(f"error: {error}") from None
-    tensorboard = TensorBoardLog(run.path / "tensorboard", ("method", "seed"), "epoch")
-    try:
+    with TensorBoardLog(run.path / "tensorboard", ("method", "seed"), "epoch") as tensorboard:
         rows, changes, reloads = train(config, data, run.path / "models", tensorboard)
-    finally:
-        tensorboard.close()
     write_csv(run.path / "metrics.csv", rows)
     summary = summarize(rows, changes, reloads, config, data)
     write_json(run.path / "summary.json", summary)

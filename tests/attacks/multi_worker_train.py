@@ -1,8 +1,8 @@
 """One worker of the two-worker test in ``test_multi_worker.py`` (run as a script).
 
-    python tests/attacks/multi_worker_train.py INDEX PORT0 PORT1 METHOD OUT
+    TF_CONFIG=... python tests/attacks/multi_worker_train.py METHOD OUT
 
-Joins a two-worker ``MultiWorkerMirroredStrategy`` cluster on localhost (``TF_CONFIG``),
+Joins the two-worker ``MultiWorkerMirroredStrategy`` cluster of its ``TF_CONFIG``,
 runs ``adversarial_train`` for one epoch on 512 sample digits with global batch 64 and saves
 into OUT (``.npz``): the final weights, and the labels and attack perturbation of this
 worker's share of the first global batch.
@@ -13,10 +13,8 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-index, port0, port1, method, out = sys.argv[1:6]
-os.environ["TF_CONFIG"] = json.dumps({
-    "cluster": {"worker": [f"localhost:{port0}", f"localhost:{port1}"]},
-    "task": {"type": "worker", "index": int(index)}})
+method, out = sys.argv[1:3]
+index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -4,6 +4,7 @@ Each worker (``multi_worker_train.py``) joins the cluster through ``TF_CONFIG`` 
 ports, trains one epoch and exits by itself; the test bounds them in time.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -35,22 +36,33 @@ def _free_ports(n):
     return ports
 
 
-def _run_cluster(tmp_path, method):
+def _run_workers(command, cwd):
+    """Runs ``command(index, ports)`` for workers 0 and 1 of a localhost cluster, each with its
+    ``TF_CONFIG``, until both exit (bounded by ``TIMEOUT_S``); fails with a worker's output
+    if it fails."""
     ports = _free_ports(2)
     root = Path(__file__).parents[2]   # this checkout's packages, whatever is installed
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    workers = [subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(i), *map(str, ports), method,
-         str(tmp_path / f"worker_{i}.npz")], env=env, cwd=root,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    workers = []
+    for i in (0, 1):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+               "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+               "TF_CONFIG": json.dumps({
+                   "cluster": {"worker": [f"localhost:{p}" for p in ports]},
+                   "task": {"type": "worker", "index": i}})}
+        workers.append(subprocess.Popen(command(i), env=env, cwd=cwd or root, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     try:
         outputs = [w.communicate(timeout=TIMEOUT_S)[0] for w in workers]
     finally:
         for w in workers:
             w.kill()
-    for w, output in zip(workers, outputs):
-        assert w.returncode == 0, output[-3000:]
+    for i, (w, output) in enumerate(zip(workers, outputs)):
+        assert w.returncode == 0, f"worker {i}:\n{output[-3000:]}"
+
+
+def _run_cluster(tmp_path, method):
+    _run_workers(lambda i: [sys.executable, str(SCRIPT), method,
+                            str(tmp_path / f"worker_{i}.npz")], cwd=None)
     return [np.load(tmp_path / f"worker_{i}.npz") for i in (0, 1)]
 
 
@@ -110,30 +122,10 @@ def test_slow_two_workers_match_one_process_on_the_same_global_batch(tmp_path):
 def test_slow_fgsm_mnist_runs_on_two_workers_and_only_the_chief_writes(tmp_path):
     """``python -m experiments.fgsm_mnist --strategy multi_worker`` on two localhost workers:
     both finish, the chief writes the whole results folder, the other writes nothing there."""
-    import json
-
-    ports = _free_ports(2)
-    root = Path(__file__).parents[2]
     out = tmp_path / "results"
-    workers = []
-    for i in (0, 1):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-               "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-               "TF_CONFIG": json.dumps({
-                   "cluster": {"worker": [f"localhost:{p}" for p in ports]},
-                   "task": {"type": "worker", "index": i}})}
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "experiments.fgsm_mnist", "--quick", "--methods", "clean",
-             "fgsm_rs", "--strategy", "multi_worker", "--no-progress", "--out", str(out)],
-            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True))
-    try:
-        outputs = [w.communicate(timeout=TIMEOUT_S)[0] for w in workers]
-    finally:
-        for w in workers:
-            w.kill()
-    for w, output in zip(workers, outputs):
-        assert w.returncode == 0, output[-3000:]
+    _run_workers(lambda i: [sys.executable, "-m", "experiments.fgsm_mnist", "--quick",
+                            "--methods", "clean", "fgsm_rs", "--strategy", "multi_worker",
+                            "--no-progress", "--out", str(out)], cwd=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no partial, no extra
     assert {"config.json", "summary.json", "metrics.csv", "models"} <= {
         p.name for p in out.iterdir()}
