@@ -13,6 +13,13 @@ The *raw action* is what the policy samples and the update differentiates: the i
 action for ``Discrete``, the pre-squash ``u`` for ``Box`` (inverting ``tanh`` at the bounds
 would be unstable). ``to_env`` maps raw actions to what ``env.step`` takes.
 
+Acting runs once per environment step on a few observations, so its cost is the cost of a
+call, not of the arithmetic: ``HostForward`` runs the network's forward pass in NumPy
+(about 6 us for 16 CartPole observations, against about 57 us for calling the same network
+compiled by TensorFlow, XLA included, from Python). It reads the Keras weights when
+``sync`` is called, and the policies sample from its output with a NumPy generator
+(``host_sample``). Learning always differentiates the Keras model.
+
 References:
   Haarnoja, Zhou, Abbeel, Levine. Soft Actor-Critic. ICML 2018. arXiv:1801.01290 (appendix C:
   the tanh change of variables).
@@ -81,6 +88,72 @@ class GaussianHead(keras.layers.Layer):
         return {**super().get_config(), "units": self.units, "init_log_std": self.init_log_std}
 
 
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warning for large |x|
+
+
+# Activations HostForward computes in NumPy; any other Keras activation is applied through
+# Keras (correct, one eager call slower).
+HOST_ACTIVATIONS = {
+    "linear": lambda x: x,
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "sigmoid": _sigmoid,
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "softplus": lambda x: np.logaddexp(x, 0.0),
+    "silu": lambda x: x * _sigmoid(x),
+}
+
+
+class HostForward:
+    """The forward pass of a network built by ``mlp`` (Dense layers, then a Dense or
+    ``GaussianHead`` output), computed in NumPy from a copy of its weights.
+
+    ``sync()`` copies the weights; call it after they change (``Reinforce`` does before every
+    batch it collects and every ``act``). ``forward(obs)`` then equals ``model(obs)`` up to
+    float32 rounding.
+
+    Args:
+      model: a ``keras.Sequential`` from ``mlp``.
+    """
+
+    def __init__(self, model: keras.Sequential):
+        self.model = model
+        self.activations, self._variables = [], []
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Dense) and layer.use_bias:
+                name = getattr(layer.activation, "__name__", None)
+                self.activations.append(HOST_ACTIVATIONS.get(name) or _through_keras(layer))
+                self._variables += [layer.kernel, layer.bias]
+            elif isinstance(layer, GaussianHead) and layer is model.layers[-1]:
+                self._variables += [layer.mean.kernel, layer.mean.bias, layer.log_std]
+            else:
+                raise ValueError(f"model must hold Dense layers with biases and a Dense or "
+                                 f"GaussianHead output. Received: a {type(layer).__name__} "
+                                 f"layer ({layer.name!r})")
+        self.weights = None
+        self.sync()
+
+    def sync(self):
+        """Copies the model's current weights."""
+        self.weights = [np.asarray(v) for v in self._variables]
+
+    def forward(self, obs: np.ndarray) -> np.ndarray:
+        """``model(obs)`` for a float32 batch ``[batch, input_size]``, as a NumPy array."""
+        h, w = obs, self.weights
+        for i, activation in enumerate(self.activations):
+            h = activation(h @ w[2 * i] + w[2 * i + 1])
+        if len(w) > 2 * len(self.activations):  # GaussianHead: mean kernel, bias, log_std
+            kernel, bias, log_std = w[-3:]
+            mean = h @ kernel + bias
+            h = np.concatenate([mean, np.broadcast_to(log_std, mean.shape)], axis=-1)
+        return h
+
+
+def _through_keras(layer):
+    return lambda x: np.asarray(layer.activation(x))
+
+
 class CategoricalPolicy:
     """Softmax policy over ``Discrete(n)`` actions."""
 
@@ -105,6 +178,20 @@ class CategoricalPolicy:
 
     def mode(self, out):
         return tf.argmax(out, axis=-1, output_type=tf.int32)
+
+    def host_sample(self, out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``sample`` on ``HostForward``'s output: Gumbel-max, with float64 noise."""
+        return (out + rng.gumbel(size=out.shape)).argmax(axis=-1).astype(np.int32)
+
+    def host_mode(self, out: np.ndarray) -> np.ndarray:
+        return out.argmax(axis=-1).astype(np.int32)
+
+    def host_entropy(self, out: np.ndarray) -> np.ndarray:
+        """``entropy`` on ``HostForward``'s output, in float64."""
+        logits = out.astype(np.float64)
+        logp = logits - logits.max(axis=-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(axis=-1, keepdims=True))
+        return -(np.exp(logp) * np.where(np.isneginf(logp), 0.0, logp)).sum(axis=-1)
 
     def log_prob(self, out, raw_actions):
         return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=raw_actions, logits=out)
@@ -153,6 +240,20 @@ class GaussianPolicy:
 
     def mode(self, out):
         return self._split(out)[0]
+
+    def host_sample(self, out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``sample`` on ``HostForward``'s output."""
+        mean, log_std = out[:, :self.size], out[:, self.size:]
+        return (mean + np.exp(log_std) * rng.standard_normal(mean.shape, np.float32)
+                ).astype(np.float32)
+
+    def host_mode(self, out: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(out[:, :self.size])
+
+    def host_entropy(self, out: np.ndarray) -> np.ndarray:
+        """``entropy`` on ``HostForward``'s output, in float64."""
+        log_std = out[:, self.size:].astype(np.float64)
+        return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(axis=-1)
 
     def log_prob(self, out, raw_actions):
         mean, log_std = self._split(out)

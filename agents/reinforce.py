@@ -15,7 +15,10 @@ over all steps of those episodes, where ``A_t`` is, by option:
 
 ``normalize_returns=True`` (default) standardizes ``A_t`` over the batch. ``max_grad_norm``
 clips the policy gradient's global norm and ``l2`` adds a weight penalty, both through
-``lab``. Acting and both updates are ``tf.function``s with fixed input signatures.
+``lab``. Both updates are ``tf.function``s with fixed input signatures. Acting runs the
+policy network's forward pass in NumPy (``agents.policies.HostForward``: the network is tiny
+and a TensorFlow call costs ten times its arithmetic), with the weights the update just
+wrote; with an observation hook, acting is one XLA-compiled TensorFlow call.
 
 References:
   Williams. Simple statistical gradient-following algorithms for connectionist
@@ -39,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from agents.policies import mlp, observation_size, policy_class, preprocess
+from agents.policies import HostForward, mlp, observation_size, policy_class, preprocess
 from agents.returns import discounted_returns, normalize
 from agents.rollout import VECTORIZATION_MODES, EnvFactory, collect_episodes, make_vector_env
 from lab.atomic import atomic_directory
@@ -63,9 +66,9 @@ class ReinforceConfig:
     """Every hyperparameter of the agent; the defaults solve CartPole-v1."""
     hidden_sizes: tuple[int, ...] = field(default=(32,), metadata={"help": "hidden layer widths"})
     activation: str = field(default="tanh", metadata={"help": "hidden layer activation"})
-    learning_rate: float = field(default=0.02, metadata={"help": "policy Adam learning rate"})
-    gamma: float = field(default=0.99, metadata={"help": "discount factor, in (0, 1]"})
-    num_envs: int = field(default=16, metadata={"help": "episodes per update (vector envs)"})
+    learning_rate: float = field(default=0.03, metadata={"help": "policy Adam learning rate"})
+    gamma: float = field(default=0.997, metadata={"help": "discount factor, in (0, 1]"})
+    num_envs: int = field(default=8, metadata={"help": "episodes per update (vector envs)"})
     vectorization: str = field(default="auto", metadata={
         "help": "native (env's own vector implementation), sync, async (processes), or auto: "
                 "native where gymnasium has one, else sync"})
@@ -170,6 +173,8 @@ class Reinforce:
         self.value = (mlp(obs_size, config.hidden_sizes, config.activation,
                           keras.layers.Dense(1), "value") if config.baseline else None)
         self._build_functions(obs_size)
+        # act's own stream: a child of the seed that no update's (seed, updates) collides with.
+        self._act_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
         self.envs = None
         self.env_steps = 0
         self.episodes = 0
@@ -184,39 +189,24 @@ class Reinforce:
         raw_spec = tf.TensorSpec([None, *policy.raw_shape], policy.raw_dtype)
         adv_spec = tf.TensorSpec([None], tf.float32)
 
-        # Acting runs once per environment step, so its fixed cost is what matters: XLA fuses
-        # the small graph, and calling the concrete function skips tf.function's signature
-        # matching (together about 2.4x faster per call than a plain tf.function here).
+        # Acting without a hook runs in NumPy (HostForward): for a network this small the cost
+        # of calling TensorFlow from Python, about 57 us a call even compiled with XLA, is
+        # ten times the arithmetic. A hook (an attack, say) is TensorFlow code: it runs with
+        # the network in one compiled call, no extra round trip.
         hook = self.observation_hook
-
-        @tf.function(input_signature=[obs_spec], jit_compile=True)
-        def sample(obs):
-            return policy.sample(policy.model(obs, training=False), self.generator)
+        self._host = HostForward(policy.model)
 
         @tf.function(input_signature=[obs_spec], jit_compile=True)
         def sample_through_hook(obs):
-            # The hook (an attack, say) runs in the same compiled call: no extra round trip.
             seen = hook(policy.model, obs, self.generator)
             return policy.sample(policy.model(seen, training=False), self.generator), seen
-
-        @tf.function(input_signature=[obs_spec], jit_compile=True)
-        def mode(obs):
-            return policy.mode(policy.model(obs, training=False))
-
-        @tf.function(input_signature=[obs_spec])
-        def mean_entropy(obs):
-            return tf.reduce_mean(policy.entropy(policy.model(obs, training=False)))
 
         def policy_loss(y, out):
             raw_actions, advantages = y
             return reinforce_loss(policy, out, raw_actions, advantages, config.entropy_coef)
 
-        self._sample_function, self._mode_function = sample, mode
-        self._sample = sample.get_concrete_function()
-        self._mode = mode.get_concrete_function()
         self._hooked_function = sample_through_hook if hook is not None else None
         self._hooked = sample_through_hook.get_concrete_function() if hook is not None else None
-        self._mean_entropy = mean_entropy
         self._policy_step = make_train_step(
             policy.model, policy_loss, keras.optimizers.Adam(config.learning_rate),
             transform=ClipByGlobalNorm(config.max_grad_norm) if config.max_grad_norm else None,
@@ -238,9 +228,7 @@ class Reinforce:
     @property
     def trace_counts(self) -> dict:
         """Traces per compiled function: 1 each however long training runs."""
-        counts = {"act": self._sample_function.experimental_get_tracing_count(),
-                  "act_deterministic": self._mode_function.experimental_get_tracing_count(),
-                  "policy_update": self._policy_step.trace_count}
+        counts = {"policy_update": self._policy_step.trace_count}
         if self.value is not None:
             counts["value_update"] = self._value_step.trace_count
         if self._hooked_function is not None:
@@ -252,11 +240,19 @@ class Reinforce:
     def _preprocess(self, obs):
         return preprocess(self.observation_space, obs)
 
+    def _acting(self, deterministic: bool, rng: np.random.Generator | None = None):
+        """``act(preprocessed_obs) -> raw actions`` with the policy's current weights."""
+        self._host.sync()
+        forward, policy = self._host.forward, self.policy
+        if deterministic:
+            return lambda obs: policy.host_mode(forward(obs))
+        rng = self._act_rng if rng is None else rng
+        return lambda obs: policy.host_sample(forward(obs), rng)
+
     def act(self, obs, deterministic: bool = False) -> np.ndarray:
-        """Actions for a batch of raw observations, as ``env.step`` takes them."""
-        x = tf.constant(self._preprocess(obs))
-        raw = (self._mode if deterministic else self._sample)(x)
-        return self.policy.to_env(raw.numpy())
+        """Actions for a batch of raw observations, as ``env.step`` takes them (sampled from
+        a stream seeded by ``config.seed`` and independent of training's)."""
+        return self.policy.to_env(self._acting(deterministic)(self._preprocess(obs)))
 
     def evaluate(self, env: gym.Env | None = None, episodes: int = 10,
                  deterministic: bool = True, seed: int | None = None) -> np.ndarray:
@@ -271,13 +267,14 @@ class Reinforce:
         check_positive_int("episodes", episodes)
         own_env = env is None
         env = self.env_factory() if own_env else env
-        returns = []
+        returns, act = [], self._acting(deterministic)
         try:
             for k in range(episodes):
                 obs, _ = env.reset(seed=None if seed is None else seed + k)
                 total, done = 0.0, False
                 while not done:
-                    action = self.act(np.asarray(obs)[None], deterministic)[0]
+                    raw = act(self._preprocess(np.asarray(obs)[None]))
+                    action = self.policy.to_env(raw)[0]
                     obs, reward, terminated, truncated, _ = env.step(action)
                     total += float(reward)
                     done = terminated or truncated
@@ -297,7 +294,8 @@ class Reinforce:
 
         Args:
           episodes: number of episodes, >= 1.
-          seed: seed of the reset (sub-environment ``i`` gets ``seed + i``).
+          seed: seed of the reset (sub-environment ``i`` gets ``seed + i``) and, when
+            sampling, of the actions.
           deterministic: the most likely action (mean for Box) instead of a sample.
           wrap: optional ``wrap(envs) -> envs`` around the vector environment, e.g. an
             observation attack (``attacks.observation.AttackedVectorObservations``).
@@ -307,8 +305,7 @@ class Reinforce:
         try:
             if wrap is not None:
                 envs = wrap(envs)
-            policy = self._mode if deterministic else self._sample
-            act = lambda obs: policy(tf.constant(obs)).numpy()
+            act = self._acting(deterministic, np.random.default_rng(seed))
             batch = collect_episodes(envs, act, self._preprocess, self.policy.to_env,
                                      seed=seed, max_steps=self.max_steps)
         finally:
@@ -330,10 +327,10 @@ class Reinforce:
                                         self.config.vectorization)
         env_seed, sampling_seed = np.random.SeedSequence(
             [self.config.seed, self.updates]).generate_state(2)
-        self.generator.reset_from_seed(int(sampling_seed))
         if self._hooked is None:
-            act = lambda obs: self._sample(tf.constant(obs)).numpy()
+            act = self._acting(False, np.random.default_rng(sampling_seed))
         else:
+            self.generator.reset_from_seed(int(sampling_seed))
             act = lambda obs: tuple(t.numpy() for t in self._hooked(tf.constant(obs)))
         return collect_episodes(self.envs, act, self._preprocess, self.policy.to_env,
                                 seed=int(env_seed), max_steps=self.max_steps)
@@ -371,11 +368,14 @@ class Reinforce:
         advantages = returns - values if values is not None else returns
         if self.config.normalize_returns:
             advantages = normalize(advantages)
+        # The entropy of the policy that collected the batch, over the batch's states.
+        self._host.sync()
+        entropy = float(self.policy.host_entropy(self._host.forward(obs)).mean())
         x = tf.constant(obs)
         step = self._policy_step(x, (tf.constant(batch.raw_actions[valid]),
                                      tf.constant(advantages, tf.float32)))
         metrics = {"loss": float(step.loss), "grad_norm": float(step.grad_norm),
-                   "entropy": float(self._mean_entropy(x))}
+                   "entropy": entropy}
         if self.value is not None:
             value_step = self._value_step(x, tf.constant(returns, tf.float32))
             metrics["value_loss"] = float(value_step.loss)
@@ -399,8 +399,9 @@ class Reinforce:
 
         Returns:
           One metrics row per update: ``env_steps``, ``episodes``, ``mean_return`` (of this
-          update's episodes), ``mean_length``, ``loss``, ``grad_norm``, ``entropy``
-          (``value_loss`` with a baseline) and ``wall_seconds`` since ``train`` started.
+          update's episodes), ``mean_length``, ``loss``, ``grad_norm``, ``entropy`` (of the
+          policy that collected the batch, mean over its states), ``value_loss`` with a
+          baseline, and ``wall_seconds`` since ``train`` started.
         """
         check_positive_int("total_steps", total_steps)
         history, start, target = [], time.perf_counter(), self.env_steps + total_steps

@@ -53,11 +53,14 @@ def discounted_returns(rewards, terminated, truncated, gamma: float,
     if bootstrap.shape != rewards.shape:
         raise ValueError(f"bootstrap_values must have the shape of rewards, {rewards.shape}. "
                          f"Received: {bootstrap.shape}")
-    returns = np.zeros_like(rewards)
+    # What follows step t: G_{t+1} if the episode goes on, V(final_obs) if it was truncated
+    # (and not terminated), 0 if it terminated: after_t = goes_on_t * G_{t+1} + cut_t.
+    goes_on = (~(terminated | truncated)).astype(np.float64)
+    cut = np.where(truncated & ~terminated, bootstrap, 0.0)
+    returns = np.empty_like(rewards)
     following = np.zeros_like(rewards[0])  # G_{t+1} of the episode step t belongs to
     for t in range(rewards.shape[0] - 1, -1, -1):
-        after = np.where(terminated[t], 0.0, np.where(truncated[t], bootstrap[t], following))
-        following = rewards[t] + gamma * after
+        following = rewards[t] + gamma * (goes_on[t] * following + cut[t])
         returns[t] = following
     return returns
 

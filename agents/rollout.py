@@ -126,8 +126,10 @@ def collect_episodes(envs, act: Callable[[np.ndarray], np.ndarray],
     obs = preprocess(obs)
     n = obs.shape[0]
     active = np.ones(n, bool)
+    no_final = np.zeros_like(obs)  # shared by the steps where nothing was truncated
     rows = {k: [] for k in ("obs", "raw", "rewards", "terminated", "truncated", "valid",
                             "final")}
+    appends = [rows[k].append for k in rows]
     for t in range(max_steps):
         raw = act(obs)
         seen = obs
@@ -137,20 +139,20 @@ def collect_episodes(envs, act: Callable[[np.ndarray], np.ndarray],
         next_obs = preprocess(next_obs)
         if t == max_steps - 1:  # the collector's own cut: bootstrap from the current obs
             truncated = truncated | ~terminated
-        final = np.zeros_like(obs)
+        final = no_final
         if truncated.any():
             # SAME_STEP: envs that ended were reset already; their last obs is in
             # info["final_obs"]. NEXT_STEP, or a cut made here: next_obs is the last obs.
+            final = np.zeros_like(obs)
             reset_by_env = (info.get("_final_obs", np.zeros(n, bool)) if autoreset == SAME_STEP
                             else np.zeros(n, bool))
             for i in np.flatnonzero(truncated):
                 final[i] = (preprocess(info["final_obs"][i][None])[0] if reset_by_env[i]
                             else next_obs[i])
-        for key, value in (("obs", seen), ("raw", raw), ("rewards", rewards),
-                           ("terminated", terminated), ("truncated", truncated),
-                           ("valid", active.copy()), ("final", final)):
-            rows[key].append(value)
-        active &= ~(terminated | truncated)
+        for append, value in zip(appends, (seen, raw, rewards, terminated, truncated, active,
+                                           final)):
+            append(value)
+        active = active & ~(terminated | truncated)  # a new array: the row above keeps its own
         obs = next_obs
         if not active.any():
             break

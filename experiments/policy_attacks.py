@@ -65,6 +65,12 @@ PLOT_FEATURE = {"CartPole-v1": (2, "pole angle (rad)"),
                 "InvertedPendulum-v5": (1, "pole angle (rad)")}
 
 
+# The agent this experiment was designed with (training eps, ramp and budget were chosen for
+# it): REINFORCE's defaults before they were tuned to solve CartPole in fewer steps. With
+# those (8 episodes per update, Adam 0.03, gamma 0.997) the standard CartPole agents resisted
+# the flip attack better and adversarial training, unchanged, did worse (README).
+AGENT = ReinforceConfig(num_envs=16, learning_rate=0.02, gamma=0.99)
+
 # --quick caps these, so that a smoke test writes every file in well under a minute.
 QUICK = {"total_steps": 10_000, "eps_values": (0.0, 0.5), "eval_episodes": 1}
 
@@ -93,7 +99,7 @@ class ExperimentConfig:
     quick: bool = field(default=False, metadata={
         "help": f"smoke test: the first seed, at most {QUICK['total_steps']:,} steps per agent, "
                 f"eps {QUICK['eps_values']}, {QUICK['eval_episodes']} episode per attack"})
-    agent: ReinforceConfig = field(default=ReinforceConfig(),
+    agent: ReinforceConfig = field(default=AGENT,
                                    metadata={"cli_exclude": ("seed",)})
 
     def __post_init__(self):

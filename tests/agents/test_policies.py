@@ -1,11 +1,19 @@
 import math
 
 import gymnasium as gym
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.policies import CategoricalPolicy, GaussianPolicy, policy_class
+from agents.policies import (
+    HOST_ACTIVATIONS,
+    CategoricalPolicy,
+    GaussianPolicy,
+    HostForward,
+    mlp,
+    policy_class,
+)
 
 
 def _gaussian(space, init_log_std=-0.5):
@@ -73,21 +81,91 @@ def test_categorical_log_prob_and_entropy(rng):
     np.testing.assert_allclose(policy.entropy(out), -(p * np.log(p)).sum(1), rtol=1e-5)
 
 
-def test_categorical_samples_follow_the_probabilities():
+@pytest.mark.parametrize("host", [False, True], ids=["tensorflow", "host"])
+def test_categorical_samples_follow_the_probabilities(host):
     policy = CategoricalPolicy.build(3, gym.spaces.Discrete(3, start=1), (8,), "tanh")
     probs = np.array([0.2, 0.5, 0.3])
-    out = tf.constant(np.tile(np.log(probs), (20000, 1)), tf.float32)
-    raw = policy.sample(out, tf.random.Generator.from_seed(1)).numpy()
+    logits = np.tile(np.log(probs) + 3.0, (20000, 1)).astype(np.float32)  # unnormalized
+    if host:
+        raw = policy.host_sample(logits, np.random.default_rng(1))
+    else:
+        raw = policy.sample(tf.constant(logits), tf.random.Generator.from_seed(1)).numpy()
+    assert raw.dtype == np.int32 and raw.shape == (20000,)
     frequencies = np.bincount(raw, minlength=3) / len(raw)
     assert np.all(np.abs(frequencies - probs) < 4 * np.sqrt(probs * (1 - probs) / len(raw)))
     assert set(policy.to_env(raw)) == {1, 2, 3}  # Discrete(start=1) offsets the actions
 
 
+def test_host_categorical_sampling_is_exact_at_the_extremes():
+    policy = CategoricalPolicy.build(3, gym.spaces.Discrete(3), (8,), "tanh")
+    # A probability of 1 (the others underflow in float64) is always drawn; a 0 never.
+    logits = np.array([[0.0, 800.0, 0.0], [-np.inf, 0.0, 0.0]] * 5000, np.float32)
+    raw = policy.host_sample(logits, np.random.default_rng(0))
+    assert np.all(raw[0::2] == 1) and set(raw[1::2]) == {1, 2}
+    np.testing.assert_array_equal(policy.host_mode(logits[:2]), [1, 1])
+
+
+def test_host_gaussian_samples_have_the_policy_mean_and_std():
+    policy = _gaussian(gym.spaces.Box(-np.inf, np.inf, (2,), np.float32))
+    out = np.tile([[0.5, -1.0, -0.5, 0.3]], (40000, 1)).astype(np.float32)
+    raw = policy.host_sample(out, np.random.default_rng(0))
+    assert raw.dtype == np.float32 and raw.shape == (40000, 2)
+    std = np.exp([-0.5, 0.3])
+    assert np.all(np.abs(raw.mean(0) - [0.5, -1.0]) < 4 * std / np.sqrt(40000))
+    np.testing.assert_allclose(raw.std(0), std, rtol=0.02)
+    np.testing.assert_array_equal(policy.host_mode(out[:3]), out[:3, :2])
+
+
+@pytest.mark.parametrize("activation", [*HOST_ACTIVATIONS, "gelu"])  # gelu: through Keras
+@pytest.mark.parametrize("space", [gym.spaces.Discrete(3),
+                                   gym.spaces.Box(-1.0, 1.0, (2,), np.float32)],
+                         ids=["categorical", "gaussian"])
+def test_host_forward_is_the_keras_forward_pass(activation, space, rng):
+    policy = policy_class(space).build(5, space, (16, 8), activation)
+    for w in policy.model.weights:  # away from the initialization (zero biases, small head)
+        w.assign(rng.normal(size=w.shape).astype(np.float32))
+    host = HostForward(policy.model)
+    obs = rng.normal(size=(7, 5)).astype(np.float32) * 3
+    np.testing.assert_allclose(host.forward(obs), policy.model(obs).numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_host_forward_reads_the_weights_when_synced(rng):
+    policy = CategoricalPolicy.build(3, gym.spaces.Discrete(2), (4,), "tanh")
+    host = HostForward(policy.model)
+    obs = rng.normal(size=(2, 3)).astype(np.float32)
+    before = host.forward(obs)
+    policy.model.layers[-1].bias.assign([5.0, -5.0])
+    np.testing.assert_array_equal(host.forward(obs), before)  # a copy until synced
+    host.sync()
+    np.testing.assert_allclose(host.forward(obs), policy.model(obs).numpy(), atol=1e-6)
+
+
+def test_host_forward_refuses_layers_it_cannot_compute():
+    model = mlp(3, (4,), "tanh", keras.layers.Dense(2), "policy")
+    model.add(keras.layers.Dropout(0.5))
+    with pytest.raises(ValueError, match="model must hold Dense layers.*Dropout"):
+        HostForward(model)
+
+
 def test_gaussian_entropy_closed_form():
     policy = _gaussian(gym.spaces.Box(-1.0, 1.0, (2,), np.float32))
-    out = tf.constant([[0.0, 0.0, -0.5, 0.2]])
+    out = np.array([[0.0, 0.0, -0.5, 0.2]], np.float32)
     expected = sum(ls + 0.5 * math.log(2 * math.pi * math.e) for ls in (-0.5, 0.2))
-    np.testing.assert_allclose(policy.entropy(out), [expected], rtol=1e-6)
+    np.testing.assert_allclose(policy.entropy(tf.constant(out)), [expected], rtol=1e-6)
+    np.testing.assert_allclose(policy.host_entropy(out), [expected], rtol=1e-6)
+
+
+def test_host_categorical_entropy(rng):
+    policy = CategoricalPolicy.build(3, gym.spaces.Discrete(4), (8,), "tanh")
+    logits = rng.normal(size=(6, 4)).astype(np.float32) * 3
+    p = np.exp(logits.astype(np.float64))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(policy.host_entropy(logits), -(p * np.log(p)).sum(1), rtol=1e-6)
+    # An impossible action adds nothing (0 log 0 = 0); a sure one leaves entropy 0.
+    np.testing.assert_allclose(
+        policy.host_entropy(np.array([[-np.inf, 0.0, 0.0, -np.inf], [0.0, 900.0, 0.0, 0.0]],
+                                     np.float32)), [np.log(2), 0.0], atol=1e-12)
 
 
 @pytest.mark.parametrize("space", [gym.spaces.MultiDiscrete([2, 3]), gym.spaces.MultiBinary(3),

@@ -151,15 +151,19 @@ def test_ctrl_c_during_collection_leaves_a_state_that_resumes_exactly(tmp_path, 
     agent = Reinforce("CartPole-v1", config)
     head = _train(agent, 2)
     calls = []
-    original = agent._sample
+    original = agent._acting
 
-    def interrupted(obs):  # Ctrl-C in the middle of the third batch's episodes
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return original(obs)
+    def acting(*args):
+        act = original(*args)
 
-    agent._sample = interrupted
+        def interrupted(obs):  # Ctrl-C in the middle of the third batch's episodes
+            calls.append(1)
+            if len(calls) == 5:
+                raise KeyboardInterrupt
+            return act(obs)
+        return interrupted
+
+    agent._acting = acting
     with pytest.raises(KeyboardInterrupt):
         agent.train(10_000)
     agent.save(tmp_path / "agent")
