@@ -1,4 +1,4 @@
-"""Command lines built from an experiment's frozen config dataclass.
+"""Command lines built from an experiment's frozen config dataclass, by ``tyro``.
 
 Each field becomes a flag (``total_steps`` -> ``--total-steps``) with the field's default and
 its ``metadata["help"]`` as help text, so the dataclass is the single place a setting lives::
@@ -10,105 +10,82 @@ its ``metadata["help"]`` as help text, so the dataclass is the single place a se
     config = parse_config(Config, description="...")
 
 A field whose type is itself a dataclass (an agent's config inside an experiment's) has its
-fields added as flags too, except those named in the field's ``metadata["cli_exclude"]``
-(fields the experiment sets itself, such as a per-run seed).
+fields added as flags too, without a prefix (``--num-envs``, not ``--agent.num-envs``),
+except those named in the field's ``metadata["cli_exclude"]`` (fields the experiment sets
+itself, such as a per-run seed). Booleans get ``--x/--no-x``, tuples ``--seeds 0 1 2``.
+
+tyro reads the dataclasses as they are: the configs (``agents.ReinforceConfig`` among them)
+never import it. It sees a view of them instead, made here: nested fields marked
+``OmitArgPrefixes``, excluded fields ``Suppress``-ed in a subclass; ``parse_config`` turns the
+parsed view back into the real config classes.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import types
+import sys
 import typing
 
-
-def _flag_kwargs(hint):
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if origin is tuple:
-        return {"nargs": "+", "type": typing.get_args(hint)[0]}
-    if origin in (typing.Union, types.UnionType):  # Optional[int], int | None
-        inner = [a for a in typing.get_args(hint) if a is not type(None)][0]
-        return {"type": inner}
-    return {"type": hint}
+import tyro
 
 
-def _default(field):
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    return field.default_factory()
-
-
-def _add_flags(parser, config_cls, defaults, exclude=()):
-    """Adds a flag per field; returns ``{field_name: nested_dataclass_fields}`` for nesting."""
+def _view(config_cls, exclude=()):
+    """A subclass of ``config_cls`` for tyro: nested dataclass fields flattened, the fields
+    named in ``exclude`` hidden (they keep their defaults)."""
     hints = typing.get_type_hints(config_cls)
-    nested = {}
+    fields = []
     for field in dataclasses.fields(config_cls):
         hint = hints[field.name]
-        default = getattr(defaults, field.name)
         if field.name in exclude:
-            continue
-        if dataclasses.is_dataclass(hint):
-            group = parser.add_argument_group(f"{field.name} ({hint.__name__})")
-            nested[field.name] = (hint, _add_flags(group, hint, default,
-                                                   field.metadata.get("cli_exclude", ())))
-            continue
-        parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name,
-                            default=default, help=field.metadata.get("help", " "),
-                            **_flag_kwargs(hint))
-    return nested
+            fields.append((field.name, tyro.conf.Suppress[hint], dataclasses.field(
+                default=field.default, default_factory=field.default_factory,
+                metadata=field.metadata)))
+        elif dataclasses.is_dataclass(hint):
+            inner = _view(hint, field.metadata.get("cli_exclude", ()))
+            default = _as(inner, field.default)
+            fields.append((field.name, tyro.conf.OmitArgPrefixes[inner],
+                           dataclasses.field(default=default, metadata=field.metadata)))
+    if not fields:
+        return config_cls
+    return dataclasses.make_dataclass(config_cls.__name__, fields, bases=(config_cls,),
+                                      frozen=True)
 
 
-def _defaults(config_cls):
-    """An instance with every field at its default (for nested defaults)."""
-    return config_cls(**{f.name: _default(f) for f in dataclasses.fields(config_cls)})
-
-
-def build_parser(config_cls, description: str = "") -> argparse.ArgumentParser:
-    """An ``argparse`` parser with one flag per (nested) field of ``config_cls``."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.set_defaults(_nested=_add_flags(parser, config_cls, _defaults(config_cls)))
-    return parser
-
-
-def _build(config_cls, nested, args, base):
+def _as(cls, config):
+    """``config`` (a dataclass instance) as an instance of ``cls``, nested fields included:
+    between a config class and its view, in either direction."""
     values = {}
-    for field in dataclasses.fields(config_cls):
-        if field.name in nested:
-            inner_cls, inner_nested = nested[field.name]
-            values[field.name] = _build(inner_cls, inner_nested, args,
-                                        getattr(base, field.name))
-        elif field.name in args:
-            value = args[field.name]
-            values[field.name] = tuple(value) if isinstance(value, list) else value
-        else:  # excluded from the command line: keep the default
-            values[field.name] = getattr(base, field.name)
-    return config_cls(**values)
+    for field in dataclasses.fields(cls):
+        value = getattr(config, field.name)
+        values[field.name] = (_as(typing.get_type_hints(cls)[field.name], value)
+                              if dataclasses.is_dataclass(value) else value)
+    return cls(**values)
+
+
+def _prog(config_cls) -> str | None:
+    """``python -m experiments.<name>`` for an experiment's config, run as a module or not."""
+    module = config_cls.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"python -m {module}" if module.startswith("experiments.") else None
 
 
 def parse_config(config_cls, argv=None, description: str = ""):
     """Parses ``argv`` (default ``sys.argv[1:]``) into an instance of ``config_cls``.
 
-    Lists from ``nargs="+"`` flags become tuples so the config stays hashable; a
-    ``ValueError`` from a dataclass's ``__post_init__`` becomes a usage error (exit code 2)
-    that names the field.
+    A ``ValueError`` from a dataclass's ``__post_init__`` becomes a usage error (exit code 2)
+    that shows its message, which names the field.
     """
-    parser = build_parser(config_cls, description)
-    args = vars(parser.parse_args(argv))
-    nested = args.pop("_nested")
-    try:
-        return _build(config_cls, nested, args, _defaults(config_cls))
-    except ValueError as error:
-        parser.error(str(error))
+    view = _view(config_cls)
+    parsed = tyro.cli(view, args=argv, default=_as(view, config_cls()), prog=_prog(config_cls),
+                      description=description or None)
+    return _as(config_cls, parsed)
 
 
 def run_command(main) -> None:
     """Runs an experiment's ``main()`` as a command: Ctrl-C ends it with exit status 130 and
     the message ``main`` printed (where its partial run is, how to resume), not a traceback."""
-    import sys
-
     try:
         main()
     except KeyboardInterrupt:

@@ -46,7 +46,7 @@ def test_nested_dataclass_fields_become_flags_except_excluded_ones(capsys):
     assert config == Outer(runs=3, inner=Config(lr=0.2, quick=True))
     with pytest.raises(SystemExit):
         parse_config(Outer, ["--seeds", "1"])
-    assert "unrecognized arguments: --seeds" in capsys.readouterr().err
+    assert "Unrecognized options: --seeds" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_config(Outer, ["--lr", "0"])
     assert "lr must be > 0" in capsys.readouterr().err
