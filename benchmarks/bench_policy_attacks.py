@@ -8,8 +8,9 @@ attack (random noise, FGSM, PGD-10) at 0.5 standard deviations. The runs take tu
 the per-step medians and their ratio to the clean one are printed.
 
 A step is: the attack (one compiled call on the batch of observations, if attacked), the
-greedy action (one compiled call), the environment step. The attack adds one input gradient
-(FGSM) or ten (PGD-10) to a forward pass.
+greedy action (the agent's ``act``: it reads the policy's weights, then runs the forward pass
+in NumPy), the environment step. The attack adds one input gradient (FGSM) or ten (PGD-10) to
+a forward pass, and a TensorFlow call that clean acting no longer makes.
 
     python benchmarks/bench_policy_attacks.py        # about half a minute on 2 CPU cores
 """

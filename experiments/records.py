@@ -93,21 +93,29 @@ class TensorBoardLog:
         self._writers = {}
 
     def add(self, row: dict) -> None:
-        import tensorflow as tf
+        # TensorBoard's own event writer and scalar protos, in plain Python: the same records
+        # tf.summary.scalar writes, without a TensorFlow op per scalar (about ten times
+        # cheaper per row, which matters for REINFORCE's many short updates).
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         start = time.perf_counter()
         run = "/".join(f"{key}_{row[key]}" for key in self.run_keys) or "run"
         writer = self._writers.get(run)
         if writer is None:
-            writer = self._writers[run] = tf.summary.create_file_writer(str(self.folder / run))
-        step = int(row[self.step_key])
-        with writer.as_default():
-            for name, value in row.items():
-                if name in self.run_keys or name == self.step_key:
-                    continue
-                if isinstance(value, (bool, str)) or value is None:
-                    continue
-                tf.summary.scalar(name, float(value), step=step)
+            (self.folder / run).mkdir(parents=True, exist_ok=True)
+            writer = self._writers[run] = EventFileWriter(str(self.folder / run))
+        summary = Summary()
+        for name, value in row.items():
+            if name in self.run_keys or name == self.step_key:
+                continue
+            if isinstance(value, (bool, str)) or value is None:
+                continue
+            summary.value.extend(scalar_pb(name, float(value)).value)
+        writer.add_event(Event(wall_time=time.time(), step=int(row[self.step_key]),
+                               summary=summary))
         self._spent(start)
 
     def __enter__(self) -> TensorBoardLog:

@@ -90,3 +90,12 @@ def read_tensorboard():
                         (event.step, float(tf.make_ndarray(value.tensor))))
         return runs
     return read
+
+
+@pytest.fixture
+def read_error(capsys):
+    """``read() -> str``: what was written to stderr so far, as one line. Usage errors come
+    from tyro, boxed and wrapped to the terminal's width; this undoes both."""
+    def read():
+        return " ".join(capsys.readouterr().err.replace("\u2502", " ").split())
+    return read

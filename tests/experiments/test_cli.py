@@ -26,11 +26,11 @@ def test_flags_come_from_fields_with_their_types_and_defaults():
     assert parse_config(Config, ["--no-quick"]).quick is False
 
 
-def test_invalid_values_are_usage_errors_that_name_the_field(capsys):
+def test_invalid_values_are_usage_errors_that_name_the_field(read_error):
     with pytest.raises(SystemExit) as exit_info:
         parse_config(Config, ["--lr", "-1"])
     assert exit_info.value.code == 2
-    assert "lr must be > 0. Received: lr=-1.0" in capsys.readouterr().err
+    assert "lr must be > 0. Received: lr=-1.0" in read_error()
     with pytest.raises(SystemExit):
         parse_config(Config, ["--total-steps", "many"])
 
@@ -41,15 +41,15 @@ class Outer:
     inner: Config = dataclasses.field(default=Config(), metadata={"cli_exclude": ("seeds",)})
 
 
-def test_nested_dataclass_fields_become_flags_except_excluded_ones(capsys):
+def test_nested_dataclass_fields_become_flags_except_excluded_ones(read_error):
     config = parse_config(Outer, ["--runs", "3", "--lr", "0.2", "--quick"])
     assert config == Outer(runs=3, inner=Config(lr=0.2, quick=True))
     with pytest.raises(SystemExit):
         parse_config(Outer, ["--seeds", "1"])
-    assert "Unrecognized options: --seeds" in capsys.readouterr().err
+    assert "Unrecognized options: --seeds" in read_error()
     with pytest.raises(SystemExit):
         parse_config(Outer, ["--lr", "0"])
-    assert "lr must be > 0" in capsys.readouterr().err
+    assert "lr must be > 0" in read_error()
 
 
 def test_every_listed_experiment_has_a_main_that_parses_its_defaults():

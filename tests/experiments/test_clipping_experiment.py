@@ -132,11 +132,11 @@ def test_slow_unclipped_gradient_spikes_and_global_norm_clipping_bounds_them():
     assert max(r["max_applied_grad_norm"] for r in clipped) <= config.clip_norm * (1 + 1e-5)
 
 
-def test_bad_flag_is_a_usage_error_naming_it(tmp_path, capsys):
+def test_bad_flag_is_a_usage_error_naming_it(tmp_path, read_error):
     with pytest.raises(SystemExit) as error:
         clipping.main(["--learning-rates", "0.01", "-1", "--out", str(tmp_path / "x")])
     assert error.value.code == 2
-    assert "learning_rates" in capsys.readouterr().err
+    assert "learning_rates" in read_error()
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
 
 

@@ -99,11 +99,11 @@ def test_measure_traces_once_across_data_and_weights():
     assert measure.experimental_get_tracing_count() == 1
 
 
-def test_bad_flag_is_a_usage_error_naming_it(tmp_path, capsys):
+def test_bad_flag_is_a_usage_error_naming_it(tmp_path, read_error):
     with pytest.raises(SystemExit) as exit_info:
         curvature.main(["--quick", "--out", str(tmp_path), "--learning-rates", "0.1", "-0.1"])
     assert exit_info.value.code == 2
-    error = capsys.readouterr().err
+    error = read_error()
     assert "learning_rates must be finite and > 0" in error and "-0.1" in error
     assert not any(tmp_path.iterdir()), "nothing is written for an invalid config"
 

@@ -165,11 +165,11 @@ def test_unreadable_data_fails_before_anything_is_written(tmp_path):
     (["--lr-schedule", "linear"], "lr_schedule must be one of"),
     (["--batch-size", "0"], "batch_size must be an integer >= 1"),
 ])
-def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path, capsys):
+def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path, read_error):
     with pytest.raises(SystemExit) as exit_info:
         experiment.main(QUICK + ["--out", str(tmp_path)] + flags)
     assert exit_info.value.code == 2
-    assert re.search(message, capsys.readouterr().err)
+    assert re.search(message, read_error())
     assert not any(tmp_path.iterdir())  # nothing written
 
 

@@ -98,11 +98,11 @@ def test_unreadable_data_fails_before_anything_is_written(tmp_path):
     (["--pgd-eps", "0"], r"pgd_eps must be in \(0\.0, 1\.0\]"),
     (["--train-examples", "100", "--holdout", "100"], "holdout must be below train_examples"),
 ])
-def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path, capsys):
+def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path, read_error):
     with pytest.raises(SystemExit) as exit_info:
         experiment.main(QUICK + ["--out", str(tmp_path / "out")] + flags)
     assert exit_info.value.code == 2
-    assert re.search(message, capsys.readouterr().err)
+    assert re.search(message, read_error())
     assert not any(tmp_path.iterdir())  # nothing written
 
 

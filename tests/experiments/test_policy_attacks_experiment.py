@@ -62,13 +62,13 @@ def test_an_interrupted_run_resumes_to_the_same_numbers(quick_run, tmp_path, mon
     assert experiment.main(QUICK + ["--out", str(tmp_path / "out"), "--resume"]) == expected
 
 
-def test_bad_flags_are_usage_errors(capsys, tmp_path):
+def test_bad_flags_are_usage_errors(read_error, tmp_path):
     for flags, message in ((["--eps-values", "0.5", "1"], "eps_values must be increasing and "
                                                            "start at 0"),
                            (["--train-method", "cw"], "train_method must be one of")):
         with pytest.raises(SystemExit):
             experiment.main(flags + ["--out", str(tmp_path / "out")])
-        assert message in capsys.readouterr().err
+        assert message in read_error()
     assert not any(tmp_path.iterdir())
 
 

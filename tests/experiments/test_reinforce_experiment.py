@@ -100,16 +100,16 @@ def test_a_run_that_cannot_start_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_bad_flags_are_usage_errors(capsys):
+def test_bad_flags_are_usage_errors(read_error):
     with pytest.raises(SystemExit):
         experiment.main(["--gamma", "1.5"])
-    assert "gamma must be in (0.0, 1.0]" in capsys.readouterr().err
+    assert "gamma must be in (0.0, 1.0]" in read_error()
     with pytest.raises(SystemExit):
         experiment.main(["--total-steps", "0"])
-    assert "total_steps must be an integer >= 1" in capsys.readouterr().err
+    assert "total_steps must be an integer >= 1" in read_error()
     with pytest.raises(SystemExit):
         experiment.main(["--seeds", "0", "0"])
-    assert "seeds must be one or more distinct" in capsys.readouterr().err
+    assert "seeds must be one or more distinct" in read_error()
 
 
 def test_a_run_killed_outright_resumes_from_its_last_checkpoint(tmp_path):

@@ -188,11 +188,11 @@ def test_saved_ste_models_predict_and_differentiate_like_the_trained_ones(
         experiment.save_and_check_reload(model, path, x, y)
 
 
-def test_bad_flag_is_a_usage_error_naming_it(tmp_path, capsys):
+def test_bad_flag_is_a_usage_error_naming_it(tmp_path, read_error):
     with pytest.raises(SystemExit) as exit_info:
         experiment.main(["--quick", "--out", str(tmp_path / "out"), "--methods", "sign"])
     assert exit_info.value.code == 2
-    assert "methods must be one of" in capsys.readouterr().err
+    assert "methods must be one of" in read_error()
     with pytest.raises(SystemExit, match="batch_size must be at most the 2000 training digits"):
         experiment.main(["--quick", "--out", str(tmp_path / "out"), "--batch-size", "4000"])
     assert not any(tmp_path.iterdir()), "nothing is written for an invalid config"
