@@ -818,8 +818,8 @@ PROSE = {
                    (extreme(max, ("worst", "adversarial", "0.5")), Number(0)),
                    (("mean", "standard", "worst", "0.5"), Number(0)),
                    (extreme(min, ("worst", "adversarial", "0.0")), Number(0)))),
-            Claim("is missed: one seed of five gets there",
-                  holds=lambda s: (s["targets"]["adversarial_seeds_at_80_percent"] == 1
+            Claim("is missed: two seeds of five get there",
+                  holds=lambda s: (s["targets"]["adversarial_seeds_at_80_percent"] == 2
                                    and not s["targets"]["adversarial_robust"])),
             Claim("The targets' first condition is met at eps {} (`targets`",
                   ((("targets", "eps"), Number(1)),)),
@@ -835,20 +835,20 @@ PROSE = {
         heading="### Attacks on policies",
         summary="policy_attacks/InvertedPendulum-v5/summary.json",
         claims=(
-            Claim("same-budget noise leaves the standard agents at {} (the maximum), while PGD "
-                  "drops them to {} on average ({}-{} over seeds",
+            Claim("same-budget noise leaves the standard agents at {} (the maximum is 1,000), "
+                  "while PGD drops them to {} on average ({}-{} over seeds",
                   ((("mean", "standard", "random", "0.5"), Number(0)),
                    (("mean", "standard", "pgd", "0.5"), Number(0)),
                    (extreme(min, ("worst", "standard", "0.5")), Number(0)),
                    (extreme(max, ("worst", "standard", "0.5")), Number(0)))),
-            Claim("agents keep {} under the worst attack ({}-{}), {} of 5 seeds above 80%, and "
-                  "{} clean on every seed",
+            Claim("agents keep {} under the worst attack ({}-{}), with {} clean on every seed; {} "
+                  "of 5 seeds stay above 80%, so the target (4 of 5) is missed",
                   ((("mean", "adversarial", "worst", "0.5"), Number(0)),
                    (extreme(min, ("worst", "adversarial", "0.5")), Number(0)),
                    (extreme(max, ("worst", "adversarial", "0.5")), Number(0)),
-                   (("targets", "adversarial_seeds_at_80_percent"), Number(0)),
-                   (extreme(min, ("worst", "adversarial", "0.0")), Number(0))),
-                  holds=lambda s: s["targets"]["adversarial_robust"]),
+                   (extreme(min, ("worst", "adversarial", "0.0")), Number(0)),
+                   (("targets", "adversarial_seeds_at_80_percent"), Number(0))),
+                  holds=lambda s: not s["targets"]["adversarial_robust"]),
             Claim("At eps 1 both fall: {} for standard agents, {} for adversarially trained",
                   ((("mean", "standard", "worst", "1.0"), Number(0)),
                    (("mean", "adversarial", "worst", "1.0"), Number(0)))),
