@@ -23,6 +23,9 @@ holds one whole run. Metrics are written there after every epoch, and the traini
 the method in training is checkpointed after every epoch (``checkpoints/<method>/``);
 ``--resume`` continues an interrupted or killed run from there, losing at most the epoch in
 progress, and ends with the numbers of a run that was never stopped (wall times aside).
+Under ``--strategy multi_worker`` every worker runs the same command with ``--resume``: the
+chief reopens its partial folder, and the other workers copy it once the chief has (a
+barrier), so that all restore the same state; ``--out`` must be readable by every worker.
 
 ``--quick`` (a smoke test, about 30 seconds) trains on 2,000 digits for two epochs and
 evaluates on 200.
@@ -64,7 +67,7 @@ from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
 from experiments.cli import parse_config, run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import PartialRunError, open_run
+from experiments.run_folder import PartialRunError, open_run, partial_path
 from lab.atomic import atomic_path
 from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
 from lab.seeding import seed_everything
@@ -123,9 +126,6 @@ class ExperimentConfig:
 
     def __post_init__(self):
         check_one_of("strategy", self.strategy, STRATEGIES)
-        if self.strategy == "multi_worker" and self.resume:
-            raise ValueError("resume is not supported with strategy multi_worker yet. "
-                             "Received: resume=True, strategy='multi_worker'")
         if self.source is not None:
             check_one_of("source", self.source, SOURCES)
         check_one_of("model", self.model, tuple(MODELS))
@@ -173,15 +173,34 @@ def _settings(config: ExperimentConfig) -> dict:
 def main(argv=None) -> dict:
     config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0])
     strategy = make_strategy(config.strategy)  # first: before any other TensorFlow op
+    resuming_workers = config.resume and config.strategy == "multi_worker"
     if is_chief(strategy):
-        return _main(config, strategy, config.out)
+        return _main(config, strategy, config.out,
+                     after_open=_wait_for_workers if resuming_workers else None)
     # Another worker trains in step with the chief, and writes only into a folder of its own
     # that is deleted at the end: the results are the chief's.
     with tempfile.TemporaryDirectory(prefix="fgsm_mnist_worker_") as scratch:
-        return _main(config, strategy, str(Path(scratch) / "out"))
+        out = Path(scratch) / "out"
+        if resuming_workers:
+            # Resume from the chief's partial run (on several machines, --out must be on
+            # storage every worker sees): once the chief has reopened it, take a copy, so
+            # that every worker restores the same checkpoint.
+            _wait_for_workers(strategy)
+            chief_partial = partial_path(Path(config.out))
+            if chief_partial.is_dir():
+                shutil.copytree(chief_partial, partial_path(out))
+        return _main(config, strategy, str(out))
 
 
-def _main(config: ExperimentConfig, strategy, out: str) -> dict:
+def _wait_for_workers(strategy) -> None:
+    """A barrier: returns when every worker of ``strategy`` has called it."""
+    import tensorflow as tf
+
+    strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)),
+                    axis=None)
+
+
+def _main(config: ExperimentConfig, strategy, out: str, after_open=None) -> dict:
     settings = _settings(config)
     trainings = {method: training_config(method, config, settings) for method in config.methods}
     try:  # unreadable data or a partial run in the way fail here, before anything is written
@@ -197,6 +216,8 @@ def _main(config: ExperimentConfig, strategy, out: str) -> dict:
             resume=config.resume)
     except (OSError, ValueError, PartialRunError) as error:  # ConnectionError is an OSError
         raise SystemExit(f"error: {error}") from None
+    if after_open is not None:
+        after_open(strategy)
     # Methods finished before an interruption: their rows and summaries, and their models.
     done = _read_json(run.path / PROGRESS, {"rows": [], "summary": {}})
     rows, summary = done["rows"], done["summary"]

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,11 @@ def _free_ports(n):
     return ports
 
 
-def _run_workers(command, cwd):
+def _run_workers(command, cwd, *, kill_when=None):
     """Runs ``command(index, ports)`` for workers 0 and 1 of a localhost cluster, each with its
     ``TF_CONFIG``, until both exit (bounded by ``TIMEOUT_S``); fails with a worker's output
-    if it fails."""
+    if it fails. With ``kill_when``, a callable polled every 50 ms, both are killed as soon as
+    it returns True instead (it must, within the time bound)."""
     ports = _free_ports(2)
     root = Path(__file__).parents[2]   # this checkout's packages, whatever is installed
     workers = []
@@ -52,10 +54,18 @@ def _run_workers(command, cwd):
         workers.append(subprocess.Popen(command(i), env=env, cwd=cwd or root, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     try:
+        if kill_when is not None:
+            deadline = time.monotonic() + TIMEOUT_S
+            while not kill_when():
+                assert time.monotonic() < deadline, "the workers never reached the kill point"
+                assert all(w.poll() is None for w in workers), "a worker ended before the kill"
+                time.sleep(0.05)
+            return
         outputs = [w.communicate(timeout=TIMEOUT_S)[0] for w in workers]
     finally:
         for w in workers:
             w.kill()
+            w.wait()
     for i, (w, output) in enumerate(zip(workers, outputs)):
         assert w.returncode == 0, f"worker {i}:\n{output[-3000:]}"
 
@@ -133,3 +143,29 @@ def test_slow_fgsm_mnist_runs_on_two_workers_and_only_the_chief_writes(tmp_path)
         "multi_worker"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["methods"]) == {"clean", "fgsm_rs"}
+
+
+def _fgsm_mnist_command(out, *extra):
+    return lambda i: [sys.executable, "-m", "experiments.fgsm_mnist", "--quick", "--methods",
+                      "clean", "fgsm_rs", "--epochs", "3", "--strategy", "multi_worker",
+                      "--no-progress", "--out", str(out), *extra]
+
+
+@pytest.mark.slow
+def test_slow_fgsm_mnist_on_two_workers_resumes_after_both_are_killed(tmp_path):
+    """Both workers are killed once the first method is done (the chief's partial run then
+    holds its results, and maybe a checkpoint of the second); the same command with
+    ``--resume`` on two new workers ends with the results of a run never stopped."""
+    reference, out = tmp_path / "reference", tmp_path / "results"
+    _run_workers(_fgsm_mnist_command(reference), cwd=tmp_path)
+    progress = out.with_name(out.name + ".partial") / "progress.json"
+    _run_workers(_fgsm_mnist_command(out), cwd=tmp_path, kill_when=progress.is_file)
+    assert not out.exists()
+    _run_workers(_fgsm_mnist_command(out, "--resume"), cwd=tmp_path)
+    expected = json.loads((reference / "summary.json").read_text())["methods"]
+    resumed = json.loads((out / "summary.json").read_text())["methods"]
+    for method in ("clean", "fgsm_rs"):
+        for key in ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "curve"):
+            assert resumed[method][key] == expected[method][key], (method, key)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference", "results"]
+
