@@ -55,12 +55,13 @@ def discounted_returns(rewards, terminated, truncated, gamma: float,
                          f"Received: {bootstrap.shape}")
     # What follows step t: G_{t+1} if the episode goes on, V(final_obs) if it was truncated
     # (and not terminated), 0 if it terminated: after_t = goes_on_t * G_{t+1} + cut_t.
-    goes_on = (~(terminated | truncated)).astype(np.float64)
+    goes_on = ~(terminated | truncated)
     cut = np.where(truncated & ~terminated, bootstrap, 0.0)
     returns = np.empty_like(rewards)
     following = np.zeros_like(rewards[0])  # G_{t+1} of the episode step t belongs to
     for t in range(rewards.shape[0] - 1, -1, -1):
-        following = rewards[t] + gamma * (goes_on[t] * following + cut[t])
+        # np.where, not goes_on * following: a NaN or inf of the next episode must not leak in.
+        following = rewards[t] + gamma * (np.where(goes_on[t], following, 0.0) + cut[t])
         returns[t] = following
     return returns
 

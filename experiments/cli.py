@@ -42,7 +42,8 @@ def _view(config_cls, exclude=()):
                 metadata=field.metadata)))
         elif dataclasses.is_dataclass(hint):
             inner = _view(hint, field.metadata.get("cli_exclude", ()))
-            default = _as(inner, field.default)
+            default = _as(inner, field.default if field.default is not dataclasses.MISSING
+                          else field.default_factory())
             fields.append((field.name, tyro.conf.OmitArgPrefixes[inner],
                            dataclasses.field(default=default, metadata=field.metadata)))
     if not fields:

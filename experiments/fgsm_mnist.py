@@ -176,28 +176,43 @@ def main(argv=None) -> dict:
     resuming_workers = config.resume and config.strategy == "multi_worker"
     if is_chief(strategy):
         return _main(config, strategy, config.out,
-                     after_open=_wait_for_workers if resuming_workers else None)
+                     after_open=_tell_workers if resuming_workers else None)
     # Another worker trains in step with the chief, and writes only into a folder of its own
     # that is deleted at the end: the results are the chief's.
     with tempfile.TemporaryDirectory(prefix="fgsm_mnist_worker_") as scratch:
         out = Path(scratch) / "out"
         if resuming_workers:
             # Resume from the chief's partial run (on several machines, --out must be on
-            # storage every worker sees): once the chief has reopened it, take a copy, so
-            # that every worker restores the same checkpoint.
-            _wait_for_workers(strategy)
+            # storage every worker sees, at the same path): once the chief has reopened it,
+            # take a copy, so that every worker restores the same checkpoint.
+            state = _barrier(strategy, 0.0)
             chief_partial = partial_path(Path(config.out))
-            if chief_partial.is_dir():
+            if state < 0:
+                raise SystemExit("error: the chief could not open its run (its output says "
+                                 "why); this worker stops too")
+            if state > 0:
+                if not (chief_partial / "config.json").is_file():
+                    raise SystemExit(
+                        f"error: the chief resumes {chief_partial}, which this worker cannot "
+                        f"read: with --resume, --out must be on storage every worker shares, "
+                        f"at the same path. Received: --out {config.out}")
                 shutil.copytree(chief_partial, partial_path(out))
         return _main(config, strategy, str(out))
 
 
-def _wait_for_workers(strategy) -> None:
-    """A barrier: returns when every worker of ``strategy`` has called it."""
+def _tell_workers(strategy, run) -> None:
+    """The chief's side of the resume barrier: -1 if it could not open its run, 1 if it
+    resumes one, 0 if it starts afresh."""
+    _barrier(strategy, -1.0 if run is None else float(run.resumed))
+
+
+def _barrier(strategy, value: float) -> float:
+    """Returns, once every worker of ``strategy`` has called it, the sum of their values."""
     import tensorflow as tf
 
-    strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)),
-                    axis=None)
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM,
+                            strategy.run(lambda: tf.constant(value)), axis=None)
+    return float(total.numpy())
 
 
 def _main(config: ExperimentConfig, strategy, out: str, after_open=None) -> dict:
@@ -215,9 +230,11 @@ def _main(config: ExperimentConfig, strategy, out: str, after_open=None) -> dict
             "training": {m: dataclasses.asdict(t) for m, t in trainings.items()}},
             resume=config.resume)
     except (OSError, ValueError, PartialRunError) as error:  # ConnectionError is an OSError
+        if after_open is not None:  # the other workers wait for word of the run
+            after_open(strategy, None)
         raise SystemExit(f"error: {error}") from None
     if after_open is not None:
-        after_open(strategy)
+        after_open(strategy, run)
     # Methods finished before an interruption: their rows and summaries, and their models.
     done = _read_json(run.path / PROGRESS, {"rows": [], "summary": {}})
     rows, summary = done["rows"], done["summary"]

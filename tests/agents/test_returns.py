@@ -40,6 +40,15 @@ def test_returns_do_not_leak_across_episodes_or_environments():
         discounted_returns(rewards, terminated, truncated, 0.9, values), expected)
 
 
+def test_a_non_finite_value_stays_in_its_episode():
+    # The second episode's bootstrap is NaN and its reward inf: the first episode's returns
+    # are computed as if they were not there.
+    returns = discounted_returns([1, 1, 1, np.inf], [0, 1, 0, 0], [0, 0, 0, 1], 0.9,
+                                 bootstrap_values=[0, 0, 0, np.nan])
+    np.testing.assert_allclose(returns[:2], [1.9, 1.0])
+    assert not np.isfinite(returns[2:]).any()
+
+
 def test_normalize():
     out = normalize([1.0, 2.0, 3.0, 6.0])
     np.testing.assert_allclose([out.mean(), out.std()], [0.0, 1.0], atol=1e-7)

@@ -37,11 +37,12 @@ def _free_ports(n):
     return ports
 
 
-def _run_workers(command, cwd, *, kill_when=None):
+def _run_workers(command, cwd, *, kill_when=None, check=True):
     """Runs ``command(index, ports)`` for workers 0 and 1 of a localhost cluster, each with its
     ``TF_CONFIG``, until both exit (bounded by ``TIMEOUT_S``); fails with a worker's output
     if it fails. With ``kill_when``, a callable polled every 50 ms, both are killed as soon as
-    it returns True instead (it must, within the time bound)."""
+    it returns True instead (it must, within the time bound). ``check=False`` returns the
+    workers' ``(returncode, output)`` instead of failing."""
     ports = _free_ports(2)
     root = Path(__file__).parents[2]   # this checkout's packages, whatever is installed
     workers = []
@@ -66,6 +67,8 @@ def _run_workers(command, cwd, *, kill_when=None):
         for w in workers:
             w.kill()
             w.wait()
+    if not check:
+        return [(w.returncode, output) for w, output in zip(workers, outputs)]
     for i, (w, output) in enumerate(zip(workers, outputs)):
         assert w.returncode == 0, f"worker {i}:\n{output[-3000:]}"
 
@@ -168,4 +171,18 @@ def test_slow_fgsm_mnist_on_two_workers_resumes_after_both_are_killed(tmp_path):
         for key in ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "curve"):
             assert resumed[method][key] == expected[method][key], (method, key)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reference", "results"]
+
+
+@pytest.mark.slow
+def test_slow_a_chief_that_cannot_resume_stops_the_other_workers_too(tmp_path):
+    """A partial run of another config: the chief refuses to resume it, and the other worker,
+    waiting for word at the resume barrier, stops with an error instead of hanging."""
+    out = tmp_path / "results"
+    partial = out.with_name(out.name + ".partial")
+    partial.mkdir()
+    (partial / "config.json").write_text(json.dumps({"config": {"eps": 0.1}}))
+    (chief, chief_output), (worker, worker_output) = _run_workers(
+        _fgsm_mnist_command(out, "--resume"), cwd=tmp_path, check=False)
+    assert chief != 0 and "holds an unfinished run with another config" in chief_output
+    assert worker != 0 and "the chief could not open its run" in worker_output
 
