@@ -176,9 +176,6 @@ class CategoricalPolicy:
         u = generator.uniform(tf.shape(out), minval=1e-20, maxval=1.0, dtype=out.dtype)
         return tf.argmax(out - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
 
-    def mode(self, out):
-        return tf.argmax(out, axis=-1, output_type=tf.int32)
-
     def host_sample(self, out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``sample`` on ``HostForward``'s output: Gumbel-max, with float64 noise."""
         return (out + rng.gumbel(size=out.shape)).argmax(axis=-1).astype(np.int32)
@@ -237,9 +234,6 @@ class GaussianPolicy:
     def sample(self, out, generator: tf.random.Generator):
         mean, log_std = self._split(out)
         return mean + tf.exp(log_std) * generator.normal(tf.shape(mean), dtype=out.dtype)
-
-    def mode(self, out):
-        return self._split(out)[0]
 
     def host_sample(self, out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``sample`` on ``HostForward``'s output."""
