@@ -1,11 +1,12 @@
 """REINFORCE agents on gymnasium environments, built on ``lab``.
 
-``Reinforce`` (the agent) and ``ReinforceConfig`` (its hyperparameters) in ``reinforce``;
+``Reinforce`` (the agent), ``ReinforceConfig`` (its hyperparameters) and
+``NonFiniteUpdatesError`` (training that only skips non-finite updates) in ``reinforce``;
 policies in ``policies``; returns-to-go in ``returns``; episode collection from vector
 environments in ``rollout``.
 """
 
-__all__ = ["Reinforce", "ReinforceConfig"]
+__all__ = ["NonFiniteUpdatesError", "Reinforce", "ReinforceConfig"]
 
 
 def __getattr__(name):

@@ -15,7 +15,10 @@ over all steps of those episodes, where ``A_t`` is, by option:
 
 ``normalize_returns=True`` (default) standardizes ``A_t`` over the batch. ``max_grad_norm``
 clips the policy gradient's global norm and ``l2`` adds a weight penalty, both through
-``lab``. Both updates are ``tf.function``s with fixed input signatures. Acting runs the
+``lab``. Both updates are ``tf.function``s with fixed input signatures. A policy step whose
+loss or gradient is NaN or infinite is skipped by ``lab.training`` (the weights stay as they
+were) and counted in the metrics (``skipped_updates``); ``MAX_CONSECUTIVE_SKIPPED_UPDATES`` in
+a row stop ``train`` with ``NonFiniteUpdatesError`` naming the environment. Acting runs the
 policy network's forward pass in NumPy (``agents.policies.HostForward``: the network is tiny
 and a TensorFlow call costs ten times its arithmetic), with the weights the update just
 wrote; with an observation hook, acting is one XLA-compiled TensorFlow call.
@@ -53,12 +56,37 @@ from lab.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int
+from lab.checks import (
+    check_finite,
+    check_in_range,
+    check_one_of,
+    check_positive,
+    check_positive_int,
+)
 from lab.interrupts import interrupts_deferred
 from lab.regularizers import WeightPenalty
 from lab.seeding import seed_everything
 from lab.training import make_train_step
 from lab.transforms import ClipByGlobalNorm
+
+# Not a ReinforceConfig field: it changes no update, and a new field would make every agent
+# saved before it unloadable (agent.json must hold every field). Ten in a row is far beyond the
+# odd overflow of a healthy run, and about a second of a broken one.
+MAX_CONSECUTIVE_SKIPPED_UPDATES = 10
+
+
+# A FloatingPointError (an ArithmeticError): what went wrong is arithmetic on NaN or inf, and
+# callers that already catch NumPy's floating-point errors catch this one too.
+class NonFiniteUpdatesError(FloatingPointError):
+    """``Reinforce.train`` skipped ``MAX_CONSECUTIVE_SKIPPED_UPDATES`` updates in a row because
+    their loss or gradient was NaN or infinite. ``env`` names the environment, ``consecutive``
+    counts the skips. The agent holds the weights of its last applied update and can be saved.
+    """
+
+    def __init__(self, message: str, *, env: str, consecutive: int):
+        super().__init__(message)
+        self.env = env
+        self.consecutive = consecutive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +123,7 @@ class ReinforceConfig:
         check_one_of("vectorization", self.vectorization, VECTORIZATION_MODES)
         check_positive("entropy_coef", self.entropy_coef, allow_zero=True)
         check_positive("l2", self.l2, allow_zero=True)
+        check_finite("init_log_std", self.init_log_std)
         if self.max_grad_norm is not None:
             check_positive("max_grad_norm", self.max_grad_norm)
         if self.max_episode_steps is not None:
@@ -159,6 +188,8 @@ class Reinforce:
             self.max_steps = config.max_episode_steps or (
                 probe.spec.max_episode_steps if probe.spec else None)
             self.reward_threshold = probe.spec.reward_threshold if probe.spec else None
+            self.env_name = env if isinstance(env, str) else (
+                probe.spec.id if probe.spec else getattr(env, "__qualname__", repr(env)))
         finally:
             probe.close()
         obs_size = observation_size(self.observation_space)
@@ -179,6 +210,8 @@ class Reinforce:
         self.env_steps = 0
         self.episodes = 0
         self.updates = 0
+        # Updates skipped as non-finite since the last applied one (saved with the agent).
+        self.consecutive_skipped_updates = 0
 
     # -- compiled functions ------------------------------------------------------------------
 
@@ -339,6 +372,11 @@ class Reinforce:
         """One gradient step on ``batch`` (from ``collect``); counts its environment steps,
         episodes and the update; returns its metrics.
 
+        A step with a NaN or infinite loss or gradient is skipped (``lab.training``): the
+        policy keeps its weights, the update still counts, ``skipped_updates`` in the metrics
+        (the total so far) goes up, and so does ``consecutive_skipped_updates``, which an
+        applied step puts back to 0.
+
         Ctrl-C is held until the update is complete (``lab.interrupts``): the agent is never
         left with new weights and old counters.
         """
@@ -374,8 +412,10 @@ class Reinforce:
         x = tf.constant(obs)
         step = self._policy_step(x, (tf.constant(batch.raw_actions[valid]),
                                      tf.constant(advantages, tf.float32)))
+        self.consecutive_skipped_updates = (
+            0 if bool(step.applied) else self.consecutive_skipped_updates + 1)
         metrics = {"loss": float(step.loss), "grad_norm": float(step.grad_norm),
-                   "entropy": entropy}
+                   "entropy": entropy, "skipped_updates": int(self._policy_step.skipped)}
         if self.value is not None:
             value_step = self._value_step(x, tf.constant(returns, tf.float32))
             metrics["value_loss"] = float(value_step.loss)
@@ -400,8 +440,14 @@ class Reinforce:
         Returns:
           One metrics row per update: ``env_steps``, ``episodes``, ``mean_return`` (of this
           update's episodes), ``mean_length``, ``loss``, ``grad_norm``, ``entropy`` (of the
-          policy that collected the batch, mean over its states), ``value_loss`` with a
-          baseline, and ``wall_seconds`` since ``train`` started.
+          policy that collected the batch, mean over its states), ``skipped_updates`` (updates
+          skipped so far for a NaN or infinite loss or gradient, counted over the agent's
+          life), ``value_loss`` with a baseline, and ``wall_seconds`` since ``train`` started.
+
+        Raises:
+          NonFiniteUpdatesError: ``MAX_CONSECUTIVE_SKIPPED_UPDATES`` updates in a row were
+            skipped as non-finite (raised after the last one's callback). One skipped update
+            between applied ones does not stop training.
         """
         check_positive_int("total_steps", total_steps)
         history, start, target = [], time.perf_counter(), self.env_steps + total_steps
@@ -434,10 +480,22 @@ class Reinforce:
                             callback(row)
                         except StopIteration:
                             break
+                if self.consecutive_skipped_updates >= MAX_CONSECUTIVE_SKIPPED_UPDATES:
+                    raise self._non_finite_error()
         finally:
             if bar is not None:
                 bar.close()
         return history
+
+    def _non_finite_error(self) -> NonFiniteUpdatesError:
+        n = self.consecutive_skipped_updates
+        return NonFiniteUpdatesError(
+            f"Reinforce on env {self.env_name!r}: the last {n} consecutive updates were "
+            f"skipped because their loss or gradient was NaN or infinite (updates "
+            f"{self.updates - n + 1} to {self.updates}). Likely the environment returns NaN or "
+            f"infinite observations or rewards, or the policy diverged (try a lower "
+            f"learning_rate or max_grad_norm). The agent keeps the weights of its last applied "
+            f"update and can be saved.", env=self.env_name, consecutive=n)
 
     def close(self):
         if self.envs is not None:
@@ -480,7 +538,8 @@ class Reinforce:
             self.policy.model.save(tmp / "policy.keras")
             if self.value is not None:
                 self.value.save(tmp / "value.keras")
-            save_checkpoint(tmp / TRAINING_STATE_DIR, arrays, {})
+            save_checkpoint(tmp / TRAINING_STATE_DIR, arrays, {
+                "consecutive_skipped_updates": self.consecutive_skipped_updates})
             (tmp / AGENT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return path
 
@@ -536,7 +595,12 @@ class Reinforce:
             warnings.warn(f"{path} is missing: the optimizers start afresh (Adam's moments "
                           "reset)", stacklevel=3)
             return
-        arrays, _ = load_checkpoint(path)
+        arrays, state = load_checkpoint(path)
+        # Saves from before the count was kept have none: 0, as after an applied update.
+        consecutive = state.get("consecutive_skipped_updates", 0)
+        if not _is_json_int(consecutive) or consecutive < 0:
+            raise ValueError(f"{path}: consecutive_skipped_updates must be an integer >= 0. "
+                             f"Received: consecutive_skipped_updates={consecutive!r}")
         steps = [self._policy_step] + ([self._value_step] if self.value is not None else [])
         sizes = [int(n) for n in arrays["optimizer_sizes"][0]]
         if len(sizes) != len(steps):
@@ -551,6 +615,7 @@ class Reinforce:
             offset += size
         for step, skipped in zip(steps, arrays["skipped"][0]):
             step.skipped.assign(int(skipped))
+        self.consecutive_skipped_updates = consecutive
 
 
 SAVE_FORMAT = 2
