@@ -65,6 +65,7 @@ import tensorflow as tf
 from attacks.evaluation import accuracy, pgd_accuracy
 from attacks.fgsm import cross_entropy, sign_step, uniform_start
 from attacks.pgd import default_step_size, pgd_steps
+from attacks.validation import check_labels, check_nonempty_batch, num_classes
 from lab.checkpoint import (
     has_checkpoint,
     load_checkpoint,
@@ -273,7 +274,9 @@ class AdversarialTrainer:
 
     def batches(self, x, y, rng: np.random.Generator):
         """``(x, y)`` shuffled by ``rng``, shifted per ``config.shift``, in full batches (one
-        batch shape: one trace; the last partial batch is dropped)."""
+        batch shape: one trace; the last partial batch is dropped). ``y``: integer labels
+        (``attacks.validation.check_labels``)."""
+        y = check_labels(y, len(x), num_classes(self.model))
         order = rng.permutation(len(x))
         images = random_shift(x[order], self.config.shift, rng)
         batches = tf.data.Dataset.from_tensor_slices((images, y[order])).batch(
@@ -308,9 +311,11 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
     Args:
       model: a built Keras classifier returning logits (created under ``strategy.scope()``
         when a strategy is given).
-      x: training images, float32 in [0, 1]; y: integer labels.
+      x: training images, float32 in [0, 1]; y: integer labels, one per image (float labels
+        only if whole numbers: ``attacks.validation.check_labels``).
       config: an ``AdversarialTrainingConfig``.
-      validation: optional ``(x, y)`` whose clean accuracy is logged every epoch.
+      validation: optional ``(x, y)`` whose clean accuracy is logged every epoch (checked
+        like ``x, y``, before training starts).
       strategy: optional ``tf.distribute.Strategy``: ``MirroredStrategy`` (the devices of one
         machine) or ``MultiWorkerMirroredStrategy`` (processes on one or several machines,
         from ``TF_CONFIG``; each worker calls this function with the same arguments and trains
@@ -334,10 +339,17 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
       ``collapsed``.
 
     Raises:
-      ValueError: ``checkpoint`` holds the state of a run with another config.
+      ValueError: labels that are not one integer class per example (``y`` or
+        ``validation``'s), or ``checkpoint`` holds the state of a run with another config.
     """
     x = np.asarray(x, np.float32)
-    y = np.asarray(y, np.int32)
+    classes = num_classes(model)
+    y = check_labels(y, len(x), classes)  # np.asarray(y, np.int32) would truncate 3.7 to 3
+    if validation is not None:  # checked now, not after the first epoch
+        x_val, y_val = validation
+        check_nonempty_batch(x_val)
+        validation = (x_val, check_labels(y_val, len(x_val), classes,
+                                          name="validation labels"))
     trainer = AdversarialTrainer(model, config, num_examples=len(x), strategy=strategy)
     rng = np.random.default_rng(config.seed)
     guard_index = rng.choice(len(x), size=min(config.guard_examples, len(x)), replace=False)
@@ -372,10 +384,12 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
                 if row["collapsed"]:
                     collapsed_at = epoch + 1
                     guard.restore(model)
-                if checkpoint is not None and is_chief(trainer.strategy):
-                    _save(checkpoint, config, trainer, rng, guard, history, collapsed_at)
+                # The callback first: one that raises (its results folder is gone) stops
+                # training before a checkpoint is written there.
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, model, row)
+                if checkpoint is not None and is_chief(trainer.strategy):
+                    _save(checkpoint, config, trainer, rng, guard, history, collapsed_at)
             if row["collapsed"]:
                 break
     finally:

@@ -30,17 +30,25 @@ import tensorflow as tf
 
 from attacks.fgsm import fgsm
 from attacks.pgd import default_step_size, pgd
-from attacks.validation import check_eps, check_nonempty_batch
+from attacks.validation import check_eps, check_labels, check_nonempty_batch, num_classes
 from lab.checks import check_positive, check_positive_int
 from lab.compile_cache import cached_function
 
 ATTACKS = ("fgsm", "pgd")
 
 
-def accuracy(model, x, y, batch_size: int = 500) -> float:
-    """Fraction of ``x`` that ``model`` (called with ``training=False``) labels ``y``."""
-    check_positive_int("batch_size", batch_size)
+def _checked_labels(model, x, y):
+    """``y`` checked against ``x`` and ``model`` (``attacks.validation.check_labels``), once
+    per call on the host, before any batch runs."""
     check_nonempty_batch(x)
+    return check_labels(y, len(x), num_classes(model))
+
+
+def accuracy(model, x, y, batch_size: int = 500) -> float:
+    """Fraction of ``x`` that ``model`` (called with ``training=False``) labels ``y`` (one
+    label per example, see ``attacks.validation.check_labels``)."""
+    check_positive_int("batch_size", batch_size)
+    y = _checked_labels(model, x, y)
     correct = sum(_count_correct(model, x[start:start + batch_size], y[start:start + batch_size])
                   for start in range(0, len(x), batch_size))
     return correct / len(x)
@@ -51,13 +59,13 @@ def attack_accuracy(model, x, y, attack, *, batch_size: int = 500) -> float:
 
     Args:
       model: the classifier under attack.
-      x, y: NumPy images and integer labels.
+      x, y: NumPy images and integer labels (``attacks.validation.check_labels``).
       attack: ``attack(x_batch, y_batch, start) -> adversarial batch``; ``start`` is the
-        batch's offset in ``x`` (to seed each batch differently).
+        batch's offset in ``x`` (to seed each batch differently); ``y_batch`` is int32.
       batch_size: examples per attack call.
     """
     check_positive_int("batch_size", batch_size)
-    check_nonempty_batch(x)
+    y = _checked_labels(model, x, y)
     correct = 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
@@ -83,7 +91,7 @@ def pgd_accuracy(model, x, y, eps, *, steps: int = 40, step_size: float | None =
     ``step_size`` defaults to ``attacks.pgd.default_step_size(eps, steps)`` (eps 0: clean
     accuracy); ``clip`` and ``eps_scale`` as in ``attacks.pgd.pgd``."""
     check_eps(eps, clip, eps_scale=eps_scale)  # before eps == 0 and default_step_size
-    check_positive_int("steps", steps)  # before default_step_size divides by it
+    check_positive_int("steps", steps)  # at eps 0 too, where no attack runs
     if eps == 0:
         return accuracy(model, x, y, batch_size)
     step_size = default_step_size(eps, steps) if step_size is None else step_size
@@ -174,7 +182,8 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
 
     Args:
       model: a Keras classifier returning logits.
-      data: ``(x, y)`` NumPy arrays (images in [0, 1], integer labels).
+      data: ``(x, y)`` NumPy arrays (images in [0, 1], integer labels: see
+        ``attacks.validation.check_labels``).
       eps_values: increasing L-infinity radii; 0 gives the clean accuracy.
       attacks: names from ``("fgsm", "pgd")``.
       pgd_steps: PGD iterations (40: Madry et al.'s MNIST evaluation).
@@ -192,7 +201,7 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
       A ``RobustnessCurve``.
     """
     x, y = data
-    check_nonempty_batch(x)
+    y = _checked_labels(model, x, y)  # before any attack runs
     for i, eps in enumerate(eps_values):
         check_eps(eps, clip, name=f"eps_values[{i}]", eps_scale=eps_scale)
     eps_values = [float(e) for e in eps_values]

@@ -83,7 +83,8 @@ def read_idx(path) -> np.ndarray:
 
     Raises:
         ValueError: naming ``path`` and what is wrong with it (not IDX, an element type other
-            than unsigned byte, a truncated header or data, trailing bytes, corrupt gzip).
+            than unsigned byte, a truncated header or data, trailing bytes, corrupt gzip, no
+            images or labels at all).
     """
     path = Path(path)
     data = path.read_bytes()
@@ -118,6 +119,9 @@ def read_idx(path) -> np.ndarray:
         what = "pixels" if ndim == 3 else "labels"
         raise ValueError(f"{path}: header says {' x '.join(map(str, shape))} = {expected} bytes "
                          f"of {what}, file has {got}")
+    if shape[0] == 0:  # fail here, not after an experiment has trained on nothing
+        raise ValueError(f"{path}: holds 0 {_KIND_BY_NDIM[ndim]}; an MNIST file must hold at "
+                         "least one")
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(shape).copy()
 
 

@@ -55,7 +55,13 @@ import tensorflow as tf
 from attacks.fgsm import cross_entropy, sign_step, uniform_start
 from attacks.pgd import default_step_size, pgd_steps
 from attacks.validation import check_eps
-from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
+from lab.checks import (
+    check_in_range,
+    check_nonnegative_int,
+    check_one_of,
+    check_positive,
+    check_positive_int,
+)
 from lab.compile_cache import cached_function
 
 METHODS = ("random", "fgsm", "pgd")
@@ -94,7 +100,7 @@ class ObservationAttack:
         if objective == "mean_shift":
             check_positive_int("action_size", action_size)
         if step_size is not None:
-            check_in_range("step_size", step_size, 0.0, float("inf"), lo_open=True)
+            check_positive("step_size", step_size)
         self.method, self.objective = method, objective
         self.target, self.action_size = target, action_size
         self.steps, self.step_size, self.fraction = steps, step_size, fraction
@@ -153,16 +159,23 @@ class ObservationAttack:
         return attacked
 
 
+def check_attackable(space: gym.Space, env_id: str | None = None) -> None:
+    """Raises ``ValueError`` unless observations of ``space`` can be perturbed: a
+    floating-point ``Box`` (an integer Box would round a perturbation to whole units, past the
+    budget; a ``Discrete`` observation has no neighbourhood to search)."""
+    if not (isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)):
+        where = f" ({env_id})" if env_id else ""
+        raise ValueError(f"observations must come from a floating-point Box space to be "
+                         f"perturbed. Received: observation space {space}{where}")
+
+
 class _Perturber:
     """``attack`` against ``model`` on NumPy observations of ``space``, compiled once per
     attack, model and observation size (cached on the attack: assigning ``attack.eps`` and
     wrapping a new environment reuses the compiled function)."""
 
     def __init__(self, space: gym.Space, model, attack: ObservationAttack):
-        if not (isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)):
-            # An integer Box would round a perturbation to whole units, past the budget.
-            raise ValueError(f"observations must come from a floating-point Box space to be "
-                             f"perturbed. Received: {space}")
+        check_attackable(space)
         self.shape, self.dtype = space.shape, space.dtype
         size = int(np.prod(space.shape))
 

@@ -37,7 +37,17 @@ _STEPS_PER_ITERATION = 4
 def default_step_size(eps, steps):
     """``2.5 * eps / steps``: enough for the steps to cross the eps-ball and come back. On the
     models here it is a stronger attack than Madry et al.'s fixed 0.01 for eps = 0.3 (README,
-    "Adversarial training on MNIST"); ``eps`` and ``steps`` may be numbers or tensors."""
+    "Adversarial training on MNIST").
+
+    Args:
+      eps: the radius, a finite number >= 0 or a tensor (checked when its value is known).
+      steps: the number of steps, an integer >= 1.
+
+    Raises:
+      ValueError: naming ``eps`` or ``steps`` and the value received.
+    """
+    check_positive_int("steps", steps)
+    check_positive("eps", eps, allow_zero=True)
     return 2.5 * eps / steps
 
 

@@ -69,7 +69,7 @@ from tqdm import tqdm
 
 from experiments.cli import parse_config, run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import PartialRunError, open_run
+from experiments.run_folder import errors_before_start, open_run
 from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int, check_seeds
 from lab.clipping import global_norm
 from lab.seeding import seed_everything
@@ -441,21 +441,22 @@ def main(argv=None) -> dict:
     config = parse_config(Config, argv, description=__doc__.split("\n\n")[0]).resolved()
     # No checkpoints (a few minutes' run): a partial folder left by an interrupted run is
     # replaced, and the finished run moves into place as a whole.
-    try:
-        run = open_run(config.out, config, resume=False, resumable=False)
-    except PartialRunError as error:
-        raise SystemExit(f"error: {error}") from None
-    with TensorBoardLog(run.path / "tensorboard", ("method", "learning_rate", "seed"),
-                        "step") as tensorboard:
-        rows = train(config, tensorboard)
-    write_csv(run.path / "metrics.csv", rows)
-    summary = summarize(rows, config)
-    write_json(run.path / "summary.json", summary)
-    plot(rows, config, "eval_mse", "evaluation MSE (log scale)", "Loss",
-         run.path / "loss.png")
-    plot(rows, config, "max_grad_norm", "largest gradient norm before clipping, per interval",
-         "Gradient spikes", run.path / "grad_norm.png")
-    run.finish()
+    with errors_before_start():
+        run = open_run(config.out, config, experiment="clipping", resume=False,
+                       resumable=False)
+    with run:
+        with TensorBoardLog(run.path / "tensorboard", ("method", "learning_rate", "seed"),
+                            "step") as tensorboard:
+            rows = train(config, tensorboard)
+        write_csv(run.path / "metrics.csv", rows)
+        summary = summarize(rows, config)
+        write_json(run.path / "summary.json", summary)
+        plot(rows, config, "eval_mse", "evaluation MSE (log scale)", "Loss",
+             run.path / "loss.png")
+        plot(rows, config, "max_grad_norm",
+             "largest gradient norm before clipping, per interval", "Gradient spikes",
+             run.path / "grad_norm.png")
+        run.finish()
     print(summary["statement"])
     return summary
 

@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from experiments.cli import parse_config, run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import PartialRunError, open_run
+from experiments.run_folder import errors_before_start, open_run
 from lab.higher_order import hessian_top_eigenvalue, hessian_trace
 from lab.seeding import seed_everything
 from lab.training import make_train_step
@@ -356,17 +356,18 @@ def main(argv=None) -> dict:
     config = parse_config(Config, argv, description=__doc__.split("\n\n")[0]).resolved()
     # No checkpoints (a minute's run): a partial folder left by an interrupted run is
     # replaced, and the finished run moves into place as a whole.
-    try:
-        run = open_run(config.out, config, resume=False, resumable=False)
-    except PartialRunError as error:
-        raise SystemExit(f"error: {error}") from None
-    with TensorBoardLog(run.path / "tensorboard", ("learning_rate", "seed"), "step") as tensorboard:
-        rows = train(config, tensorboard)
-    write_csv(run.path / "metrics.csv", rows)
-    summary = summarize(rows, config)
-    write_json(run.path / "summary.json", summary)
-    plot(rows, config, run.path / "sharpness.png")
-    run.finish()
+    with errors_before_start():
+        run = open_run(config.out, config, experiment="curvature", resume=False,
+                       resumable=False)
+    with run:
+        with TensorBoardLog(run.path / "tensorboard", ("learning_rate", "seed"),
+                            "step") as tensorboard:
+            rows = train(config, tensorboard)
+        write_csv(run.path / "metrics.csv", rows)
+        summary = summarize(rows, config)
+        write_json(run.path / "summary.json", summary)
+        plot(rows, config, run.path / "sharpness.png")
+        run.finish()
     print(summary["statement"])
     for entry in summary["per_learning_rate"].values():
         print(entry["statement"])

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import shutil
 import tempfile
 from dataclasses import field
@@ -67,7 +66,7 @@ from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
 from experiments.cli import parse_config, run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import PartialRunError, open_run, partial_path
+from experiments.run_folder import errors_before_start, open_run, partial_path
 from lab.atomic import atomic_path
 from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
 from lab.seeding import seed_everything
@@ -129,6 +128,9 @@ class ExperimentConfig:
         if self.source is not None:
             check_one_of("source", self.source, SOURCES)
         check_one_of("model", self.model, tuple(MODELS))
+        if not self.methods:  # else the run trains nothing and writes empty results
+            raise ValueError(f"methods must hold at least one method from {METHODS}. "
+                             f"Received: methods={self.methods!r}")
         for method in self.methods:
             check_one_of("methods", method, METHODS)
         check_in_range("eps", self.eps, 0.0, 1.0, lo_open=True)
@@ -137,8 +139,9 @@ class ExperimentConfig:
         check_positive_int("curve_examples", self.curve_examples)
         check_positive_int("restarts", self.restarts)
         check_nonnegative_int("seed", self.seed)
-        if (not self.eval_eps or list(self.eval_eps) != sorted(set(self.eval_eps))
-                or min(self.eval_eps) < 0 or max(self.eval_eps) > 1):
+        for i, eps in enumerate(self.eval_eps):  # NaN would pass the comparisons below
+            check_in_range(f"eval_eps[{i}]", eps, 0.0, 1.0)
+        if not self.eval_eps or list(self.eval_eps) != sorted(set(self.eval_eps)):
             raise ValueError(f"eval_eps must be increasing values in [0, 1]. "
                              f"Received: eval_eps={self.eval_eps}")
         if len(set(self.methods)) != len(self.methods):
@@ -218,90 +221,28 @@ def _barrier(strategy, value: float) -> float:
 def _main(config: ExperimentConfig, strategy, out: str, after_open=None) -> dict:
     settings = _settings(config)
     trainings = {method: training_config(method, config, settings) for method in config.methods}
-    try:  # unreadable data or a partial run in the way fail here, before anything is written
-        source = resolve_mnist_source(config.data_source, config.data_dir)
-        x_train, y_train = load_mnist_arrays("train", source, config.data_dir)
-        x_test, y_test = load_mnist_arrays("test", source, config.data_dir)
-        x_train, y_train = x_train[:settings["train"]], y_train[:settings["train"]]
-        x_test, y_test = x_test[:settings["test"]], y_test[:settings["test"]]
-        run = open_run(out, config, {
-            "data_source": source, "train_examples": len(x_train),
-            "test_examples": len(x_test), "settings": settings,
-            "training": {m: dataclasses.asdict(t) for m, t in trainings.items()}},
-            resume=config.resume)
-    except (OSError, ValueError, PartialRunError) as error:  # ConnectionError is an OSError
+    try:
+        with errors_before_start(ValueError):  # ConnectionError is an OSError
+            source = resolve_mnist_source(config.data_source, config.data_dir)
+            x_train, y_train = load_mnist_arrays("train", source, config.data_dir)
+            x_test, y_test = load_mnist_arrays("test", source, config.data_dir)
+            x_train, y_train = x_train[:settings["train"]], y_train[:settings["train"]]
+            x_test, y_test = x_test[:settings["test"]], y_test[:settings["test"]]
+            run = open_run(out, config, {
+                "data_source": source, "train_examples": len(x_train),
+                "test_examples": len(x_test), "settings": settings,
+                "training": {m: dataclasses.asdict(t) for m, t in trainings.items()}},
+                experiment="fgsm_mnist", resume=config.resume)
+    except SystemExit:
         if after_open is not None:  # the other workers wait for word of the run
             after_open(strategy, None)
-        raise SystemExit(f"error: {error}") from None
+        raise
     if after_open is not None:
         after_open(strategy, run)
-    # Methods finished before an interruption: their rows and summaries, and their models.
-    done = _read_json(run.path / PROGRESS, {"rows": [], "summary": {}})
-    rows, summary = done["rows"], done["summary"]
-    models = {method: keras.models.load_model(run.path / "models" / f"{method}.keras")
-              for method in summary}
-    curves = {method: RobustnessCurve(s["curve"]["eps"],
-                                      {a: s["curve"][a] for a in ("fgsm", "pgd")},
-                                      s["curve"]["examples"], s["curve_warnings"])
-              for method, s in summary.items()}
-    tensorboard = TensorBoardLog(run.path / "tensorboard", ("method",), "epoch")
-    for method in config.methods:
-        if method in summary:
-            continue
-        seed_everything(config.seed)
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            model = MODELS[config.model]()
-        checkpoint = run.path / "checkpoints" / method
-        method_rows = [{"method": method, **r} for r in checkpoint_history(checkpoint)]
-
-        def save_epoch(epoch, model, row, method=method, method_rows=method_rows, rows=rows):
-            method_rows.append({"method": method, **row})
-            write_csv(run.path / "metrics.csv", rows + method_rows)
-            tensorboard.add(method_rows[-1])
-
-        try:
-            result = adversarial_train(model, x_train, y_train, trainings[method],
-                                       validation=(x_test, y_test), progress=config.progress,
-                                       on_epoch_end=save_epoch, checkpoint=checkpoint,
-                                       strategy=strategy)
-        except KeyboardInterrupt:
-            tensorboard.close()
-            epochs = len(checkpoint_history(checkpoint))
-            print(f"\ninterrupted: the run so far is in {run.path} ({method}: {epochs} "
-                  f"epoch(s) checkpointed); add --resume to the same command to continue")
-            raise
-        _save_model(model, run.path / "models" / f"{method}.keras")
-        models[method] = model
-        summary[method] = evaluate(model, x_test, y_test, config, settings, result.trained_eps)
-        summary[method].update(
-            seconds_per_epoch=sum(r["seconds"] for r in result.history) / len(result.history),
-            epochs_trained=len(result.history), collapsed=result.collapsed,
-            collapsed_at_epoch=result.collapsed_at_epoch, restored_epoch=result.best_epoch)
-        n = settings["curve"]
-        curves[method] = robustness_curve(model, (x_test[:n], y_test[:n]),
-                                          settings["eval_eps"], seed=config.seed,
-                                          claimed_eps=result.trained_eps)
-        summary[method]["curve"] = {"examples": curves[method].examples,
-                                    "eps": curves[method].eps_values,
-                                    **curves[method].accuracy}
-        summary[method]["curve_warnings"] = curves[method].warnings
-        rows += [{"method": method, **r} for r in result.history]
-        write_json(run.path / PROGRESS, {"rows": rows, "summary": summary})
-        if checkpoint.exists():  # only the chief writes one under multi_worker
-            shutil.rmtree(checkpoint)
-    tensorboard.close()
-    write_csv(run.path / "metrics.csv", rows)
-    write_json(run.path / "summary.json", {"eps": config.eps, "data_source": source,
-                                           "methods": summary})
-    plot_robustness(curves, config, run.path / "robustness_curve.png")
-    plot_training(rows, config, run.path / "training_curves.png")
-    plot_examples(models, x_test, y_test, config, run.path / "adversarial_examples.png")
-    out = run.finish()
-    for leftover in (out / PROGRESS, out / "checkpoints"):  # after the swap: resumable till then
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
-        elif leftover.exists():
-            leftover.unlink()
+    with run:
+        summary = _train_and_evaluate(config, strategy, run, settings, trainings,
+                                      (x_train, y_train), (x_test, y_test), source)
+        out = run.finish(leftovers=(PROGRESS, "checkpoints"))
     for method, s in summary.items():
         print(f"{method:8s} clean {s['clean_accuracy']:.4f}  fgsm {s['fgsm_accuracy']:.4f}  "
               f"pgd {s['pgd_accuracy']:.4f}  {s['seconds_per_epoch']:.1f} s/epoch"
@@ -309,12 +250,73 @@ def _main(config: ExperimentConfig, strategy, out: str, after_open=None) -> dict
     return summary
 
 
+def _train_and_evaluate(config, strategy, run, settings, trainings, train, test, source):
+    """Trains and evaluates every method not finished yet, writes the results into ``run``'s
+    folder and returns the summary per method."""
+    (x_train, y_train), (x_test, y_test) = train, test
+    # Methods finished before an interruption: their rows and summaries, and their models.
+    done = run.read_json(PROGRESS, {"rows": [], "summary": {}})
+    rows, summary = done["rows"], done["summary"]
+    models = {method: keras.models.load_model(run.path / "models" / f"{method}.keras")
+              for method in summary}
+    curves = {method: RobustnessCurve(s["curve"]["eps"],
+                                      {a: s["curve"][a] for a in ("fgsm", "pgd")},
+                                      s["curve"]["examples"], s["curve_warnings"])
+              for method, s in summary.items()}
+    with TensorBoardLog(run.path / "tensorboard", ("method",), "epoch", rows) as tensorboard:
+        for method in config.methods:
+            if method in summary:
+                continue
+            seed_everything(config.seed)
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                model = MODELS[config.model]()
+            checkpoint = run.path / "checkpoints" / method
+            method_rows = [{"method": method, **r} for r in checkpoint_history(checkpoint)]
+            for row in method_rows:  # epochs a resumed run restores
+                tensorboard.add(row)
+
+            def save_epoch(epoch, model, row, method=method, method_rows=method_rows,
+                           rows=rows):
+                method_rows.append({"method": method, **row})
+                write_csv(run.path / "metrics.csv", rows + method_rows)
+                tensorboard.add(method_rows[-1])
+
+            result = adversarial_train(model, x_train, y_train, trainings[method],
+                                       validation=(x_test, y_test), progress=config.progress,
+                                       on_epoch_end=save_epoch, checkpoint=checkpoint,
+                                       strategy=strategy)
+            _save_model(model, run.path / "models" / f"{method}.keras")
+            models[method] = model
+            summary[method] = evaluate(model, x_test, y_test, config, settings,
+                                       result.trained_eps)
+            summary[method].update(
+                seconds_per_epoch=sum(r["seconds"] for r in result.history) / len(
+                    result.history),
+                epochs_trained=len(result.history), collapsed=result.collapsed,
+                collapsed_at_epoch=result.collapsed_at_epoch, restored_epoch=result.best_epoch)
+            n = settings["curve"]
+            curves[method] = robustness_curve(model, (x_test[:n], y_test[:n]),
+                                              settings["eval_eps"], seed=config.seed,
+                                              claimed_eps=result.trained_eps)
+            summary[method]["curve"] = {"examples": curves[method].examples,
+                                        "eps": curves[method].eps_values,
+                                        **curves[method].accuracy}
+            summary[method]["curve_warnings"] = curves[method].warnings
+            rows += [{"method": method, **r} for r in result.history]
+            write_json(run.path / PROGRESS, {"rows": rows, "summary": summary})
+            if checkpoint.exists():  # only the chief writes one under multi_worker
+                shutil.rmtree(checkpoint)
+    write_csv(run.path / "metrics.csv", rows)
+    write_json(run.path / "summary.json", {"eps": config.eps, "data_source": source,
+                                           "methods": summary})
+    plot_robustness(curves, config, run.path / "robustness_curve.png")
+    plot_training(rows, config, run.path / "training_curves.png")
+    plot_examples(models, x_test, y_test, config, run.path / "adversarial_examples.png")
+    return summary
+
+
 # In the partial folder: the rows and summaries of the methods finished so far.
 PROGRESS = "progress.json"
-
-
-def _read_json(path, default):
-    return json.loads(path.read_text()) if path.exists() else default
 
 
 def _save_model(model, path):

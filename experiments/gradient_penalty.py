@@ -96,7 +96,7 @@ from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mn
 from attacks.models import MODELS
 from experiments.cli import parse_config, run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import PartialRunError, open_run
+from experiments.run_folder import errors_before_start, open_run
 from lab.checks import (
     check_in_range,
     check_nonnegative_int,
@@ -200,8 +200,9 @@ class Config:
             check_positive_int(name, getattr(self, name))
         check_positive("input_gradient_penalty", self.input_gradient_penalty)
         check_positive("weight_decay", self.weight_decay)
-        if (not self.eval_eps or list(self.eval_eps) != sorted(set(self.eval_eps))
-                or min(self.eval_eps) < 0 or max(self.eval_eps) > 1):
+        for i, eps in enumerate(self.eval_eps):  # NaN would pass the comparisons below
+            check_in_range(f"eval_eps[{i}]", eps, 0.0, 1.0)
+        if not self.eval_eps or list(self.eval_eps) != sorted(set(self.eval_eps)):
             raise ValueError(f"eval_eps must be increasing values in [0, 1]. "
                              f"Received: eval_eps={self.eval_eps}")
         for name in ("pgd_eps", "small_eps", "large_eps"):
@@ -458,7 +459,8 @@ def plot(summary: dict, config: Config, path):
 
 def main(argv=None) -> dict:
     config = parse_config(Config, argv, description=__doc__.split("\n")[0]).resolved()
-    try:  # unreadable data or a bad --out fail here, before anything is written
+    # Unreadable data or a bad --out fail here, before anything is written.
+    with errors_before_start(ValueError):
         source = resolve_mnist_source(config.data_source, config.data_dir)
         train, evaluation = load_data(config, source)
         if len(train[0]) < AdversarialTrainingConfig.batch_size:
@@ -472,16 +474,17 @@ def main(argv=None) -> dict:
         # run is replaced, and the finished run moves into place as a whole.
         run = open_run(config.out, config, {
             **record, "training": {m: dataclasses.asdict(training_config(m, config, 0))
-                                   for m in config.methods}}, resume=False, resumable=False)
-    except (OSError, ValueError, PartialRunError) as error:
-        raise SystemExit(f"error: {error}") from None
-    with TensorBoardLog(run.path / "tensorboard", ("method", "seed"), "epoch") as tensorboard:
-        rows, runs = train_and_evaluate(config, train, evaluation, tensorboard)
-    write_csv(run.path / "metrics.csv", rows)
-    summary = summarize(runs, config, record)
-    write_json(run.path / "summary.json", summary)
-    plot(summary, config, run.path / "robustness.png")
-    run.finish()
+                                   for m in config.methods}},
+            experiment="gradient_penalty", resume=False, resumable=False)
+    with run:
+        with TensorBoardLog(run.path / "tensorboard", ("method", "seed"),
+                            "epoch") as tensorboard:
+            rows, runs = train_and_evaluate(config, train, evaluation, tensorboard)
+        write_csv(run.path / "metrics.csv", rows)
+        summary = summarize(runs, config, record)
+        write_json(run.path / "summary.json", summary)
+        plot(summary, config, run.path / "robustness.png")
+        run.finish()
     small, large = (config.eval_eps.index(e) for e in (config.small_eps, config.large_eps))
     for method, entry in summary["methods"].items():
         fgsm, pgd = entry["fgsm"]["mean"], entry["pgd"]["mean"]

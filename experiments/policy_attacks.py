@@ -53,11 +53,22 @@ import numpy as np
 import tensorflow as tf
 
 from agents import Reinforce, ReinforceConfig
-from attacks.observation import AttackedObservations, AttackedVectorObservations, ObservationAttack
+from attacks.observation import (
+    AttackedObservations,
+    AttackedVectorObservations,
+    ObservationAttack,
+    check_attackable,
+)
 from experiments.cli import parse_config, run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import PartialRunError, open_run
-from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int, check_seeds
+from experiments.run_folder import errors_before_start, open_run
+from lab.checks import (
+    check_in_range,
+    check_one_of,
+    check_positive,
+    check_positive_int,
+    check_seeds,
+)
 
 KINDS = ("standard", "adversarial")
 # The feature each environment's episode plot follows.
@@ -105,6 +116,8 @@ class ExperimentConfig:
     def __post_init__(self):
         check_seeds("seeds", self.seeds)
         check_positive_int("total_steps", self.total_steps)
+        for i, eps in enumerate(self.eps_values):  # NaN would pass the comparisons below
+            check_positive(f"eps_values[{i}]", eps, allow_zero=True)
         if (not self.eps_values or self.eps_values[0] != 0.0
                 or list(self.eps_values) != sorted(set(self.eps_values))):
             raise ValueError(f"eps_values must be increasing and start at 0 (the clean "
@@ -115,6 +128,7 @@ class ExperimentConfig:
         check_in_range("ramp_fraction", self.ramp_fraction, 0.0, 1.0)
         check_positive_int("pgd_steps", self.pgd_steps)
         check_positive_int("eval_episodes", self.eval_episodes)
+        # The one float of the agent's config that ReinforceConfig does not check itself.
 
     @property
     def out_dir(self) -> Path:
@@ -398,28 +412,44 @@ def plot_episode(agent: Reinforce, summary: dict, config: ExperimentConfig, path
 
 def main(argv=None) -> dict:
     config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0]).resolved()
-    try:  # a bad environment fails here, before anything is written
+    with errors_before_start(ValueError, gym.error.Error):  # before anything is written
         probe = Reinforce(config.env, dataclasses.replace(config.agent, seed=config.seeds[0]))
         probe.close()
-        run = open_run(config.out_dir, config, resume=config.resume)
-    except (ValueError, gym.error.Error, PartialRunError) as error:
-        raise SystemExit(f"error: {error}") from None
+        check_attackable(probe.observation_space, config.env)
+        run = open_run(config.out_dir, config, experiment="policy_attacks",
+                       resume=config.resume)
+    with run:
+        summary, agents = _train_and_evaluate(config, run, probe)
+        plot_return_vs_eps(summary, config, run.path / "return_vs_eps.png")
+        plot_episode(agents["standard"][config.seeds[0]], summary, config,
+                     run.path / "episode.png")
+        out = run.finish(leftovers=(PROGRESS,))
+    _print(summary, out)
+    return summary
+
+
+# In the partial folder: what the run has done so far (agents trained, evaluations).
+PROGRESS = "progress.json"
+
+
+def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
+    """Trains and evaluates every agent not done yet (resuming from the progress file),
+    writes the metrics and the summary; returns the summary and the agents."""
     max_return = float(probe.max_steps)  # one reward per step up to the time limit
-    progress_path = run.path / "progress.json"
-    state = (json.loads(progress_path.read_text()) if progress_path.exists() else
-             {"training_rows": [], "training": {}, "evaluations": {k: {} for k in KINDS},
-              "obs_std": None})
-    tensorboard = TensorBoardLog(run.path / "tensorboard", ("kind", "seed"), "env_steps")
+    state = run.read_json(PROGRESS, {"training_rows": [], "tensorboard_rows": [],
+                                     "training": {}, "evaluations": {k: {} for k in KINDS},
+                                     "obs_std": None})
     agents = {kind: {} for kind in KINDS}
 
     def agent_path(kind, seed):
         return run.path / "agents" / kind / f"seed_{seed}"
 
     def save_state():
-        write_json(progress_path, state)
+        write_json(run.path / PROGRESS, state)
         write_csv(run.path / "training.csv", state["training_rows"])
 
-    try:
+    with TensorBoardLog(run.path / "tensorboard", ("kind", "seed"), "env_steps",
+                        state["tensorboard_rows"]) as tensorboard:
         for kind in KINDS:
             if kind == "adversarial" and state["obs_std"] is None:
                 state["obs_std"] = observation_std(agents["standard"], config)
@@ -435,22 +465,17 @@ def main(argv=None) -> dict:
                 agent.save(agent_path(kind, seed))
                 agents[kind][seed] = agent
                 state["training_rows"] += rows
+                state["tensorboard_rows"] = tensorboard.rows
                 state["training"][key] = {"final_mean_return": rows[-1]["running_mean_return"],
                                           "env_steps": agent.env_steps}
                 save_state()
-        for kind in KINDS:
-            for seed in config.seeds:
-                if str(seed) in state["evaluations"][kind]:
-                    continue
-                state["evaluations"][kind][str(seed)] = evaluate_agent(
-                    agents[kind][seed], config, state["obs_std"], seed)
-                save_state()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the run so far is in {run.path} (every agent trained or "
-              "evaluated so far is kept); add --resume to the same command to continue it")
-        raise
-    finally:
-        tensorboard.close()
+    for kind in KINDS:
+        for seed in config.seeds:
+            if str(seed) in state["evaluations"][kind]:
+                continue
+            state["evaluations"][kind][str(seed)] = evaluate_agent(
+                agents[kind][seed], config, state["obs_std"], seed)
+            save_state()
     summary = summarize(config, state["evaluations"], state["training"], max_return,
                         state["obs_std"])
     rows = [{"kind": kind, "seed": int(seed), "attack": name, "eps": float(eps),
@@ -460,13 +485,7 @@ def main(argv=None) -> dict:
             for name, per_eps in per_attack.items() for eps, r in per_eps.items()]
     write_csv(run.path / "metrics.csv", rows)
     write_json(run.path / "summary.json", summary)
-    plot_return_vs_eps(summary, config, run.path / "return_vs_eps.png")
-    plot_episode(agents["standard"][config.seeds[0]], summary, config,
-                 run.path / "episode.png")
-    out = run.finish()
-    (out / progress_path.name).unlink()  # after the swap: resumable until then
-    _print(summary, out)
-    return summary
+    return summary, agents
 
 
 def _print(summary: dict, out):

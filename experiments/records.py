@@ -17,6 +17,7 @@ import dataclasses
 import io
 import json
 import platform
+import shutil
 import time
 from importlib import metadata
 from pathlib import Path
@@ -82,15 +83,25 @@ class TensorBoardLog:
     of a row becomes a scalar at the row's ``step_key`` value. ``seconds`` is the time this
     log spent writing; ``TensorBoardLog.spent`` adds up every log's in this process (the main
     job reports it per experiment).
+
+    The event files are written anew from ``rows``, the rows a resumed run has already
+    recorded: a process killed outright loses what its writers had buffered, and may have
+    written rows that its last checkpoint does not hold, so the old files are not trusted.
+    ``rows`` (attribute) is every row written so far, for a run to checkpoint.
     """
     spent = 0.0
 
-    def __init__(self, folder, run_keys: tuple[str, ...], step_key: str):
+    def __init__(self, folder, run_keys: tuple[str, ...], step_key: str, rows=()):
         self.folder = Path(folder)
         self.run_keys = tuple(run_keys)
         self.step_key = step_key
         self.seconds = 0.0
         self._writers = {}
+        self.rows = []
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        for row in rows:
+            self.add(row)
 
     def add(self, row: dict) -> None:
         # TensorBoard's own event writer and scalar protos, in plain Python: the same records
@@ -102,6 +113,7 @@ class TensorBoardLog:
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         start = time.perf_counter()
+        self.rows.append(row)
         run = "/".join(f"{key}_{row[key]}" for key in self.run_keys) or "run"
         writer = self._writers.get(run)
         if writer is None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import statistics
 from collections import deque
 from dataclasses import field
@@ -38,7 +37,7 @@ from pathlib import Path
 from agents import Reinforce, ReinforceConfig
 from experiments.cli import parse_config, run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import PartialRunError, open_run
+from experiments.run_folder import errors_before_start, open_run
 from lab.atomic import atomic_directory
 from lab.checks import check_positive_int, check_seeds
 
@@ -68,6 +67,7 @@ class ExperimentConfig:
         check_positive_int("total_steps", self.total_steps)
         check_positive_int("eval_episodes", self.eval_episodes)
         check_positive_int("checkpoint_every", self.checkpoint_every)
+        # The one float of the agent's config that ReinforceConfig does not check itself.
 
     def resolved(self) -> ExperimentConfig:
         """This config with the ``--quick`` caps applied (what actually runs and is saved)."""
@@ -116,11 +116,11 @@ class Progress:
     @classmethod
     def load(cls, run) -> tuple[Progress, Path | None]:
         """The run's progress and its agent checkpoint (``None`` if none or a new run)."""
-        folder = run.path / CHECKPOINT
-        if not (folder / "progress.json").is_file():
+        state = run.read_json(f"{CHECKPOINT}/progress.json", None)
+        if state is None:
             return cls(), None
-        progress = cls(json.loads((folder / "progress.json").read_text()))
-        agent = folder / "agent"
+        progress = cls(state)
+        agent = run.path / CHECKPOINT / "agent"
         return progress, agent if progress.current is not None and agent.is_dir() else None
 
 
@@ -227,35 +227,27 @@ def main(argv=None) -> dict:
     config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0]).resolved()
     import gymnasium as gym
 
-    try:  # a bad environment fails here, before anything is written
+    with errors_before_start(ValueError, gym.error.Error):  # before anything is written
         Reinforce(config.env, dataclasses.replace(config.agent, seed=config.seeds[0])).close()
-        run = open_run(config.out_dir, config, resume=config.resume)
-    except (ValueError, gym.error.Error, PartialRunError) as error:
-        raise SystemExit(f"error: {error}") from None
-    progress, checkpoint = Progress.load(run)
-    tensorboard = TensorBoardLog(run.path / "tensorboard", ("seed",), "env_steps")
-    try:
-        for seed in config.seeds:
-            if str(seed) in progress.per_seed:
-                continue  # finished before the interruption
-            resume_from = checkpoint if progress.current and progress.current["seed"] == seed \
-                else None
-            progress.per_seed[str(seed)] = run_seed(config, seed, progress, run, resume_from,
-                                                    tensorboard)
-            progress.current = None
-            progress.save(run)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the run so far is in {run.path}; add --resume to the same "
-              "command to continue it")
-        raise
-    finally:
-        tensorboard.close()
-    threshold = gym.spec(config.env).reward_threshold
-    summary = summarize(config, progress.per_seed, threshold)
-    write_json(run.path / "summary.json", summary)
-    plot_learning_curve(progress.rows, config, threshold, run.path / "learning_curve.png")
-    out = run.finish()
-    shutil.rmtree(out / CHECKPOINT)  # after the swap: until then an interruption can resume
+        run = open_run(config.out_dir, config, experiment="reinforce", resume=config.resume)
+    with run:
+        progress, checkpoint = Progress.load(run)
+        with TensorBoardLog(run.path / "tensorboard", ("seed",), "env_steps",
+                            progress.rows) as tensorboard:
+            for seed in config.seeds:
+                if str(seed) in progress.per_seed:
+                    continue  # finished before the interruption
+                resume_from = checkpoint if progress.current and \
+                    progress.current["seed"] == seed else None
+                progress.per_seed[str(seed)] = run_seed(config, seed, progress, run,
+                                                        resume_from, tensorboard)
+                progress.current = None
+                progress.save(run)
+        threshold = gym.spec(config.env).reward_threshold
+        summary = summarize(config, progress.per_seed, threshold)
+        write_json(run.path / "summary.json", summary)
+        plot_learning_curve(progress.rows, config, threshold, run.path / "learning_curve.png")
+        out = run.finish(leftovers=(CHECKPOINT,))
     median = summary["median"]
     print(f"{config.env}: solved {summary['seeds_solved']}/{summary['seeds']} seeds; median "
           f"solved_at_env_steps={median['solved_at_env_steps']}, wall_seconds_to_solve="

@@ -89,7 +89,7 @@ from attacks.mnist import (
 )
 from experiments.cli import parse_config, run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import PartialRunError, open_run
+from experiments.run_folder import errors_before_start, open_run
 from lab import activations
 from lab.atomic import atomic_path
 from lab.checks import check_one_of, check_positive, check_positive_int, check_seeds
@@ -540,21 +540,21 @@ def main(argv=None) -> dict:
     # No checkpoints (a short run): a partial folder left by an interrupted run is replaced,
     # and the finished run moves into place as a whole. Unreadable data fails before any
     # folder is made.
-    try:
+    with errors_before_start(ValueError):
         data = load_data(config)
         run = open_run(config.out, config, {"data_source": data.source,
                                             "train_examples": len(data.x_train),
                                             "test_examples": len(data.x_test)},
-                       resume=False, resumable=False)
-    except (OSError, ValueError, PartialRunError) as error:
-        raise SystemExit(f"error: {error}") from None
-    with TensorBoardLog(run.path / "tensorboard", ("method", "seed"), "epoch") as tensorboard:
-        rows, changes, reloads = train(config, data, run.path / "models", tensorboard)
-    write_csv(run.path / "metrics.csv", rows)
-    summary = summarize(rows, changes, reloads, config, data)
-    write_json(run.path / "summary.json", summary)
-    plot(rows, config, data, run.path / "accuracy.png")
-    run.finish()
+                       experiment="straight_through", resume=False, resumable=False)
+    with run:
+        with TensorBoardLog(run.path / "tensorboard", ("method", "seed"),
+                            "epoch") as tensorboard:
+            rows, changes, reloads = train(config, data, run.path / "models", tensorboard)
+        write_csv(run.path / "metrics.csv", rows)
+        summary = summarize(rows, changes, reloads, config, data)
+        write_json(run.path / "summary.json", summary)
+        plot(rows, config, data, run.path / "accuracy.png")
+        run.finish()
     print(summary["statement"])
     return summary
 

@@ -3,8 +3,10 @@
 Every public function in gradlab validates its arguments the same way, so errors read alike:
 ``ValueError: max_norm must be > 0. Received: max_norm=-1.0``. A checked number must be a real
 scalar (a Python or NumPy number, a 0-d array or a scalar tensor; not a bool, a string, a vector
-or ``None``). Values that are only known at graph run time (symbolic tensors inside a
-``tf.function``, ``tf.Variable``s) cannot be checked here and pass.
+or ``None``) and finite: NaN and +/-inf are refused (``lr must be a finite number > 0. Received:
+lr=inf``), since a hyperparameter that is not finite only turns up later as NaN losses. Values
+that are only known at graph run time (symbolic tensors inside a ``tf.function``,
+``tf.Variable``s) cannot be checked here and pass.
 """
 
 from __future__ import annotations
@@ -54,28 +56,45 @@ def _shown(value, known):
     return known if isinstance(value, tf.Tensor) else value
 
 
+def _fail_number(name, rule, value, known, *, finite=True):
+    """Fails with ``rule``, saying "a finite number" when ``known`` is NaN or infinite and
+    ``finite`` numbers are the rule: the message of a finite value out of range stays the
+    plain ``rule``."""
+    if finite and not math.isfinite(known):
+        rule = f"a finite number {rule}"
+    _fail(name, rule, _shown(value, known))
+
+
+def check_finite(name, value):
+    """Raises ``ValueError`` unless ``value`` is a finite real scalar (any sign)."""
+    known = _known_real(name, value)
+    if known is not None and not math.isfinite(known):
+        _fail(name, "a finite number", _shown(value, known))
+
+
 def check_positive(name, value, *, allow_zero=False):
-    """Raises ``ValueError`` unless ``value`` is a real scalar > 0 (or >= 0 with
+    """Raises ``ValueError`` unless ``value`` is a finite real scalar > 0 (or >= 0 with
     ``allow_zero``)."""
     known = _known_real(name, value)
     if known is None:
         return
-    rule = ">= 0" if allow_zero else "> 0"
-    if math.isnan(known) or known < 0 or (known == 0 and not allow_zero):
-        _fail(name, rule, _shown(value, known))
+    if not math.isfinite(known) or known < 0 or (known == 0 and not allow_zero):
+        _fail_number(name, ">= 0" if allow_zero else "> 0", value, known)
 
 
-def check_in_range(name, value, lo, hi, *, lo_open=False, hi_open=False):
-    """Raises ``ValueError`` unless ``value`` is a real scalar in the interval from ``lo`` to
-    ``hi``."""
+def check_in_range(name, value, lo, hi, *, lo_open=False, hi_open=False, allow_inf=False):
+    """Raises ``ValueError`` unless ``value`` is a finite real scalar in the interval from ``lo``
+    to ``hi``. An infinite bound only leaves that side unbounded; ``allow_inf`` also lets an
+    infinite ``value`` through where the interval holds it (a bound that may be open-ended,
+    such as one side of a clip). NaN never passes."""
     known = _known_real(name, value)
     if known is None:
         return
     above = known > lo if lo_open else known >= lo
     below = known < hi if hi_open else known <= hi
-    if math.isnan(known) or not (above and below):
+    if not ((math.isfinite(known) or allow_inf) and above and below):  # NaN: neither holds
         rule = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-        _fail(name, rule, _shown(value, known))
+        _fail_number(name, rule, value, known, finite=not allow_inf)
 
 
 def check_one_of(name, value, choices):

@@ -12,11 +12,12 @@ To compose clipping with other gradient transforms, see ``lab.transforms``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import tensorflow as tf
 
-from lab.checks import check_one_of, check_positive, static_value
+from lab.checks import check_in_range, check_one_of, check_positive, static_value
 
 
 def _map_values(fn, grad):
@@ -69,20 +70,28 @@ def global_norm(grads: Sequence) -> tf.Tensor:
     return tf.sqrt(tf.add_n(squares))
 
 
+def check_value_bounds(lo, hi):
+    """Raises ``ValueError`` unless ``lo <= hi`` are real numbers, not NaN (a NaN bound makes
+    every clipped gradient NaN). An infinite bound is allowed: that side is not clipped."""
+    check_in_range("lo", lo, -math.inf, math.inf, allow_inf=True)
+    check_in_range("hi", hi, -math.inf, math.inf, allow_inf=True)
+    lo_value, hi_value = static_value(lo), static_value(hi)
+    if lo_value is not None and hi_value is not None and float(lo_value) > float(hi_value):
+        raise ValueError(f"lo must be <= hi. Received: lo={lo!r}, hi={hi!r}")
+
+
 def clip_by_value(grads: Sequence, lo, hi) -> list:
     """Clips every gradient element into ``[lo, hi]``.
 
     Args:
       grads: list of gradients (tensors, ``tf.IndexedSlices`` or ``None``).
-      lo: lower bound.
-      hi: upper bound, ``>= lo``.
+      lo: lower bound, not NaN (``-inf``: no lower bound).
+      hi: upper bound, ``>= lo``, not NaN (``inf``: no upper bound).
 
     Returns:
       A list of clipped gradients, ``None`` entries kept, ``IndexedSlices`` kept sparse.
     """
-    lo_value, hi_value = static_value(lo), static_value(hi)
-    if lo_value is not None and hi_value is not None and float(lo_value) > float(hi_value):
-        raise ValueError(f"lo must be <= hi. Received: lo={lo!r}, hi={hi!r}")
+    check_value_bounds(lo, hi)
     return [_map_values(lambda t: tf.clip_by_value(t, tf.cast(lo, t.dtype), tf.cast(hi, t.dtype)),
                         g) for g in grads]
 

@@ -28,13 +28,13 @@ class GradientTransform(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class ClipByValue:
-    """Clips each gradient element into ``[lo, hi]`` (``lab.clipping.clip_by_value``)."""
+    """Clips each gradient element into ``[lo, hi]`` (``lab.clipping.clip_by_value``; an
+    infinite bound leaves that side unclipped, NaN is refused)."""
     lo: float
     hi: float
 
     def __post_init__(self):
-        if self.lo > self.hi:
-            raise ValueError(f"lo must be <= hi. Received: lo={self.lo!r}, hi={self.hi!r}")
+        clipping.check_value_bounds(self.lo, self.hi)
 
     def __call__(self, grads, params):
         return clipping.clip_by_value(grads, self.lo, self.hi)

@@ -99,3 +99,58 @@ def read_error(capsys):
     def read():
         return " ".join(capsys.readouterr().err.replace("\u2502", " ").split())
     return read
+
+
+@pytest.fixture
+def tensorboard_holds(read_tensorboard):
+    """``check(folder, rows, run_keys, step_key, tags)``: the event files under ``folder``
+    hold exactly the metrics ``rows`` (dicts as read from a CSV): for every run (the
+    ``run_keys`` columns, as ``TensorBoardLog`` names it) and tag, one point per row at the
+    row's ``step_key``, no more and no fewer (a resumed run neither loses nor repeats any)."""
+    def check(folder, rows, run_keys, step_key, tags):
+        runs = read_tensorboard(folder)
+        expected = {}
+        for row in rows:
+            run = "/".join(f"{key}_{row[key]}" for key in run_keys)
+            for tag in tags:
+                expected.setdefault(run, {}).setdefault(tag, []).append(
+                    (int(row[step_key]), float(row[tag])))
+        assert set(runs) == set(expected)
+        for run, per_tag in expected.items():
+            for tag, points in per_tag.items():
+                got, want = sorted(runs[run][tag]), sorted(points)
+                assert [step for step, _ in got] == [step for step, _ in want], (run, tag)
+                # Event files hold float32: equal to the CSV's float64 to float32 precision.
+                np.testing.assert_allclose([v for _, v in got], [v for _, v in want],
+                                           rtol=1e-6, err_msg=f"{run} {tag}")
+    return check
+
+
+@pytest.fixture
+def kill_when():
+    """``kill_when(module, args, ready, timeout=240)``: runs ``python -m module *args`` and
+    kills it with SIGKILL (nothing runs on the way out) as soon as ``ready()`` is true;
+    fails if the process ended first."""
+    def run(module, args, ready, timeout=240):
+        import signal
+        import subprocess
+        import sys
+        import time
+
+        process = subprocess.Popen([sys.executable, "-m", module, *args],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env={**os.environ, "CI": "1"})
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    if ready():
+                        break
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass  # a file being written
+                time.sleep(0.02)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    return run

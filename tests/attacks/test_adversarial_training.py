@@ -276,8 +276,8 @@ def test_the_progress_bar_stays_quiet_when_output_is_not_a_terminal(digits, caps
 
 @pytest.mark.parametrize("name", ["input_gradient_penalty", "weight_decay"])
 @pytest.mark.parametrize("value, rule", [(-0.1, r"in \[0\.0, inf\)"),
-                                         (float("inf"), r"in \[0\.0, inf\)"),
-                                         (float("nan"), r"in \[0\.0, inf\)"),
+                                         (float("inf"), r"a finite number in \[0\.0, inf\)"),
+                                         (float("nan"), r"a finite number in \[0\.0, inf\)"),
                                          (True, "a real number")])
 def test_penalty_coefficients_must_be_finite_and_nonnegative(name, value, rule):
     with pytest.raises(ValueError, match=rf"^{name} must be {rule}\. Received: {name}="):

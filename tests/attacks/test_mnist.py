@@ -98,6 +98,8 @@ CORRUPT = {
                          "header says 10 = 10 bytes of labels, file has 4"),
     "truncated gzip": (gzip.compress(idx_bytes(IMAGES))[:-40], "gzip data is corrupt or truncated"),
     "garbled gzip": (b"\x1f\x8b" + bytes(range(60)), "gzip data is corrupt or truncated"),
+    "no images": (idx_bytes(IMAGES[:0]), "holds 0 images"),
+    "no labels": (idx_bytes(np.arange(0)), "holds 0 labels"),
 }
 
 
@@ -150,6 +152,21 @@ def test_read_mnist_dir_rejects_count_mismatch(tmp_path):
     with pytest.raises(ValueError) as error:
         mnist.read_mnist_dir(tmp_path, "test")
     assert f"{images_path} has 6 images but {labels_path} has 5 labels" in str(error.value)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_split_of_zero_digits_fails_at_load_time_naming_the_file(tmp_path, gz):
+    # Images and labels agree (0 and 0), so only the empty-file check stops this before an
+    # experiment trains on nothing or divides by zero.
+    images, labels = digits(0)
+    images_path, _ = write_split(tmp_path, "train", images, labels, gz=gz)
+    for load in (lambda: mnist.read_mnist_dir(tmp_path, "train"),
+                 lambda: mnist.load_mnist_arrays("train", "idx", tmp_path),
+                 lambda: mnist.load_mnist("train", "idx", tmp_path)):
+        with pytest.raises(ValueError) as error:
+            load()
+        assert str(error.value) == (f"{images_path}: holds 0 images; an MNIST file must hold at "
+                                    "least one")
 
 
 def test_read_mnist_dir_rejects_labels_out_of_range(tmp_path):

@@ -181,6 +181,8 @@ def test_slow_a_chief_that_cannot_resume_stops_the_other_workers_too(tmp_path):
     partial = out.with_name(out.name + ".partial")
     partial.mkdir()
     (partial / "config.json").write_text(json.dumps({"config": {"eps": 0.1}}))
+    (partial / "run.json").write_text(json.dumps({"package": "gradlab", "run_id": "earlier",
+                                                  "experiment": "fgsm_mnist"}))
     (chief, chief_output), (worker, worker_output) = _run_workers(
         _fgsm_mnist_command(out, "--resume"), cwd=tmp_path, check=False)
     assert chief != 0 and "holds an unfinished run with another config" in chief_output

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from attacks.fgsm import cross_entropy, fgsm
-from attacks.pgd import _compiled_pgd, pgd, pgd_steps
+from attacks.pgd import _compiled_pgd, default_step_size, pgd, pgd_steps
 
 
 def test_one_step_without_random_start_and_step_eps_is_fgsm(cnn_batch):
@@ -146,3 +146,23 @@ def test_unbounded_inputs_and_the_domain_checks():
     fgsm(model, x / 10, None, 0.1, clip=(-1.0, 1.0))
     from attacks.fgsm import _compiled_fgsm
     assert _compiled_fgsm(model).experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("eps, steps, message", [
+    (0.3, 0, r"^steps must be an integer >= 1\. Received: steps=0$"),  # was ZeroDivisionError
+    (0.3, 2.0, r"^steps must be an integer >= 1\. Received: steps=2\.0$"),
+    (0.3, -4, r"^steps must be an integer >= 1\. Received: steps=-4$"),
+    (-0.1, 40, r"^eps must be >= 0\. Received: eps=-0\.1$"),
+    (float("inf"), 40, r"^eps must be a finite number >= 0\. Received: eps=inf$"),
+    ("0.3", 40, r"^eps must be a real number\. Received: eps='0\.3'$"),
+])
+def test_default_step_size_checks_its_arguments(eps, steps, message):
+    with pytest.raises(ValueError, match=message):
+        default_step_size(eps, steps)
+
+
+def test_default_step_size_is_two_and_a_half_radii_over_the_steps():
+    assert default_step_size(0.3, 40) == pytest.approx(0.01875)
+    assert default_step_size(0.0, 1) == 0.0
+    eps = tf.Variable(0.3)  # known only at run time inside a tf.function: passes unchecked
+    assert float(tf.function(lambda: default_step_size(eps, 10))()) == pytest.approx(0.075)

@@ -101,10 +101,19 @@ def _summary(folder):
     return summary
 
 
-def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(tmp_path, monkeypatch):
-    args = QUICK + ["--methods", "clean", "fgsm_rs", "--epochs", "3"]
-    straight = tmp_path / "straight"
-    experiment.main(args + ["--out", str(straight)])
+TWO_METHODS = QUICK + ["--methods", "clean", "fgsm_rs", "--epochs", "3"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """A run of TWO_METHODS never stopped: what every interrupted run must end with."""
+    out = tmp_path_factory.mktemp("fgsm_mnist_straight") / "out"
+    experiment.main(TWO_METHODS + ["--out", str(out)])
+    return out
+
+
+def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(straight, tmp_path,
+                                                                      monkeypatch):
     out = tmp_path / "out"
     experiment.main(QUICK + ["--methods", "clean", "--epochs", "1", "--out", str(out)])
     old_summary = (out / "summary.json").read_text()
@@ -120,7 +129,7 @@ def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(tmp_path, 
 
     monkeypatch.setattr(adversarial_training.AdversarialTrainer, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        experiment.main(args + ["--out", str(out)])
+        experiment.main(TWO_METHODS + ["--out", str(out)])
     monkeypatch.undo()
     assert (out / "summary.json").read_text() == old_summary  # the finished run, untouched
     partial = tmp_path / "out.partial"
@@ -129,11 +138,48 @@ def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(tmp_path, 
     assert sorted(p.name for p in (partial / "models").iterdir()) == ["clean.keras"]
     assert (partial / "checkpoints" / "fgsm_rs").is_dir()
 
-    experiment.main(args + ["--out", str(out), "--resume"])
+    experiment.main(TWO_METHODS + ["--out", str(out), "--resume"])
     assert not partial.exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in straight.iterdir())
     assert _metrics(out) == _metrics(straight)
     assert _summary(out) == _summary(straight)
+
+
+def test_ctrl_c_during_evaluation_says_how_to_resume(straight, tmp_path, monkeypatch, capsys):
+    calls = []
+    original = experiment.evaluate
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while evaluating fgsm_rs
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "evaluate", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        experiment.main(TWO_METHODS + ["--out", str(out)])
+    monkeypatch.undo()
+    assert f"the run so far is in {tmp_path / 'out.partial'}; add --resume to the same " \
+        "command" in capsys.readouterr().out
+    experiment.main(TWO_METHODS + ["--out", str(out), "--resume"])
+    assert _metrics(out) == _metrics(straight) and _summary(out) == _summary(straight)
+
+
+def test_a_run_killed_outright_resumes_with_every_epoch_in_tensorboard(
+        straight, tmp_path, kill_when, tensorboard_holds):
+    out = tmp_path / "out"
+    metrics = tmp_path / "out.partial" / "metrics.csv"
+
+    def fgsm_rs_has_trained_an_epoch():
+        return any(r["method"] == "fgsm_rs" for r in _metrics(metrics.parent))
+
+    kill_when("experiments.fgsm_mnist", TWO_METHODS + ["--out", str(out)],
+              fgsm_rs_has_trained_an_epoch)
+    experiment.main(TWO_METHODS + ["--out", str(out), "--resume"])
+    assert _metrics(out) == _metrics(straight) and _summary(out) == _summary(straight)
+    tensorboard_holds(out / "tensorboard", _metrics(out), ("method",), "epoch",
+                      ("loss", "clean_accuracy", "guard_pgd_accuracy"))
 
 
 def test_a_data_dir_is_read_without_naming_its_source(tmp_path):
@@ -160,7 +206,14 @@ def test_unreadable_data_fails_before_anything_is_written(tmp_path):
     (["--eps", "0"], r"eps must be in \(0\.0, 1\.0\]"),
     (["--epochs", "0"], "epochs must be an integer >= 1"),
     (["--eval-eps", "0.2", "0.1"], "eval_eps must be increasing"),
-    (["--eval-eps", "0.1", "1.5"], r"eval_eps must be increasing values in \[0, 1\]"),
+    (["--eval-eps", "0.1", "1.5"], r"eval_eps\[1\] must be in \[0\.0, 1\.0\]\. Received: "
+                                   r"eval_eps\[1\]=1\.5"),
+    # Before the fix NaN passed the order and range checks: 3 minutes of training, then a crash.
+    (["--eval-eps", "0", "nan"], r"eval_eps\[1\] must be a finite number in \[0\.0, 1\.0\]\. "
+                                 r"Received: eval_eps\[1\]=nan"),
+    (["--methods"], r"methods must hold at least one method from \('clean', "),
+    (["--learning-rate", "inf"], r"learning_rate must be a finite number > 0\. Received: "
+                                 r"learning_rate=inf"),
     (["--shift", "-1"], "shift must be an integer >= 0"),
     (["--lr-schedule", "linear"], "lr_schedule must be one of"),
     (["--batch-size", "0"], "batch_size must be an integer >= 1"),

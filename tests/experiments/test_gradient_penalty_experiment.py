@@ -21,7 +21,8 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_file(quick_run):
     out, summary = quick_run
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "metrics.csv", "robustness.png", "summary.json", "tensorboard"]
+        "config.json", "metrics.csv", "robustness.png", "run.json", "summary.json",
+        "tensorboard"]
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not out.with_name("out.partial").exists()
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
@@ -93,6 +94,8 @@ def test_unreadable_data_fails_before_anything_is_written(tmp_path):
     (["--input-gradient-penalty", "0"], r"input_gradient_penalty must be > 0"),
     (["--weight-decay", "-1"], r"weight_decay must be > 0"),
     (["--eval-eps", "0.2", "0.1"], "eval_eps must be increasing"),
+    (["--eval-eps", "0", "0.1", "0.3", "nan"], r"eval_eps\[3\] must be a finite number in"),
+    (["--methods"], r"methods must be one or more distinct methods\. Received: methods=\(\)"),
     (["--small-eps", "0.15"], r"small_eps must be one of eval_eps"),
     (["--small-eps", "0.3", "--large-eps", "0.1"], "small_eps must be below large_eps"),
     (["--pgd-eps", "0"], r"pgd_eps must be in \(0\.0, 1\.0\]"),

@@ -20,7 +20,7 @@ def test_quick_run_writes_every_file_and_per_seed_returns(quick_run):
     out, summary = quick_run
     assert {p.name for p in out.iterdir()} == {
         "config.json", "training.csv", "metrics.csv", "summary.json", "return_vs_eps.png",
-        "episode.png", "agents", "tensorboard"}
+        "episode.png", "agents", "tensorboard", "run.json"}
     assert json.loads((out / "summary.json").read_text()) == summary
     attacks = {"random", "fgsm", "pgd", "pgd_toward_0", "pgd_toward_1"}
     for kind in ("standard", "adversarial"):
@@ -65,7 +65,11 @@ def test_an_interrupted_run_resumes_to_the_same_numbers(quick_run, tmp_path, mon
 def test_bad_flags_are_usage_errors(read_error, tmp_path):
     for flags, message in ((["--eps-values", "0.5", "1"], "eps_values must be increasing and "
                                                            "start at 0"),
-                           (["--train-method", "cw"], "train_method must be one of")):
+                           (["--train-method", "cw"], "train_method must be one of"),
+                           (["--eps-values", "0", "nan"],
+                            "eps_values[1] must be a finite number >= 0. Received: "
+                            "eps_values[1]=nan"),
+                           (["--train-eps", "inf"], "train_eps must be a finite number > 0")):
         with pytest.raises(SystemExit):
             experiment.main(flags + ["--out", str(tmp_path / "out")])
         assert message in read_error()
@@ -114,3 +118,20 @@ def test_quick_run_writes_tensorboard_runs_matching_training(quick_run, read_ten
         assert (int(row["env_steps"]), pytest.approx(float(row["mean_return"]), rel=1e-6)) in \
             run["mean_return"]
         assert {"loss", "grad_norm", "entropy", "train_eps"} <= set(run)
+
+
+def test_a_run_killed_outright_resumes_with_every_update_in_tensorboard(
+        quick_run, tmp_path, kill_when, tensorboard_holds):
+    _, expected = quick_run
+    out = tmp_path / "out"
+    progress = tmp_path / "out.partial" / "progress.json"
+
+    def an_agent_is_trained():
+        return len(json.loads(progress.read_text())["training"]) >= 1
+
+    kill_when("experiments.policy_attacks", QUICK + ["--out", str(out)], an_agent_is_trained)
+    assert experiment.main(QUICK + ["--out", str(out), "--resume"]) == expected
+    with open(out / "training.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    tensorboard_holds(out / "tensorboard", rows, ("kind", "seed"), "env_steps",
+                      ("mean_return", "running_mean_return", "train_eps"))

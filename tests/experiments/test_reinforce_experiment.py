@@ -112,15 +112,25 @@ def test_bad_flags_are_usage_errors(read_error):
     assert "seeds must be one or more distinct" in read_error()
 
 
-def test_a_run_killed_outright_resumes_from_its_last_checkpoint(tmp_path):
-    """SIGKILL, not Ctrl-C: nothing runs on the way out, so the run resumes from the last
-    periodic checkpoint and must still end with the metrics of an unbroken run."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+@pytest.mark.parametrize("flag, value", [("--learning-rate", "inf"), ("--l2", "inf"),
+                                         ("--entropy-coef", "inf"), ("--gamma", "nan"),
+                                         ("--max-grad-norm", "inf"), ("--init-log-std", "-inf")])
+def test_non_finite_hyperparameters_are_usage_errors(flag, value, tmp_path, read_error):
+    # These ran to exit 0 with NaN losses before.
+    name = flag[2:].replace("-", "_")
+    with pytest.raises(SystemExit) as exit_info:
+        experiment.main(QUICK + ["--out", str(tmp_path / "out"), flag, value])
+    assert exit_info.value.code == 2
+    assert f"{name} must be a finite number" in read_error()
+    assert not any(tmp_path.iterdir())  # nothing written
 
+
+def test_a_run_killed_outright_resumes_from_its_last_checkpoint(tmp_path, kill_when,
+                                                                tensorboard_holds):
+    """SIGKILL, not Ctrl-C: nothing runs on the way out, so the run resumes from the last
+    periodic checkpoint and must still end with the metrics of an unbroken run, and with
+    TensorBoard events for every metrics row, none lost with the killed writer's buffer and
+    none repeated."""
     args = ["--seeds", "0", "1", "--total-steps", "20000", "--eval-episodes", "2",
             "--no-progress", "--checkpoint-every", "3"]
     straight = tmp_path / "straight"
@@ -128,28 +138,19 @@ def test_a_run_killed_outright_resumes_from_its_last_checkpoint(tmp_path):
 
     out = tmp_path / "out"
     progress = tmp_path / "out.partial" / "checkpoint" / "progress.json"
-    process = subprocess.Popen([sys.executable, "-m", "experiments.reinforce", *args,
-                                "--out", str(out)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, "CI": "1"})
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            try:  # kill once seed 0 has been checkpointed twice, mid-run
-                state = json.loads(progress.read_text())
-                if state["current"] and len(state["rows"]) >= 6:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.02)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+    def seed_0_checkpointed_twice():
+        state = json.loads(progress.read_text())
+        return state["current"] and len(state["rows"]) >= 6
+
+    kill_when("experiments.reinforce", args + ["--out", str(out)], seed_0_checkpointed_twice)
     assert not out.exists()
 
     experiment.main(args + ["--out", str(out), "--resume"])
     assert _metrics(out) == _metrics(straight)
     assert _summary_without_times(out) == _summary_without_times(straight)
+    tensorboard_holds(out / "tensorboard", _metrics(out), ("seed",), "env_steps",
+                      ("mean_return", "loss", "running_mean_return", "skipped_updates"))
 
 
 def test_a_second_ctrl_c_mid_update_keeps_the_last_periodic_checkpoint(tmp_path, monkeypatch):

@@ -1,9 +1,19 @@
 import dataclasses
+import errno
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
-from experiments.run_folder import PartialRunError, open_run, partial_path
+from experiments import run_folder
+from experiments.run_folder import (
+    PartialRunError,
+    errors_before_start,
+    open_run,
+    partial_path,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -13,13 +23,21 @@ class Config:
     progress: bool = True
 
 
+def start(out, config=Config(), record=None, *, experiment="demo", resume=False, **kwargs):
+    return open_run(out, config, record, experiment=experiment, resume=resume, **kwargs)
+
+
+def finished_run(out, files=("summary.json",), experiment="demo"):
+    """A finished run of ``experiment`` in ``out`` holding ``files`` (text 'old run')."""
+    run = start(out, experiment=experiment)
+    for name in files:
+        (run.path / name).write_text("old run")
+    return run.finish()
+
+
 def test_a_run_is_written_aside_and_replaces_the_old_one_only_when_finished(tmp_path):
-    out = tmp_path / "results"
-    out.mkdir()
-    (out / "config.json").write_text("{}")
-    (out / "summary.json").write_text("old run")
-    (out / "old-only.png").write_text("old plot")
-    run = open_run(out, Config(), {"data_source": "sample"}, resume=False)
+    out = finished_run(tmp_path / "results", ("summary.json", "old-only.png"))
+    run = start(out, record={"data_source": "sample"})
     assert run.path == partial_path(out) == tmp_path / "results.partial" and not run.resumed
     saved = json.loads((run.path / "config.json").read_text())
     assert saved["config"] == {"lr": 0.1, "resume": False, "progress": True}
@@ -27,41 +45,61 @@ def test_a_run_is_written_aside_and_replaces_the_old_one_only_when_finished(tmp_
     (run.path / "summary.json").write_text("new run")
     assert (out / "summary.json").read_text() == "old run"  # untouched while running
     run.finish()
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "run.json", "summary.json"]
     assert (out / "summary.json").read_text() == "new run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+    marker = json.loads((out / "run.json").read_text())
+    assert marker["package"] == "gradlab" and marker["experiment"] == "demo"
+    assert marker["finished"] is True and marker["files"] == ["config.json", "summary.json"]
+
+
+def test_leftovers_a_resume_needed_are_deleted_after_the_swap_and_not_listed(tmp_path):
+    run = start(tmp_path / "out")
+    (run.path / "checkpoint").mkdir()
+    (run.path / "checkpoint" / "agent.npz").write_text("weights")
+    (run.path / "progress.json").write_text("{}")
+    (run.path / "summary.json").write_text("{}")
+    out = run.finish(leftovers=("checkpoint", "progress.json"))
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "run.json", "summary.json"]
+    assert json.loads((out / "run.json").read_text())["files"] == ["config.json",
+                                                                  "summary.json"]
 
 
 def test_a_partial_run_is_resumed_only_when_asked_and_with_the_same_config(tmp_path):
     out = tmp_path / "results"
-    run = open_run(out, Config(), resume=False)
+    run = start(out)
+    run_id = json.loads((run.path / "run.json").read_text())["run_id"]
     (run.path / "metrics.csv").write_text("epoch\n1\n")
-    with pytest.raises(PartialRunError, match="Pass --resume to continue it"):
-        open_run(out, Config(), resume=False)
+    run.close()
+    with pytest.raises(PartialRunError, match="no process is running. Pass --resume"):
+        start(out)
     with pytest.raises(PartialRunError, match="another config"):
-        open_run(out, Config(lr=0.2), resume=True)
-    again = open_run(out, Config(resume=True, progress=False), resume=True)
+        start(out, Config(lr=0.2), resume=True)
+    again = start(out, Config(resume=True, progress=False), resume=True)
     assert again.resumed and (again.path / "metrics.csv").read_text() == "epoch\n1\n"
     assert json.loads((again.path / "config.json").read_text())["config"]["resume"] is True
+    assert json.loads((again.path / "run.json").read_text())["run_id"] == run_id
 
 
 def test_resuming_removes_what_a_killed_write_left_behind(tmp_path):
     out = tmp_path / "results"
-    run = open_run(out, Config(), resume=False)
+    run = start(out)
     (run.path / "models").mkdir()
     (run.path / "models" / ".clean.keras.k2j4h5g6.tmp.keras").write_text("half a model")
     (run.path / ".checkpoint.a1b2c3d4.tmpdir").mkdir()
     (run.path / "keep.txt").write_text("a finished file")
-    open_run(out, Config(), resume=True)
-    left = sorted(str(p.relative_to(run.path)) for p in run.path.rglob("*"))
-    assert left == ["config.json", "keep.txt", "models"]
+    run.close()
+    path = start(out, resume=True).path
+    left = sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+    assert left == [".lock", "config.json", "keep.txt", "models", "run.json"]
 
 
 def test_an_experiment_without_checkpoints_replaces_a_stale_partial_run(tmp_path):
     out = tmp_path / "results"
-    run = open_run(out, Config(), resume=False)
+    run = start(out)
     (run.path / "stale.csv").write_text("from a killed run")
-    run = open_run(out, Config(), resume=False, resumable=False)
+    run.close()
+    run = start(out, resumable=False)
     assert not (run.path / "stale.csv").exists()
 
 
@@ -69,22 +107,158 @@ def test_an_out_folder_that_is_not_a_run_is_never_replaced(tmp_path):
     mine = tmp_path / "thesis"
     mine.mkdir()
     (mine / "thesis.tex").write_text("a user's file")
-    with pytest.raises(PartialRunError, match="not an earlier run of an experiment"):
-        open_run(mine, Config(), resume=False)
+    (mine / "config.json").write_text("{}")  # a file of the same name is not a run
+    with pytest.raises(PartialRunError, match="not a finished run of this package"):
+        start(mine)
     (tmp_path / "notes.txt").write_text("a file")
     with pytest.raises(PartialRunError, match="not a file or a symbolic link"):
-        open_run(tmp_path / "notes.txt", Config(), resume=False)
+        start(tmp_path / "notes.txt")
     (tmp_path / "link").symlink_to(mine)
     with pytest.raises(PartialRunError, match="not a file or a symbolic link"):
-        open_run(tmp_path / "link", Config(), resume=False)
+        start(tmp_path / "link")
     assert (mine / "thesis.tex").read_text() == "a user's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "notes.txt", "thesis"]
 
 
+def test_a_users_file_in_a_results_folder_is_never_deleted(tmp_path):
+    out = finished_run(tmp_path / "results")
+    (out / "my_notes.txt").write_text("a user's notes")
+    with pytest.raises(PartialRunError, match=r"did not write \(my_notes.txt\)"):
+        start(out)
+    assert not partial_path(out).exists()  # a failed start writes nothing
+    (out / "my_notes.txt").unlink()
+    run = start(out)
+    (out / "plots").mkdir()
+    (out / "plots" / "mine.png").write_text("added while the run ran")
+    with pytest.raises(PartialRunError, match="plots/mine.png"):
+        run.finish()
+    assert (out / "plots" / "mine.png").read_text() == "added while the run ran"
+    assert (out / "summary.json").read_text() == "old run" and run.path.is_dir()
+
+
+def test_a_run_never_replaces_another_experiments_folder(tmp_path):
+    out = finished_run(tmp_path / "results", experiment="reinforce")
+    with pytest.raises(PartialRunError, match="a run of experiment 'reinforce'"):
+        start(out, experiment="fgsm_mnist")
+    assert (out / "summary.json").read_text() == "old run"
+
+
+def test_a_partial_folder_that_is_not_a_run_is_refused(tmp_path):
+    out = tmp_path / "results"
+    partial_path(out).mkdir()
+    (partial_path(out) / "data.csv").write_text("a user's data")
+    for resume in (False, True):
+        with pytest.raises(PartialRunError, match="not a partial run of this package"):
+            start(out, resume=resume, resumable=resume)
+    assert (partial_path(out) / "data.csv").read_text() == "a user's data"
+
+
+def test_two_runs_never_share_a_folder(tmp_path):
+    out = tmp_path / "results"
+    first = start(out)
+    for kwargs in ({}, {"resume": True}, {"resumable": False}):
+        with pytest.raises(PartialRunError, match=r"another process \(PID \d+\) is writing"):
+            start(out, **kwargs)
+    assert (first.path / "config.json").is_file()  # the non-resumable start emptied nothing
+    first.close()
+    assert start(out, resume=True).resumed
+
+
+def test_a_run_locked_by_another_process_is_refused_with_its_pid(tmp_path):
+    out = tmp_path / "results"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import dataclasses, sys
+        from experiments.run_folder import open_run
+
+        @dataclasses.dataclass(frozen=True)
+        class Config:
+            lr: float = 0.1
+            resume: bool = False
+            progress: bool = True
+
+        run = open_run({str(out)!r}, Config(), experiment="demo", resume=False)
+        print("locked", flush=True)
+        sys.stdin.read()  # until the test closes our input
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(PartialRunError, match=rf"another process \(PID {holder.pid}\)"):
+            start(out, resume=True)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert start(out, resume=True).resumed  # the lock ends with its process
+
+
+def test_a_run_whose_partial_folder_was_deleted_stops_and_recreates_nothing(tmp_path):
+    import shutil
+
+    out = finished_run(tmp_path / "results")
+    run = start(out)
+    shutil.rmtree(run.path)
+    with pytest.raises(PartialRunError, match="was deleted or replaced"):
+        run.path / "metrics.csv"
+    with pytest.raises(PartialRunError, match="was deleted or replaced"):
+        run.finish()
+    assert not partial_path(out).exists()
+    assert (out / "summary.json").read_text() == "old run"
+    # A new run made in its place is not written into by the old one.
+    other = start(out)
+    with pytest.raises(PartialRunError, match="was deleted or replaced"):
+        run.read_json("progress.json", None)
+    assert other.path.is_dir()
+
+
+def test_a_damaged_progress_file_is_named(tmp_path):
+    run = start(tmp_path / "results")
+    assert run.read_json("progress.json", {"rows": []}) == {"rows": []}
+    (run.path / "progress.json").write_text('{"rows": [1, 2')  # truncated
+    with pytest.raises(PartialRunError, match=r"progress.json is damaged"):
+        run.read_json("progress.json", None)
+
+
+def test_a_failed_write_ends_the_run_with_one_line_and_keeps_it(tmp_path):
+    out = finished_run(tmp_path / "results")
+    run = start(out)
+    with pytest.raises(SystemExit) as error:
+        with run:
+            raise OSError(errno.ENOSPC, "No space left on device", str(run.path / "x.csv"))
+    message = str(error.value.code)
+    assert message.startswith("error: [Errno 28] No space left on device")
+    assert "--resume" in message and str(partial_path(out)) in message
+    assert "Traceback" not in message and "\n" not in message
+    assert (out / "summary.json").read_text() == "old run" and partial_path(out).is_dir()
+    assert start(out, resume=True).resumed  # the lock was released
+
+
+def test_ctrl_c_says_where_the_run_is_and_how_to_go_on(tmp_path, capsys):
+    run = start(tmp_path / "results")
+    with pytest.raises(KeyboardInterrupt):
+        with run:
+            raise KeyboardInterrupt
+    assert "add --resume to the same command" in capsys.readouterr().out
+    run = start(tmp_path / "other", resumable=False)
+    with pytest.raises(KeyboardInterrupt):
+        with run:
+            raise KeyboardInterrupt
+    assert "cannot resume: the same command starts it over" in capsys.readouterr().out
+
+
+def test_a_failed_start_writes_nothing(tmp_path, monkeypatch):
+    def full_disk(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(run_folder, "write_json", full_disk)
+    with pytest.raises(SystemExit, match=r"^error: \[Errno 28\]"):
+        with errors_before_start():
+            start(tmp_path / "results")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_resumed_run_must_see_the_same_data(tmp_path):
     out = tmp_path / "results"
-    open_run(out, Config(), {"data_source": "tfds", "train_examples": 60000}, resume=False)
+    start(out, record={"data_source": "tfds", "train_examples": 60000}).close()
     with pytest.raises(PartialRunError, match="another config or data"):
-        open_run(out, Config(), {"data_source": "sample", "train_examples": 8000}, resume=True)
-    assert open_run(out, Config(), {"data_source": "tfds", "train_examples": 60000},
-                    resume=True).resumed
+        start(out, record={"data_source": "sample", "train_examples": 8000}, resume=True)
+    assert start(out, record={"data_source": "tfds", "train_examples": 60000},
+                 resume=True).resumed

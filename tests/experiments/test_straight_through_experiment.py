@@ -31,7 +31,8 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_file(quick_run):
     out, summary = quick_run
     assert sorted(p.name for p in out.iterdir()) == [
-        "accuracy.png", "config.json", "metrics.csv", "models", "summary.json", "tensorboard"]
+        "accuracy.png", "config.json", "metrics.csv", "models", "run.json", "summary.json",
+        "tensorboard"]
     assert sorted(p.name for p in (out / "models").iterdir()) == [
         "ste_round_seed0.keras", "ste_sign_seed0.keras"]
     for path in out.rglob("*"):

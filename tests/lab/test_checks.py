@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -29,7 +31,7 @@ def test_positive_and_range_checks_name_the_argument_and_the_range():
     checks.check_positive("decay", 0.0, allow_zero=True)
     with pytest.raises(ValueError, match=r"^lr must be > 0\. Received: lr=0\.0$"):
         checks.check_positive("lr", 0.0)
-    with pytest.raises(ValueError, match=r"lr must be > 0\. Received: lr=nan"):
+    with pytest.raises(ValueError, match=r"^lr must be a finite number > 0\. Received: lr=nan$"):
         checks.check_positive("lr", float("nan"))
     with pytest.raises(ValueError, match=r"^eps must be in \[0\.0, 1\.0\]\. Received: eps=1\.5$"):
         checks.check_in_range("eps", 1.5, 0.0, 1.0)
@@ -105,3 +107,41 @@ def test_seeds_must_be_distinct_non_negative_integers():
     for bad in ((), (0, 0), (-1,), (1.5,), (True,)):
         with pytest.raises(ValueError, match="seeds must be one or more distinct non-negative"):
             check_seeds("seeds", bad)
+
+
+NON_FINITE = [math.inf, -math.inf, math.nan, np.float32(np.inf), np.array(np.nan),
+              tf.constant(np.inf), tf.constant(-np.inf, tf.float64)]
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_number_checks_refuse_nan_and_infinities_saying_finite(value):
+    # inf passed check_positive and any range with an infinite bound: a learning rate of inf
+    # trained to NaN losses.
+    for check, rule in ((lambda: checks.check_positive("lr", value), "> 0"),
+                        (lambda: checks.check_positive("lr", value, allow_zero=True), ">= 0"),
+                        (lambda: checks.check_in_range("lr", value, 0.0, math.inf),
+                         r"in \[0\.0, inf\]"),
+                        (lambda: checks.check_in_range("lr", value, -math.inf, math.inf,
+                                                       hi_open=True), r"in \[-inf, inf\)"),
+                        (lambda: checks.check_finite("lr", value), "")):
+        with pytest.raises(ValueError,
+                           match=rf"^lr must be a finite number{' ' if rule else ''}{rule}\. "
+                                 rf"Received: lr=.*(inf|nan)"):
+            check()
+
+
+def test_a_finite_value_out_of_range_keeps_the_plain_rule():
+    with pytest.raises(ValueError, match=r"^lr must be > 0\. Received: lr=-1\.0$"):
+        checks.check_positive("lr", -1.0)
+    with pytest.raises(ValueError, match=r"^x must be a real number\. Received: x='a'$"):
+        checks.check_finite("x", "a")
+    checks.check_finite("x", -3.5)
+
+
+def test_allow_inf_lets_an_infinite_value_through_where_the_interval_holds_it_never_nan():
+    checks.check_in_range("lo", -math.inf, -math.inf, math.inf, allow_inf=True)
+    checks.check_in_range("hi", math.inf, 0.0, math.inf, allow_inf=True)
+    with pytest.raises(ValueError, match=r"^hi must be in \[0\.0, inf\)\. Received: hi=inf$"):
+        checks.check_in_range("hi", math.inf, 0.0, math.inf, hi_open=True, allow_inf=True)
+    with pytest.raises(ValueError, match=r"^lo must be in \[-inf, inf\]\. Received: lo=nan$"):
+        checks.check_in_range("lo", math.nan, -math.inf, math.inf, allow_inf=True)

@@ -39,3 +39,14 @@ def test_transforms_are_frozen_configs_with_validation():
         ClipByGlobalNorm(-2)
     with pytest.raises(ValueError, match="transforms\\[1\\]"):
         chain(ClipByNorm(1.0), "not a transform")
+
+
+def test_a_value_clip_may_be_one_sided_but_a_nan_bound_is_refused():
+    grads = [tf.constant([-3.0, 0.5, 3.0])]
+    np.testing.assert_array_equal(ClipByValue(-np.inf, 1.0)(grads, grads)[0], [-3.0, 0.5, 1.0])
+    np.testing.assert_array_equal(ClipByValue(-1.0, np.inf)(grads, grads)[0], [-1.0, 0.5, 3.0])
+    # A NaN bound was accepted and turned every clipped gradient into NaN.
+    with pytest.raises(ValueError, match=r"^lo must be in \[-inf, inf\]\. Received: lo=nan$"):
+        ClipByValue(np.nan, 1.0)
+    with pytest.raises(ValueError, match=r"^hi must be in \[-inf, inf\]\. Received: hi=nan$"):
+        clipping.clip_by_value(grads, -1.0, np.nan)
