@@ -8,7 +8,7 @@ into DIR (default ``results/reinforce/<env>/``):
 - ``config.json``: the resolved config and library versions;
 - ``metrics.csv``: per seed and update: env steps, episodes, mean return of the update's
   episodes, running mean of the last 100 episode returns, loss, gradient norm, entropy,
-  baseline loss, wall seconds;
+  updates skipped so far as non-finite, baseline loss, wall seconds;
 - ``summary.json``: per seed ``solved_at_env_steps`` (first env-step count at which the mean
   of the last 100 episode returns reaches the environment's reward threshold, else null),
   ``wall_seconds_to_solve``, ``final_mean_return`` (last 100 training episodes) and

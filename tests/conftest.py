@@ -104,10 +104,16 @@ def read_error(capsys):
 @pytest.fixture
 def tensorboard_holds(read_tensorboard):
     """``check(folder, rows, run_keys, step_key, tags)``: the event files under ``folder``
-    hold exactly the metrics ``rows`` (dicts as read from a CSV): for every run (the
+    hold exactly the metrics ``rows`` (dicts as read from a CSV, or the CSV's path): for every
+    run (the
     ``run_keys`` columns, as ``TensorBoardLog`` names it) and tag, one point per row at the
     row's ``step_key``, no more and no fewer (a resumed run neither loses nor repeats any)."""
     def check(folder, rows, run_keys, step_key, tags):
+        if isinstance(rows, (str, os.PathLike)):  # a metrics CSV
+            import csv
+
+            with open(rows, newline="") as f:
+                rows = list(csv.DictReader(f))
         runs = read_tensorboard(folder)
         expected = {}
         for row in rows:
@@ -154,3 +160,13 @@ def kill_when():
             process.wait()
         assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     return run
+
+
+def pytest_collection_modifyitems(items):
+    """A test named ``test_slow_*`` is a learning test with a fixed seed and budget: it must
+    carry the ``slow`` mark, so ``-m "not slow"`` leaves out every one of them."""
+    unmarked = [item.nodeid for item in items
+                if item.name.startswith("test_slow_") and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("tests named test_slow_* must carry @pytest.mark.slow: "
+                                + ", ".join(unmarked))

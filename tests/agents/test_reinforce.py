@@ -158,11 +158,13 @@ def _learns(env_id, steps, seed=0, **config):
     return untrained, late
 
 
+@pytest.mark.slow
 def test_slow_cartpole_learns_with_fixed_seed_and_budget():
     untrained, late = _learns("CartPole-v1", 60_000)
     assert untrained < 40 and late > 200
 
 
+@pytest.mark.slow
 def test_slow_acrobot_discrete_learns_with_fixed_seed_and_budget():
     # Failed Acrobot episodes last 500 steps: 8 per update (the default) leaves room for
     # enough updates. Seed 2: with the defaults, seeds 2, 3, 5 and 7 of 0-7 learn within 30k
@@ -173,6 +175,7 @@ def test_slow_acrobot_discrete_learns_with_fixed_seed_and_budget():
     assert untrained == -500 and late > -250
 
 
+@pytest.mark.slow
 def test_slow_inverted_pendulum_box_learns_with_fixed_seed_and_budget():
     untrained, late = _learns("InvertedPendulum-v5", 40_000)
     assert untrained < 15 and late > 5 * untrained

@@ -164,14 +164,7 @@ def test_results_do_not_depend_on_the_number_of_workers():
     assert [{k: v for k, v in row.items() if k != "step_seconds"} for row in parallel] == timeless
 
 
-def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, read_tensorboard):
+def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, tensorboard_holds):
     out, _ = quick_run
-    runs = read_tensorboard(out / "tensorboard")
-    with open(out / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        key = (row["method"], row["learning_rate"], row["seed"])
-        run = runs["method_{}/learning_rate_{}/seed_{}".format(*key)]
-        assert (int(row["step"]), pytest.approx(float(row["eval_mse"]), rel=1e-6)) in \
-            run["eval_mse"]
-    assert len(runs) == len({(r["method"], r["learning_rate"], r["seed"]) for r in rows})
+    tensorboard_holds(out / "tensorboard", out / "metrics.csv",
+                      ("method", "learning_rate", "seed"), "step", ("eval_mse",))

@@ -124,11 +124,7 @@ def test_config_rejects_out_of_range_values(field, value, message):
     assert message in str(error.value)
 
 
-def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, read_tensorboard):
+def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, tensorboard_holds):
     out, _ = quick_run
-    runs = read_tensorboard(out / "tensorboard")
-    with open(out / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        points = runs[f"learning_rate_{row['learning_rate']}/seed_{row['seed']}"]["sharpness"]
-        assert (int(row["step"]), pytest.approx(float(row["sharpness"]), rel=1e-6)) in points
+    tensorboard_holds(out / "tensorboard", out / "metrics.csv", ("learning_rate", "seed"),
+                      "step", ("sharpness",))

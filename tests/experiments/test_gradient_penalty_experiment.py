@@ -109,14 +109,7 @@ def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, read_tensorboard):
-    import csv
-
+def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, tensorboard_holds):
     out, _ = quick_run
-    runs = read_tensorboard(out / "tensorboard")
-    with open(out / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        points = runs[f"method_{row['method']}/seed_{row['seed']}"]["clean_accuracy"]
-        assert (int(row["epoch"]), pytest.approx(float(row["clean_accuracy"]), rel=1e-6)) in \
-            points
+    tensorboard_holds(out / "tensorboard", out / "metrics.csv", ("method", "seed"), "epoch",
+                      ("clean_accuracy", "loss"))

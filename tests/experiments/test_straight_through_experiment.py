@@ -225,13 +225,7 @@ def test_quick_caps_what_runs():
     assert experiment.Config(epochs=10).resolved().epochs == 10
 
 
-def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, read_tensorboard):
-    import csv
-
+def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, tensorboard_holds):
     out, _ = quick_run
-    runs = read_tensorboard(out / "tensorboard")
-    with open(out / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        points = runs[f"method_{row['method']}/seed_{row['seed']}"]["test_accuracy"]
-        assert (int(row["epoch"]), pytest.approx(float(row["test_accuracy"]), rel=1e-6)) in points
+    tensorboard_holds(out / "tensorboard", out / "metrics.csv", ("method", "seed"), "epoch",
+                      ("test_accuracy",))
