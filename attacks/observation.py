@@ -33,6 +33,12 @@ is a variable, so training can ramp it without retracing. ``fraction`` < 1 attac
 observation with that probability only (a random-timing relative of Lin et al. 2017's
 strategically-timed attack).
 
+Two helpers for training and measuring against such attacks: ``ObjectivePerEnvironment``, an
+observation hook that gives each sub-environment of a batch its own objective (one episode,
+one objective, as an evaluation attack does), and ``ObservationRecorder``, a vector wrapper
+that keeps the observations it passes on (to measure the per-feature spread used as
+``eps_scale``).
+
 References:
   Huang, Papernot, Goodfellow, Duan, Abbeel. Adversarial attacks on neural network policies.
   2017. arXiv:1702.02284.
@@ -226,3 +232,46 @@ class AttackedVectorObservations(gym.vector.VectorWrapper):
     def step(self, actions):
         observations, rewards, terminated, truncated, info = self.env.step(actions)
         return self._perturb(observations), rewards, terminated, truncated, info
+
+
+class ObjectivePerEnvironment:
+    """An observation hook that attacks row ``i`` of each batch with ``attacks[i % k]``.
+
+    The agent collects from a vector environment whose sub-environment ``i`` is always row
+    ``i``: each training episode then faces one objective throughout, as an evaluation attack
+    does (a consistent push toward one action is what the away-only training never saw).
+    ``eps`` is shared: assigning it sets every attack's budget.
+    """
+
+    def __init__(self, attacks):
+        self.attacks = attacks
+        self.eps = attacks[0].eps
+        for attack in attacks[1:]:
+            attack.eps = self.eps
+
+    def __call__(self, model, obs, generator=None):
+        attacked = tf.stack([attack(model, obs, generator) for attack in self.attacks])
+        rows = tf.range(tf.shape(obs)[0])
+        choice = tf.stack([rows % len(self.attacks), rows], axis=1)
+        return tf.gather_nd(attacked, choice)
+
+
+class ObservationRecorder(gym.vector.VectorWrapper):
+    """Keeps every observation a vector environment returns, as float64 rows (``seen``): to
+    measure their spread, the unit of an attack's ``eps_scale``."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.seen = []
+
+    def _keep(self, observations):
+        self.seen.append(np.array(observations, np.float64).reshape(len(observations), -1))
+        return observations
+
+    def reset(self, **kwargs):
+        observations, info = self.env.reset(**kwargs)
+        return self._keep(observations), info
+
+    def step(self, actions):
+        observations, *rest = self.env.step(actions)
+        return (self._keep(observations), *rest)

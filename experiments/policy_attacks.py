@@ -50,13 +50,14 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import tensorflow as tf
 
 from agents import Reinforce, ReinforceConfig
 from attacks.observation import (
     AttackedObservations,
     AttackedVectorObservations,
+    ObjectivePerEnvironment,
     ObservationAttack,
+    ObservationRecorder,
     check_attackable,
 )
 from experiments.cli import parse_config, run_command
@@ -165,61 +166,19 @@ def make_attack(name: str, eps: float, scale, action_space, config: ExperimentCo
                              steps=config.pgd_steps, seed=seed, **kwargs)
 
 
-class _Recorder(gym.vector.VectorWrapper):
-    """Keeps every observation the vector environment returns (to measure their spread)."""
-
-    def __init__(self, env):
-        super().__init__(env)
-        self.seen = []
-
-    def _keep(self, observations):
-        self.seen.append(np.array(observations, np.float64).reshape(len(observations), -1))
-        return observations
-
-    def reset(self, **kwargs):
-        observations, info = self.env.reset(**kwargs)
-        return self._keep(observations), info
-
-    def step(self, actions):
-        observations, *rest = self.env.step(actions)
-        return (self._keep(observations), *rest)
-
-
 def observation_std(agents, config: ExperimentConfig) -> list[float]:
     """Per-feature standard deviation of the observations in the standard agents' clean
     greedy episodes (pooled over seeds): the unit of eps."""
     recorders = []
 
     def record(envs):
-        recorders.append(_Recorder(envs))
+        recorders.append(ObservationRecorder(envs))
         return recorders[-1]
 
     for seed, agent in agents.items():
         agent.evaluate_parallel(config.eval_episodes, seed=20_000 + 100 * seed, wrap=record)
     std = np.concatenate([np.concatenate(r.seen) for r in recorders]).std(axis=0)
     return [float(max(s, 1e-6)) for s in std]
-
-
-class ObjectivePerEnvironment:
-    """An observation hook that attacks row ``i`` of each batch with ``attacks[i % k]``.
-
-    The agent collects from a vector environment whose sub-environment ``i`` is always row
-    ``i``: each training episode then faces one objective throughout, as an evaluation attack
-    does (a consistent push toward one action is what the away-only training never saw).
-    ``eps`` is shared: assigning it sets every attack's budget.
-    """
-
-    def __init__(self, attacks):
-        self.attacks = attacks
-        self.eps = attacks[0].eps
-        for attack in attacks[1:]:
-            attack.eps = self.eps
-
-    def __call__(self, model, obs, generator=None):
-        attacked = tf.stack([attack(model, obs, generator) for attack in self.attacks])
-        rows = tf.range(tf.shape(obs)[0])
-        choice = tf.stack([rows % len(self.attacks), rows], axis=1)
-        return tf.gather_nd(attacked, choice)
 
 
 def training_hook(config: ExperimentConfig, scale, action_space, seed: int):

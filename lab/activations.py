@@ -12,6 +12,9 @@ function / layer           forward                backward (given upstream gradi
 ``straight_through_round`` ``round(x)``           ``dy`` (Bengio et al. 2013)
 ``gradient_reversal``      ``x``                  ``-scale * dy`` (Ganin & Lempitsky 2015)
 ``clip_gradient_norm``     ``x``                  ``dy`` rescaled to L2 norm ``<= max_norm``
+``zero_gradient(f)``       ``f(x)``               ``0``: the true derivative of a piecewise-
+                                                  constant ``f`` (the baseline a straight-
+                                                  through estimator replaces)
 =========================  =====================  ==============================================
 
 References:
@@ -24,6 +27,8 @@ References:
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -45,6 +50,19 @@ def straight_through_sign(x):
     def grad(dy):
         return dy * tf.cast(tf.abs(x) <= 1, dy.dtype)
     return tf.where(x >= 0, tf.ones_like(x), -tf.ones_like(x)), grad
+
+
+def zero_gradient(function: Callable) -> Callable:
+    """``function`` forward; backward, zero: the true derivative of a piecewise-constant
+    function, wherever it exists (at the jumps it does not; zero is used there too).
+    ``zero_gradient(straight_through_sign)`` is ``sign`` with its true gradient, the
+    baseline its straight-through estimator is compared with."""
+    @tf.custom_gradient
+    def wrapped(x):
+        def grad(dy):
+            return tf.zeros_like(dy)
+        return function(x), grad
+    return wrapped
 
 
 @tf.custom_gradient

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from lab.checks import check_in_range, check_one_of, check_positive, static_value
+from lab.checks import check_in_range, check_positive, static_value
 
 
 def _map_values(fn, grad):
@@ -112,24 +112,18 @@ def clip_by_norm(grads: Sequence, max_norm) -> list:
             for g in grads]
 
 
-NONFINITE_MODES = ("nan", "raise", "zero")
-
-
-def clip_by_global_norm(grads: Sequence, max_norm, *, nonfinite: str = "nan"):
+def clip_by_global_norm(grads: Sequence, max_norm):
     """Rescales all gradients together so that their global L2 norm is at most ``max_norm``.
 
     With ``g`` the concatenation of all gradients, the result is
-    ``g * max_norm / max(||g||, max_norm)`` (Pascanu et al. 2013, arXiv:1211.5063).
+    ``g * max_norm / max(||g||, max_norm)`` (Pascanu et al. 2013, arXiv:1211.5063). A NaN or
+    infinite global norm makes every clipped gradient NaN, as in ``tf.clip_by_global_norm``:
+    what to do with such a step is the training step's decision, in one place
+    (``lab.training.make_train_step`` skips it whole, optimizer state included).
 
     Args:
       grads: list of floating-point gradients (tensors, ``tf.IndexedSlices`` or ``None``).
       max_norm: the largest allowed global norm, ``> 0``.
-      nonfinite: what a NaN or infinite global norm does. ``"nan"``: every clipped gradient is
-        NaN, as in ``tf.clip_by_global_norm``. ``"raise"``: raise
-        ``tf.errors.InvalidArgumentError`` (at run time, also inside ``tf.function``).
-        ``"zero"``: every gradient becomes zero, so an optimizer step with them changes nothing
-        through the gradient (note that stateful optimizers such as Adam still decay their
-        moments; to skip a step entirely, use ``lab.training.make_train_step``).
 
     Returns:
       ``(clipped, norm)``: the clipped list and the global norm *before* clipping.
@@ -139,25 +133,12 @@ def clip_by_global_norm(grads: Sequence, max_norm, *, nonfinite: str = "nan"):
       ICML 2013. arXiv:1211.5063.
     """
     check_positive("max_norm", max_norm)
-    check_one_of("nonfinite", nonfinite, NONFINITE_MODES)
     norm = global_norm(grads)
-    if nonfinite == "raise":
-        norm = tf.debugging.check_numerics(
-            norm, "clip_by_global_norm: the global gradient norm is NaN or infinite")
-    finite = tf.math.is_finite(norm)
     # Same arithmetic as tf.clip_by_global_norm, so results agree to the last bit.
     max_norm_f = tf.cast(max_norm, tf.float32)
-    use_norm = tf.where(finite, norm, tf.constant(float("nan"), tf.float32))
+    use_norm = tf.where(tf.math.is_finite(norm), norm, tf.constant(float("nan"), tf.float32))
     scale = max_norm_f * tf.minimum(1.0 / use_norm, 1.0 / max_norm_f)
-
-    def rescale(t):
-        scaled = t * tf.cast(scale, t.dtype)
-        if nonfinite == "zero":
-            # tf.where, not a multiply by zero: NaN * 0 is still NaN.
-            return tf.where(finite, scaled, tf.zeros_like(t))
-        return scaled
-
-    return [_map_values(rescale, g) for g in grads], norm
+    return [_map_values(lambda t: t * tf.cast(scale, t.dtype), g) for g in grads], norm
 
 
 def _unitwise_norm(x: tf.Tensor) -> tf.Tensor:

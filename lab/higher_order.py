@@ -288,19 +288,22 @@ def hessian_trace(f: Callable, variables, samples: int = 100, *, seed: int = 0):
     return total / samples
 
 
-def input_gradient(model: Callable, loss_fn: Callable, x, y):
-    """Gradient of the loss with respect to the input batch, model in inference mode.
+def input_gradient(model: Callable, loss_fn: Callable, x, y, *, training: bool = False):
+    """Gradient of the loss with respect to the input batch.
 
-    This is the one place where gradlab's attacks get their gradient. The model is called with
+    This is the one place where gradlab takes an input gradient: the attacks, and the
+    input-gradient penalty (``lab.regularizers``). By default the model is called with
     ``training=False`` (dropout off, batch-norm statistics frozen), so the gradient belongs to
-    the function that is being attacked and two calls on the same batch agree.
+    the function that is being attacked and two calls on the same batch agree. Inside an outer
+    tape the result stays differentiable with respect to the weights (double backprop).
 
     Args:
-      model: callable ``model(x, training=False) -> logits``.
+      model: callable ``model(x, training=...) -> logits``.
       loss_fn: callable ``loss_fn(y, logits)``; per-example losses give per-example input
         gradients (the gradient of their sum), a batch mean scales them by ``1 / batch``.
       x: the input batch (floating point).
       y: the labels, passed to ``loss_fn`` as they are.
+      training: the mode the model runs in; ``True`` for a penalty that is part of training.
 
     Returns:
       ``d loss / d x``, shaped like ``x``.
@@ -308,5 +311,5 @@ def input_gradient(model: Callable, loss_fn: Callable, x, y):
     x = tf.convert_to_tensor(x)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
-        loss = loss_fn(y, model(x, training=False))
+        loss = loss_fn(y, model(x, training=training))
     return tape.gradient(loss, x, unconnected_gradients=_ZERO)

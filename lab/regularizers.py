@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 from lab.checks import check_positive
+from lab.higher_order import input_gradient
 
 
 def _sum_over(fn, variables):
@@ -81,10 +82,10 @@ def regularized_loss(loss, model, extra: Sequence = ()) -> tf.Tensor:
 def input_gradient_penalty(model: Callable, loss_fn: Callable, x, y, *, training=True):
     """Mean squared norm of the per-example input gradient, ``mean_i ||d loss_i / d x_i||^2``.
 
-    The input gradient is taken on an inner tape while any outer tape keeps recording, so the
-    penalty is differentiable with respect to the weights ("double backpropagation"). It
-    rewards models whose loss is flat around the data, which makes them smoother and harder to
-    attack with small perturbations.
+    The input gradient (``lab.higher_order.input_gradient``) is taken on an inner tape while
+    any outer tape keeps recording, so the penalty is differentiable with respect to the
+    weights ("double backpropagation"). It rewards models whose loss is flat around the data,
+    which makes them smoother and harder to attack with small perturbations.
 
     Args:
       model: callable ``model(x, training=...) -> logits``.
@@ -104,11 +105,7 @@ def input_gradient_penalty(model: Callable, loss_fn: Callable, x, y, *, training
       Ross, Doshi-Velez. Improving the adversarial robustness and interpretability of deep
       neural networks by regularizing their input gradients. AAAI 2018. arXiv:1711.09404.
     """
-    x = tf.convert_to_tensor(x)
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(x)
-        losses = loss_fn(y, model(x, training=training))
-    grad = tape.gradient(losses, x)
+    grad = input_gradient(model, loss_fn, x, y, training=training)
     per_example = tf.reduce_sum(tf.reshape(tf.square(grad), [tf.shape(grad)[0], -1]), axis=1)
     return tf.reduce_mean(per_example)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from lab import clipping
-from lab.checks import check_one_of, check_positive
+from lab.checks import check_positive
 
 
 class GradientTransform(Protocol):
@@ -56,14 +56,12 @@ class ClipByNorm:
 class ClipByGlobalNorm:
     """Clips all gradients to global norm ``max_norm`` (``lab.clipping.clip_by_global_norm``)."""
     max_norm: float
-    nonfinite: str = "nan"
 
     def __post_init__(self):
         check_positive("max_norm", self.max_norm)
-        check_one_of("nonfinite", self.nonfinite, clipping.NONFINITE_MODES)
 
     def __call__(self, grads, params):
-        clipped, _ = clipping.clip_by_global_norm(grads, self.max_norm, nonfinite=self.nonfinite)
+        clipped, _ = clipping.clip_by_global_norm(grads, self.max_norm)
         return clipped
 
 

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from attacks.observation import AttackedObservations, AttackedVectorObservations, ObservationAttack
+from attacks.observation import (
+    AttackedObservations,
+    AttackedVectorObservations,
+    ObjectivePerEnvironment,
+    ObservationAttack,
+    ObservationRecorder,
+)
 
 SCALE = np.array([0.5, 2.0, 0.01], np.float32)
 
@@ -165,3 +171,28 @@ def test_integer_observations_are_refused_rather_than_rounded_past_the_budget():
     env = gym.make("FrozenLake-v1")  # Discrete observations
     with pytest.raises(ValueError, match="floating-point Box"):
         AttackedObservations(env, _linear(np.eye(2)), ObservationAttack("random", 0.1))
+
+
+def test_each_environment_faces_its_own_objective_with_a_shared_budget(policy, observations):
+    toward = [ObservationAttack("fgsm", 0.3, objective="toward", target=k, eps_scale=SCALE)
+              for k in (0, 1)]
+    hook = ObjectivePerEnvironment(toward)
+    hook.eps.assign(0.2)
+    assert all(float(attack.eps.numpy()) == pytest.approx(0.2) for attack in toward)
+    attacked = hook(policy, observations).numpy()
+    alone = [attack(policy, observations).numpy() for attack in toward]
+    np.testing.assert_array_equal(attacked[0::2], alone[0][0::2])  # rows 0, 2, ...: target 0
+    np.testing.assert_array_equal(attacked[1::2], alone[1][1::2])  # rows 1, 3, ...: target 1
+    assert not np.array_equal(alone[0], alone[1])
+
+
+def test_the_recorder_keeps_every_observation_it_passes_on():
+    envs = ObservationRecorder(gym.make_vec("CartPole-v1", num_envs=3,
+                                            vectorization_mode="sync"))
+    first, _ = envs.reset(seed=0)
+    second, *_ = envs.step(np.zeros(3, np.int64))
+    envs.close()
+    assert len(envs.seen) == 2 and envs.seen[0].dtype == np.float64
+    np.testing.assert_array_equal(envs.seen[0], first)
+    np.testing.assert_array_equal(envs.seen[1], second)
+

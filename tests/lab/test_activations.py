@@ -94,3 +94,19 @@ def test_gradient_reversal_layer_flips_the_first_layers_gradient(rng):
     g_reversed = _gradients(reversed_model, x)
     np.testing.assert_allclose(g_reversed[0], -2.0 * g_plain[0], rtol=1e-6)  # first kernel
     np.testing.assert_allclose(g_reversed[2], g_plain[2], rtol=1e-6)  # last kernel unchanged
+
+
+def test_zero_gradient_keeps_the_forward_pass_and_has_the_true_derivative():
+    x = tf.constant([-1.7, -0.4, 0.3, 2.6])
+    true_sign = act.zero_gradient(act.straight_through_sign)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        straight, true = act.straight_through_sign(x), true_sign(x)
+    np.testing.assert_array_equal(true, straight)
+    # Away from the jump at 0 sign is flat: its central difference is 0, as is the gradient;
+    # the straight-through estimator passes 1 where |x| <= 1.
+    h = 1e-3
+    difference = (np.sign(x.numpy() + h) - np.sign(x.numpy() - h)) / (2 * h)
+    np.testing.assert_array_equal(tape.gradient(true, x), difference)
+    np.testing.assert_array_equal(tape.gradient(straight, x), [0.0, 1.0, 1.0, 0.0])
+
