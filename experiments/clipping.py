@@ -67,9 +67,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from experiments.cli import parse_config, run_command
+from experiments.cli import run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import errors_before_start, open_run
+from experiments.skeleton import run_experiment
 from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int, check_seeds
 from lab.clipping import global_norm
 from lab.seeding import seed_everything
@@ -437,28 +437,25 @@ def plot(rows: list[dict], config: Config, key: str, ylabel: str, title: str, pa
     return save_figure(fig, path)
 
 
+def run(config: Config, folder, started=None) -> dict:
+    with TensorBoardLog(folder.path / "tensorboard", ("method", "learning_rate", "seed"),
+                        "step") as tensorboard:
+        rows = train(config, tensorboard)
+    write_csv(folder.path / "metrics.csv", rows)
+    summary = summarize(rows, config)
+    write_json(folder.path / "summary.json", summary)
+    plot(rows, config, "eval_mse", "evaluation MSE (log scale)", "Loss",
+         folder.path / "loss.png")
+    plot(rows, config, "max_grad_norm", "largest gradient norm before clipping, per interval",
+         "Gradient spikes", folder.path / "grad_norm.png")
+    return summary
+
+
 def main(argv=None) -> dict:
-    config = parse_config(Config, argv, description=__doc__.split("\n\n")[0]).resolved()
     # No checkpoints (a few minutes' run): a partial folder left by an interrupted run is
     # replaced, and the finished run moves into place as a whole.
-    with errors_before_start():
-        run = open_run(config.out, config, experiment="clipping", resume=False,
-                       resumable=False)
-    with run:
-        with TensorBoardLog(run.path / "tensorboard", ("method", "learning_rate", "seed"),
-                            "step") as tensorboard:
-            rows = train(config, tensorboard)
-        write_csv(run.path / "metrics.csv", rows)
-        summary = summarize(rows, config)
-        write_json(run.path / "summary.json", summary)
-        plot(rows, config, "eval_mse", "evaluation MSE (log scale)", "Loss",
-             run.path / "loss.png")
-        plot(rows, config, "max_grad_norm",
-             "largest gradient norm before clipping, per interval", "Gradient spikes",
-             run.path / "grad_norm.png")
-        run.finish()
-    print(summary["statement"])
-    return summary
+    return run_experiment(Config, argv, name="clipping", run=run,
+                          report=lambda config, summary, out: print(summary["statement"]))
 
 
 if __name__ == "__main__":

@@ -49,9 +49,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from experiments.cli import parse_config, run_command
+from experiments.cli import run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import errors_before_start, open_run
+from experiments.skeleton import run_experiment
 from lab.higher_order import hessian_top_eigenvalue, hessian_trace
 from lab.seeding import seed_everything
 from lab.training import make_train_step
@@ -349,26 +349,27 @@ def plot(rows: list[dict], config: Config, path) -> Path:
     return save_figure(fig, path)
 
 
-def main(argv=None) -> dict:
-    config = parse_config(Config, argv, description=__doc__.split("\n\n")[0]).resolved()
-    # No checkpoints (a minute's run): a partial folder left by an interrupted run is
-    # replaced, and the finished run moves into place as a whole.
-    with errors_before_start():
-        run = open_run(config.out, config, experiment="curvature", resume=False,
-                       resumable=False)
-    with run:
-        with TensorBoardLog(run.path / "tensorboard", ("learning_rate", "seed"),
-                            "step") as tensorboard:
-            rows = train(config, tensorboard)
-        write_csv(run.path / "metrics.csv", rows)
-        summary = summarize(rows, config)
-        write_json(run.path / "summary.json", summary)
-        plot(rows, config, run.path / "sharpness.png")
-        run.finish()
+def run(config: Config, folder, started=None) -> dict:
+    with TensorBoardLog(folder.path / "tensorboard", ("learning_rate", "seed"),
+                        "step") as tensorboard:
+        rows = train(config, tensorboard)
+    write_csv(folder.path / "metrics.csv", rows)
+    summary = summarize(rows, config)
+    write_json(folder.path / "summary.json", summary)
+    plot(rows, config, folder.path / "sharpness.png")
+    return summary
+
+
+def report(config: Config, summary: dict, out) -> None:
     print(summary["statement"])
     for entry in summary["per_learning_rate"].values():
         print(entry["statement"])
-    return summary
+
+
+def main(argv=None) -> dict:
+    # No checkpoints (a minute's run): a partial folder left by an interrupted run is
+    # replaced, and the finished run moves into place as a whole.
+    return run_experiment(Config, argv, name="curvature", run=run, report=report)
 
 
 if __name__ == "__main__":

@@ -78,9 +78,9 @@ from attacks.adversarial_training import AdversarialTrainingConfig, adversarial_
 from attacks.evaluation import accuracy, robustness_curve
 from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
-from experiments.cli import parse_config, run_command
+from experiments.cli import run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import errors_before_start, open_run
+from experiments.skeleton import run_experiment
 from lab.checks import (
     check_in_range,
     check_nonnegative_int,
@@ -440,34 +440,35 @@ def plot(summary: dict, config: Config, path):
     save_figure(fig, path)
 
 
-def main(argv=None) -> dict:
-    config = parse_config(Config, argv, description=__doc__.split("\n")[0]).resolved()
-    # Unreadable data or a bad --out fail here, before anything is written.
-    with errors_before_start(ValueError):
-        source = resolve_mnist_source(config.data_source, config.data_dir)
-        train, evaluation = load_data(config, source)
-        if len(train[0]) < AdversarialTrainingConfig.batch_size:
-            raise ValueError(f"training needs at least one batch of "
-                             f"{AdversarialTrainingConfig.batch_size} digits. Received: "
-                             f"{len(train[0])} training digits")
-        record = {"data_source": source, "train_examples": len(train[0]),
-                  "evaluated_on": "holdout" if config.holdout else "test",
-                  "eval_examples": len(evaluation[0])}
-        # No checkpoints (a run of under 3 minutes): a partial folder left by an interrupted
-        # run is replaced, and the finished run moves into place as a whole.
-        run = open_run(config.out, config, {
-            **record, "training": {m: dataclasses.asdict(training_config(m, config, 0))
-                                   for m in config.methods}},
-            experiment="gradient_penalty", resume=False, resumable=False)
-    with run:
-        with TensorBoardLog(run.path / "tensorboard", ("method", "seed"),
-                            "epoch") as tensorboard:
-            rows, runs = train_and_evaluate(config, train, evaluation, tensorboard)
-        write_csv(run.path / "metrics.csv", rows)
-        summary = summarize(runs, config, record)
-        write_json(run.path / "summary.json", summary)
-        plot(summary, config, run.path / "robustness.png")
-        run.finish()
+def start(config: Config):
+    """The data, checked (unreadable data fails here, before anything is written)."""
+    source = resolve_mnist_source(config.data_source, config.data_dir)
+    train, evaluation = load_data(config, source)
+    if len(train[0]) < AdversarialTrainingConfig.batch_size:
+        raise ValueError(f"training needs at least one batch of "
+                         f"{AdversarialTrainingConfig.batch_size} digits. Received: "
+                         f"{len(train[0])} training digits")
+    record = {"data_source": source, "train_examples": len(train[0]),
+              "evaluated_on": "holdout" if config.holdout else "test",
+              "eval_examples": len(evaluation[0])}
+    return (train, evaluation, record), {
+        **record, "training": {m: dataclasses.asdict(training_config(m, config, 0))
+                               for m in config.methods}}
+
+
+def run(config: Config, folder, started) -> dict:
+    train, evaluation, record = started
+    with TensorBoardLog(folder.path / "tensorboard", ("method", "seed"),
+                        "epoch") as tensorboard:
+        rows, runs = train_and_evaluate(config, train, evaluation, tensorboard)
+    write_csv(folder.path / "metrics.csv", rows)
+    summary = summarize(runs, config, record)
+    write_json(folder.path / "summary.json", summary)
+    plot(summary, config, folder.path / "robustness.png")
+    return summary
+
+
+def report(config: Config, summary: dict, out) -> None:
     small, large = (config.eval_eps.index(e) for e in (config.small_eps, config.large_eps))
     for method, entry in summary["methods"].items():
         fgsm, pgd = entry["fgsm"]["mean"], entry["pgd"]["mean"]
@@ -476,7 +477,13 @@ def main(argv=None) -> dict:
               f"eps {config.large_eps:g}: fgsm {fgsm[large]:.4f} pgd {pgd[large]:.4f}  "
               f"{entry['seconds_per_epoch']['mean']:.2f} s/epoch")
     print(summary["statement"]["text"])
-    return summary
+
+
+def main(argv=None) -> dict:
+    # No checkpoints (a run of under 3 minutes): a partial folder left by an interrupted run
+    # is replaced, and the finished run moves into place as a whole.
+    return run_experiment(Config, argv, name="gradient_penalty", start=start, run=run,
+                          report=report)
 
 
 if __name__ == "__main__":

@@ -60,9 +60,9 @@ from attacks.observation import (
     ObservationRecorder,
     check_attackable,
 )
-from experiments.cli import parse_config, run_command
+from experiments.cli import run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import errors_before_start, open_run
+from experiments.skeleton import run_experiment
 from lab.checks import (
     check_in_range,
     check_one_of,
@@ -369,22 +369,27 @@ def plot_episode(agent: Reinforce, summary: dict, config: ExperimentConfig, path
     save_figure(fig, path)
 
 
-def main(argv=None) -> dict:
-    config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0]).resolved()
-    with errors_before_start(ValueError, gym.error.Error):  # before anything is written
-        probe = Reinforce(config.env, dataclasses.replace(config.agent, seed=config.seeds[0]))
-        probe.close()
-        check_attackable(probe.observation_space, config.env)
-        run = open_run(config.out_dir, config, experiment="policy_attacks",
-                       resume=config.resume)
-    with run:
-        summary, agents = _train_and_evaluate(config, run, probe)
-        plot_return_vs_eps(summary, config, run.path / "return_vs_eps.png")
-        plot_episode(agents["standard"][config.seeds[0]], summary, config,
-                     run.path / "episode.png")
-        out = run.finish(leftovers=(PROGRESS,))
-    _print(summary, out)
+def start(config: ExperimentConfig):
+    """A bad environment, or one whose observations cannot be attacked, fails here, before
+    anything is written; returns a probe agent (its spaces and episode length)."""
+    probe = Reinforce(config.env, dataclasses.replace(config.agent, seed=config.seeds[0]))
+    probe.close()
+    check_attackable(probe.observation_space, config.env)
+    return probe, {}
+
+
+def run(config: ExperimentConfig, folder, probe: Reinforce) -> dict:
+    summary, agents = _train_and_evaluate(config, folder, probe)
+    plot_return_vs_eps(summary, config, folder.path / "return_vs_eps.png")
+    plot_episode(agents["standard"][config.seeds[0]], summary, config,
+                 folder.path / "episode.png")
     return summary
+
+
+def main(argv=None) -> dict:
+    return run_experiment(ExperimentConfig, argv, name="policy_attacks", start=start, run=run,
+                          start_errors=(gym.error.Error,), resumable=True,
+                          leftovers=(PROGRESS,), report=report)
 
 
 # In the partial folder: what the run has done so far (agents trained, evaluations).
@@ -447,7 +452,7 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
     return summary, agents
 
 
-def _print(summary: dict, out):
+def report(config: ExperimentConfig, summary: dict, out) -> None:
     targets = summary["targets"]
     for kind in KINDS:
         line = "  ".join(f"eps {float(e):g}: {np.mean(v):.0f}"

@@ -35,9 +35,9 @@ from dataclasses import field
 from pathlib import Path
 
 from agents import Reinforce, ReinforceConfig
-from experiments.cli import parse_config, run_command
+from experiments.cli import run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import errors_before_start, open_run
+from experiments.skeleton import run_experiment
 from lab.atomic import atomic_directory
 from lab.checks import check_positive_int, check_seeds
 
@@ -223,36 +223,47 @@ def plot_learning_curve(rows, config: ExperimentConfig, threshold, path):
     save_figure(fig, path)
 
 
-def main(argv=None) -> dict:
-    config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0]).resolved()
+def start(config: ExperimentConfig):
+    """A bad environment fails here, before anything is written."""
+    Reinforce(config.env, dataclasses.replace(config.agent, seed=config.seeds[0])).close()
+    return None, {}
+
+
+def run(config: ExperimentConfig, folder, started=None) -> dict:
     import gymnasium as gym
 
-    with errors_before_start(ValueError, gym.error.Error):  # before anything is written
-        Reinforce(config.env, dataclasses.replace(config.agent, seed=config.seeds[0])).close()
-        run = open_run(config.out_dir, config, experiment="reinforce", resume=config.resume)
-    with run:
-        progress, checkpoint = Progress.load(run)
-        with TensorBoardLog(run.path / "tensorboard", ("seed",), "env_steps",
-                            progress.rows) as tensorboard:
-            for seed in config.seeds:
-                if str(seed) in progress.per_seed:
-                    continue  # finished before the interruption
-                resume_from = checkpoint if progress.current and \
-                    progress.current["seed"] == seed else None
-                progress.per_seed[str(seed)] = run_seed(config, seed, progress, run,
-                                                        resume_from, tensorboard)
-                progress.current = None
-                progress.save(run)
-        threshold = gym.spec(config.env).reward_threshold
-        summary = summarize(config, progress.per_seed, threshold)
-        write_json(run.path / "summary.json", summary)
-        plot_learning_curve(progress.rows, config, threshold, run.path / "learning_curve.png")
-        out = run.finish(leftovers=(CHECKPOINT,))
+    progress, checkpoint = Progress.load(folder)
+    with TensorBoardLog(folder.path / "tensorboard", ("seed",), "env_steps",
+                        progress.rows) as tensorboard:
+        for seed in config.seeds:
+            if str(seed) in progress.per_seed:
+                continue  # finished before the interruption
+            resume_from = checkpoint if progress.current and \
+                progress.current["seed"] == seed else None
+            progress.per_seed[str(seed)] = run_seed(config, seed, progress, folder,
+                                                    resume_from, tensorboard)
+            progress.current = None
+            progress.save(folder)
+    threshold = gym.spec(config.env).reward_threshold
+    summary = summarize(config, progress.per_seed, threshold)
+    write_json(folder.path / "summary.json", summary)
+    plot_learning_curve(progress.rows, config, threshold, folder.path / "learning_curve.png")
+    return summary
+
+
+def report(config: ExperimentConfig, summary: dict, out) -> None:
     median = summary["median"]
     print(f"{config.env}: solved {summary['seeds_solved']}/{summary['seeds']} seeds; median "
           f"solved_at_env_steps={median['solved_at_env_steps']}, wall_seconds_to_solve="
           f"{median['wall_seconds_to_solve']}; results in {out}")
-    return summary
+
+
+def main(argv=None) -> dict:
+    import gymnasium as gym
+
+    return run_experiment(ExperimentConfig, argv, name="reinforce", start=start, run=run,
+                          start_errors=(gym.error.Error,), resumable=True,
+                          leftovers=(CHECKPOINT,), report=report)
 
 
 if __name__ == "__main__":

@@ -83,9 +83,9 @@ from attacks.mnist import (
     load_mnist_arrays,
     resolve_mnist_source,
 )
-from experiments.cli import parse_config, run_command
+from experiments.cli import run_command
 from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import errors_before_start, open_run
+from experiments.skeleton import run_experiment
 from lab import activations
 from lab.atomic import atomic_path
 from lab.checks import check_one_of, check_positive, check_positive_int, check_seeds
@@ -520,28 +520,29 @@ def plot(rows: list[dict], config: Config, data: Data, path) -> Path:
     return save_figure(fig, path)
 
 
-def main(argv=None) -> dict:
-    config = parse_config(Config, argv, description=__doc__.split("\n\n")[0]).resolved()
-    # No checkpoints (a short run): a partial folder left by an interrupted run is replaced,
-    # and the finished run moves into place as a whole. Unreadable data fails before any
-    # folder is made.
-    with errors_before_start(ValueError):
-        data = load_data(config)
-        run = open_run(config.out, config, {"data_source": data.source,
-                                            "train_examples": len(data.x_train),
-                                            "test_examples": len(data.x_test)},
-                       experiment="straight_through", resume=False, resumable=False)
-    with run:
-        with TensorBoardLog(run.path / "tensorboard", ("method", "seed"),
-                            "epoch") as tensorboard:
-            rows, changes, reloads = train(config, data, run.path / "models", tensorboard)
-        write_csv(run.path / "metrics.csv", rows)
-        summary = summarize(rows, changes, reloads, config, data)
-        write_json(run.path / "summary.json", summary)
-        plot(rows, config, data, run.path / "accuracy.png")
-        run.finish()
-    print(summary["statement"])
+def start(config: Config):
+    """The data (unreadable data fails here, before any folder is made)."""
+    data = load_data(config)
+    return data, {"data_source": data.source, "train_examples": len(data.x_train),
+                  "test_examples": len(data.x_test)}
+
+
+def run(config: Config, folder, data: Data) -> dict:
+    with TensorBoardLog(folder.path / "tensorboard", ("method", "seed"),
+                        "epoch") as tensorboard:
+        rows, changes, reloads = train(config, data, folder.path / "models", tensorboard)
+    write_csv(folder.path / "metrics.csv", rows)
+    summary = summarize(rows, changes, reloads, config, data)
+    write_json(folder.path / "summary.json", summary)
+    plot(rows, config, data, folder.path / "accuracy.png")
     return summary
+
+
+def main(argv=None) -> dict:
+    # No checkpoints (a short run): a partial folder left by an interrupted run is replaced,
+    # and the finished run moves into place as a whole.
+    return run_experiment(Config, argv, name="straight_through", start=start, run=run,
+                          report=lambda config, summary, out: print(summary["statement"]))
 
 
 if __name__ == "__main__":

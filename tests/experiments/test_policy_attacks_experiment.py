@@ -43,25 +43,6 @@ def test_quick_run_writes_every_file_and_per_seed_returns(quick_run):
     assert adversarial[0] == 0.0 and max(adversarial) == pytest.approx(0.5)  # the ramp
 
 
-def test_an_interrupted_run_resumes_to_the_same_numbers(quick_run, tmp_path, monkeypatch):
-    _, expected = quick_run
-    calls = []
-    original = experiment.evaluate_agent
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(experiment, "evaluate_agent", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        experiment.main(QUICK + ["--out", str(tmp_path / "out")])
-    monkeypatch.undo()
-    assert not (tmp_path / "out").exists() and (tmp_path / "out.partial").exists()
-    assert experiment.main(QUICK + ["--out", str(tmp_path / "out"), "--resume"]) == expected
-
-
 def test_bad_flags_are_usage_errors(read_error, tmp_path):
     for flags, message in ((["--eps-values", "0.5", "1"], "eps_values must be increasing and "
                                                            "start at 0"),
@@ -115,6 +96,8 @@ def test_quick_run_writes_tensorboard_runs_matching_training(quick_run, tensorbo
 
 def test_a_run_killed_outright_resumes_with_every_update_in_tensorboard(
         quick_run, tmp_path, kill_when, tensorboard_holds):
+    """SIGKILL once an agent is trained: the resumed run ends with the numbers of a run never
+    stopped (Ctrl-C's message and the lock are tested in test_run_folder.py)."""
     _, expected = quick_run
     out = tmp_path / "out"
     progress = tmp_path / "out.partial" / "progress.json"

@@ -1,0 +1,64 @@
+"""The order every experiment runs in: config -> start -> run -> finish -> report.
+
+An experiment module defines its config dataclass and three functions, and its ``main`` is one
+call::
+
+    def main(argv=None) -> dict:
+        return run_experiment(Config, argv, name="curvature", run=run, report=report)
+
+``run_experiment`` parses the command line into the config (``experiments.cli``) and applies
+its ``--quick`` caps (``config.resolved()``); calls ``start(config)``, which checks and loads
+what the run needs (an environment, data) before anything is written, and returns it with a
+record for ``config.json``; opens the run folder (``experiments.run_folder``: locked, resumed
+with ``--resume`` where the experiment is resumable); calls ``run(config, folder, started)``,
+which writes the metrics, ``summary.json`` and plots into ``folder.path`` and returns the
+summary; moves the finished run into place; and prints ``report(config, summary, out)``.
+Errors before the folder opens are one line and write nothing; Ctrl-C and failed writes after
+are handled by the run folder, in one place for every experiment.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from experiments.cli import parse_config
+from experiments.run_folder import errors_before_start, open_run
+
+
+def run_experiment(config_cls, argv=None, *, name: str, run: Callable,
+                   start: Callable | None = None, start_errors: tuple = (),
+                   resumable: bool = False, leftovers: tuple = (),
+                   report: Callable | None = None) -> dict:
+    """Runs one experiment from its command line; returns its summary.
+
+    Args:
+      config_cls: the experiment's frozen config dataclass; it has ``out_dir`` or ``out``
+        (where the results go), ``resolved()`` (the config with ``--quick``'s caps) and, if
+        ``resumable``, a ``resume`` field.
+      argv: the command line (default ``sys.argv[1:]``).
+      name: the experiment's name, recorded in ``run.json``.
+      run: ``run(config, folder, started) -> summary``.
+      start: ``start(config) -> (started, record)``, before anything is written; ``record``
+        goes into ``config.json`` (and must match on resume).
+      start_errors: exception types ``start`` raises for bad input (besides ``OSError`` and
+        ``ValueError``), reported as one-line errors.
+      resumable: whether ``--resume`` continues a partial run (else a stale partial folder
+        is emptied and the run starts over).
+      leftovers: names in the run folder that only a resume needs (checkpoints, progress
+        files), deleted once the run is finished.
+      report: ``report(config, summary, out)`` prints the headline.
+    """
+    description = sys.modules[config_cls.__module__].__doc__.split("\n")[0]
+    config = parse_config(config_cls, argv, description=description).resolved()
+    with errors_before_start(ValueError, *start_errors):
+        started, record = start(config) if start is not None else (None, {})
+        folder = open_run(getattr(config, "out_dir", None) or config.out, config, record,
+                          experiment=name,
+                          resume=resumable and config.resume, resumable=resumable)
+    with folder:
+        summary = run(config, folder, started)
+        out = folder.finish(leftovers=leftovers)
+    if report is not None:
+        report(config, summary, out)
+    return summary
