@@ -146,3 +146,12 @@ def test_a_second_process_on_the_same_out_stops_at_once_naming_the_first(tmp_pat
     finally:
         first.kill()
         first.wait()
+
+
+def test_an_environment_that_cannot_be_attacked_is_refused_before_training(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        policy_attacks.main(QUICK[policy_attacks] + ["--env", "FrozenLake-v1", "--out", str(out)])
+    message = _one_line_error(exit_info)
+    assert "floating-point Box" in message and "FrozenLake-v1" in message
+    assert list(tmp_path.iterdir()) == []
