@@ -438,8 +438,7 @@ def plot(rows: list[dict], config: Config, key: str, ylabel: str, title: str, pa
 
 
 def run(config: Config, folder, started=None) -> dict:
-    with TensorBoardLog(folder.path / "tensorboard", ("method", "learning_rate", "seed"),
-                        "step") as tensorboard:
+    with folder.tensorboard(("method", "learning_rate", "seed"), "step") as tensorboard:
         rows = train(config, tensorboard)
     write_csv(folder.path / "metrics.csv", rows)
     summary = summarize(rows, config)

@@ -350,8 +350,7 @@ def plot(rows: list[dict], config: Config, path) -> Path:
 
 
 def run(config: Config, folder, started=None) -> dict:
-    with TensorBoardLog(folder.path / "tensorboard", ("learning_rate", "seed"),
-                        "step") as tensorboard:
+    with folder.tensorboard(("learning_rate", "seed"), "step") as tensorboard:
         rows = train(config, tensorboard)
     write_csv(folder.path / "metrics.csv", rows)
     summary = summarize(rows, config)

@@ -65,9 +65,9 @@ from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mn
 from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
 from experiments.cli import parse_config, run_command
-from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
-from experiments.run_folder import errors_before_start, open_run, partial_path
-from lab.atomic import atomic_path
+from experiments.records import save_figure, write_csv, write_json
+from experiments.run_folder import LOCK, errors_before_start, open_run, partial_path
+from lab.atomic import atomic_path, is_temporary
 from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
 from lab.seeding import seed_everything
 
@@ -176,37 +176,51 @@ def _settings(config: ExperimentConfig) -> dict:
 def main(argv=None) -> dict:
     config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0])
     strategy = make_strategy(config.strategy)  # first: before any other TensorFlow op
-    resuming_workers = config.resume and config.strategy == "multi_worker"
+    workers = config.strategy == "multi_worker"
     if is_chief(strategy):
-        return _main(config, strategy, config.out,
-                     after_open=_tell_workers if resuming_workers else None)
+        return _main(config, strategy, config.out, after_open=_tell_workers if workers else None)
     # Another worker trains in step with the chief, and writes only into a folder of its own
     # that is deleted at the end: the results are the chief's.
     with tempfile.TemporaryDirectory(prefix="fgsm_mnist_worker_") as scratch:
         out = Path(scratch) / "out"
-        if resuming_workers:
-            # Resume from the chief's partial run (on several machines, --out must be on
-            # storage every worker sees, at the same path): once the chief has reopened it,
-            # take a copy, so that every worker restores the same checkpoint.
-            state = _barrier(strategy, 0.0)
-            chief_partial = partial_path(Path(config.out))
-            if state < 0:
-                raise SystemExit("error: the chief could not open its run (its output says "
-                                 "why); this worker stops too")
-            if state > 0:
-                if not (chief_partial / "config.json").is_file():
-                    raise SystemExit(
-                        f"error: the chief resumes {chief_partial}, which this worker cannot "
-                        f"read: with --resume, --out must be on storage every worker shares, "
-                        f"at the same path. Received: --out {config.out}")
-                shutil.copytree(chief_partial, partial_path(out))
+        if workers:
+            _wait_for_chief(config, strategy, out)
         return _main(config, strategy, str(out))
 
 
 def _tell_workers(strategy, run) -> None:
-    """The chief's side of the resume barrier: -1 if it could not open its run, 1 if it
-    resumes one, 0 if it starts afresh."""
+    """The chief's side of the open barrier: -1 if it could not open its run (the workers
+    stop too, instead of waiting for it in a collective), 1 if it resumes one (then it waits
+    until every worker has copied it), 0 if it starts afresh."""
     _barrier(strategy, -1.0 if run is None else float(run.resumed))
+    if run is not None and run.resumed and _barrier(strategy, 0.0) < 0:
+        raise SystemExit("error: a worker could not copy the run to resume (its output says "
+                         "why); the chief stops too")
+
+
+def _wait_for_chief(config: ExperimentConfig, strategy, out: Path) -> None:
+    """A worker's side of the open barrier. To resume (on several machines, --out must be on
+    storage every worker sees, at the same path), it copies the chief's reopened partial run,
+    so that every worker restores the same checkpoint; the chief waits for the copies."""
+    state = _barrier(strategy, 0.0)
+    if state < 0:
+        raise SystemExit("error: the chief could not open its run (its output says why); "
+                         "this worker stops too")
+    if state == 0:
+        return
+    chief_partial = partial_path(Path(config.out))
+    try:
+        if not (chief_partial / "config.json").is_file():
+            raise OSError(f"the chief resumes {chief_partial}, which this worker cannot read: "
+                          f"with --resume, --out must be on storage every worker shares, at "
+                          f"the same path. Received: --out {config.out}")
+        # Not the chief's lock, temporaries, or TensorBoard files (rewritten on resume).
+        shutil.copytree(chief_partial, partial_path(out), ignore=lambda folder, names: [
+            name for name in names if name in (LOCK, "tensorboard") or is_temporary(name)])
+    except OSError as error:
+        _barrier(strategy, -1.0)
+        raise SystemExit(f"error: {error}") from None
+    _barrier(strategy, 0.0)
 
 
 def _barrier(strategy, value: float) -> float:
@@ -257,13 +271,15 @@ def _train_and_evaluate(config, strategy, run, settings, trainings, train, test,
     # Methods finished before an interruption: their rows and summaries, and their models.
     done = run.read_json(PROGRESS, {"rows": [], "summary": {}})
     rows, summary = done["rows"], done["summary"]
-    models = {method: keras.models.load_model(run.path / "models" / f"{method}.keras")
-              for method in summary}
+    models = {}
+    for method in summary:
+        with run.reading(run.path / "models" / f"{method}.keras"):
+            models[method] = keras.models.load_model(run.path / "models" / f"{method}.keras")
     curves = {method: RobustnessCurve(s["curve"]["eps"],
                                       {a: s["curve"][a] for a in ("fgsm", "pgd")},
                                       s["curve"]["examples"], s["curve_warnings"])
               for method, s in summary.items()}
-    with TensorBoardLog(run.path / "tensorboard", ("method",), "epoch", rows) as tensorboard:
+    with run.tensorboard(("method",), "epoch", rows) as tensorboard:
         for method in config.methods:
             if method in summary:
                 continue
@@ -271,7 +287,8 @@ def _train_and_evaluate(config, strategy, run, settings, trainings, train, test,
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
                 model = MODELS[config.model]()
             checkpoint = run.path / "checkpoints" / method
-            method_rows = [{"method": method, **r} for r in checkpoint_history(checkpoint)]
+            with run.reading(checkpoint):
+                method_rows = [{"method": method, **r} for r in checkpoint_history(checkpoint)]
             for row in method_rows:  # epochs a resumed run restores
                 tensorboard.add(row)
 

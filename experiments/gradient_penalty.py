@@ -458,8 +458,7 @@ def start(config: Config):
 
 def run(config: Config, folder, started) -> dict:
     train, evaluation, record = started
-    with TensorBoardLog(folder.path / "tensorboard", ("method", "seed"),
-                        "epoch") as tensorboard:
+    with folder.tensorboard(("method", "seed"), "epoch") as tensorboard:
         rows, runs = train_and_evaluate(config, train, evaluation, tensorboard)
     write_csv(folder.path / "metrics.csv", rows)
     summary = summarize(runs, config, record)

@@ -129,7 +129,6 @@ class ExperimentConfig:
         check_in_range("ramp_fraction", self.ramp_fraction, 0.0, 1.0)
         check_positive_int("pgd_steps", self.pgd_steps)
         check_positive_int("eval_episodes", self.eval_episodes)
-        # The one float of the agent's config that ReinforceConfig does not check itself.
 
     @property
     def out_dir(self) -> Path:
@@ -412,8 +411,8 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
         write_json(run.path / PROGRESS, state)
         write_csv(run.path / "training.csv", state["training_rows"])
 
-    with TensorBoardLog(run.path / "tensorboard", ("kind", "seed"), "env_steps",
-                        state["tensorboard_rows"]) as tensorboard:
+    with run.tensorboard(("kind", "seed"), "env_steps",
+                         state["tensorboard_rows"]) as tensorboard:
         for kind in KINDS:
             if kind == "adversarial" and state["obs_std"] is None:
                 state["obs_std"] = observation_std(agents["standard"], config)
@@ -421,7 +420,9 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
             for seed in config.seeds:
                 key = f"{kind}/{seed}"
                 if key in state["training"]:
-                    agents[kind][seed] = Reinforce.load(agent_path(kind, seed), env=config.env)
+                    with run.reading(agent_path(kind, seed)):
+                        agents[kind][seed] = Reinforce.load(agent_path(kind, seed),
+                                                            env=config.env)
                     continue
                 rows = []
                 agent = train_agent(config, kind, seed, state["obs_std"], probe.action_space,
@@ -429,7 +430,7 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
                 agent.save(agent_path(kind, seed))
                 agents[kind][seed] = agent
                 state["training_rows"] += rows
-                state["tensorboard_rows"] = tensorboard.rows
+                state["tensorboard_rows"] = list(tensorboard.rows)
                 state["training"][key] = {"final_mean_return": rows[-1]["running_mean_return"],
                                           "env_steps": agent.env_steps}
                 save_state()

@@ -39,7 +39,8 @@ def library_versions() -> dict:
     return versions
 
 
-def _jsonable(value):
+def jsonable(value):
+    """``value`` as JSON can hold it (``json.dumps``'s ``default``)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if hasattr(value, "item"):  # NumPy and TensorFlow scalars
@@ -51,7 +52,7 @@ def _jsonable(value):
 
 def write_json(path, obj) -> Path:
     """Writes ``obj`` as indented JSON (dataclasses and NumPy scalars allowed), atomically."""
-    return atomic_write(path, json.dumps(obj, indent=2, default=_jsonable, allow_nan=True) + "\n")
+    return atomic_write(path, json.dumps(obj, indent=2, default=jsonable, allow_nan=True) + "\n")
 
 
 def write_csv(path, rows: list[dict]) -> Path:
@@ -92,7 +93,9 @@ class TensorBoardLog:
     spent = 0.0
 
     def __init__(self, folder, run_keys: tuple[str, ...], step_key: str, rows=()):
-        self.folder = Path(folder)
+        # A callable gives the folder anew each time a writer opens (a run folder's check).
+        self._folder = folder if callable(folder) else (lambda: Path(folder))
+        self.folder = Path(self._folder())
         self.run_keys = tuple(run_keys)
         self.step_key = step_key
         self.seconds = 0.0
@@ -117,8 +120,9 @@ class TensorBoardLog:
         run = "/".join(f"{key}_{row[key]}" for key in self.run_keys) or "run"
         writer = self._writers.get(run)
         if writer is None:
-            (self.folder / run).mkdir(parents=True, exist_ok=True)
-            writer = self._writers[run] = EventFileWriter(str(self.folder / run))
+            folder = Path(self._folder()) / run
+            folder.mkdir(parents=True, exist_ok=True)
+            writer = self._writers[run] = EventFileWriter(str(folder))
         summary = Summary()
         for name, value in row.items():
             if name in self.run_keys or name == self.step_key:

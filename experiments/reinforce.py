@@ -67,7 +67,6 @@ class ExperimentConfig:
         check_positive_int("total_steps", self.total_steps)
         check_positive_int("eval_episodes", self.eval_episodes)
         check_positive_int("checkpoint_every", self.checkpoint_every)
-        # The one float of the agent's config that ReinforceConfig does not check itself.
 
     def resolved(self) -> ExperimentConfig:
         """This config with the ``--quick`` caps applied (what actually runs and is saved)."""
@@ -130,7 +129,8 @@ def run_seed(config: ExperimentConfig, seed: int, progress: Progress, run,
     ``progress``; saves the agent into ``agents/seed_<k>``; returns its summary."""
     progress.start_seed(seed)
     if checkpoint is not None:
-        agent = Reinforce.load(checkpoint, env=config.env)
+        with run.reading(checkpoint):
+            agent = Reinforce.load(checkpoint, env=config.env)
     else:
         agent = Reinforce(config.env, dataclasses.replace(config.agent, seed=seed))
     current = progress.current
@@ -233,8 +233,7 @@ def run(config: ExperimentConfig, folder, started=None) -> dict:
     import gymnasium as gym
 
     progress, checkpoint = Progress.load(folder)
-    with TensorBoardLog(folder.path / "tensorboard", ("seed",), "env_steps",
-                        progress.rows) as tensorboard:
+    with folder.tensorboard(("seed",), "env_steps", progress.rows) as tensorboard:
         for seed in config.seeds:
             if str(seed) in progress.per_seed:
                 continue  # finished before the interruption

@@ -39,8 +39,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from experiments.records import library_versions, write_json
-from lab.atomic import recover_directory, remove_temporaries, replace_directory
+from experiments.records import TensorBoardLog, jsonable, library_versions, write_json
+from lab.atomic import is_temporary, recover_directory, remove_temporaries, replace_directory
 
 try:  # POSIX; where there is no fcntl (Windows) runs are not locked
     import fcntl
@@ -85,6 +85,11 @@ def _files(folder: Path) -> list[str]:
                   if p.is_file() or p.is_symlink())
 
 
+def _under(name: str, folders) -> bool:
+    """Whether the relative path ``name`` is one of ``folders`` or inside one."""
+    return any(name == folder or name.startswith(f"{folder}/") for folder in folders)
+
+
 def _check_replaceable(out: Path, experiment: str) -> None:
     """Raises ``PartialRunError`` unless a finished run of ``experiment`` may replace ``out``:
     it does not exist, is empty, or is such a run holding only the files that run wrote."""
@@ -105,7 +110,10 @@ def _check_replaceable(out: Path, experiment: str) -> None:
         raise PartialRunError(
             f"{out} holds a run of experiment {marker.get('experiment')!r}, which a run of "
             f"{experiment!r} would delete; choose another --out.")
-    unknown = sorted(set(_files(out)) - set(marker["files"]) - {MARKER, LOCK})
+    # Leftovers of a resume (checkpoints) that an interruption right after the swap kept.
+    leftovers = [str(name) for name in marker.get("leftovers", [])]
+    unknown = sorted(name for name in set(_files(out)) - set(marker["files"]) - {MARKER, LOCK}
+                     if not _under(name, leftovers))
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5
                                           else "")
@@ -126,12 +134,16 @@ class _Lock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = os.read(self.fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(self.fd)
+            owner = os.read(self.fd, 32).decode(errors="replace").strip() or "starting up"
+            self.release()
             raise PartialRunError(
                 f"another process (PID {owner}) is writing this run into {folder}; two runs "
                 f"never share a folder: wait for it to end, or stop it (Ctrl-C) and add "
                 f"--resume to continue its run.") from None
+        if not self.held():  # its owner deleted the folder between our open and our lock
+            self.release()
+            raise PartialRunError(f"another process removed {folder} as this run started; "
+                                  f"run the command again.")
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
@@ -165,12 +177,17 @@ class RunFolder:
                  lock: _Lock):
         self.out, self.resumed, self.experiment = out, resumed, experiment
         self.resumable = resumable
+        self.moved = False  # the run is in ``out`` (finish swapped it into place)
         self._path, self._lock = path, lock
 
     @property
     def path(self) -> Path:
-        """The partial folder to write into; raises ``PartialRunError`` if it is no longer
-        this run's (deleted or replaced by someone else), so nothing recreates it."""
+        """The partial folder to write into (``check``ed first, so nothing recreates it)."""
+        return self.check()
+
+    def check(self) -> Path:
+        """Returns the partial folder; raises ``PartialRunError`` if it is no longer this run's
+        (deleted or replaced by someone else) or the run has ended."""
         if self._lock.fd is None:
             raise PartialRunError(f"{self._path}: this run has ended (finished, failed or "
                                   f"interrupted); nothing more is written into it.")
@@ -180,18 +197,31 @@ class RunFolder:
                 f"stops without writing more (its results are lost; {self.out} is untouched).")
         return self._path
 
+    def tensorboard(self, run_keys: tuple[str, ...], step_key: str, rows=()) -> TensorBoardLog:
+        """The run's ``TensorBoardLog`` in ``tensorboard/``, rewritten from ``rows`` (what a
+        resumed run has recorded); it checks the folder before it opens each event file."""
+        return TensorBoardLog(lambda: self.path / "tensorboard", run_keys, step_key, rows)
+
+    @contextlib.contextmanager
+    def reading(self, what):
+        """Around loading a checkpoint, a saved model or agent to resume from: a damaged one
+        (the loaders raise ``ValueError``, ``KeyError``, ``EOFError``) ends the run with a
+        one-line error naming ``what`` instead of a traceback."""
+        try:
+            yield
+        except (ValueError, KeyError, EOFError) as error:
+            raise PartialRunError(
+                f"{what} is damaged ({error}), so this run cannot be resumed from it; delete "
+                f"{self._path} to start over.") from None
+
     def read_json(self, name: str, default):
         """A progress file of the partial run (``default`` if there is none); a damaged one
         (truncated, not JSON) raises ``PartialRunError`` naming it."""
         path = self.path / name
         if not path.exists():
             return default
-        try:
+        with self.reading(path):
             return json.loads(path.read_text())
-        except ValueError as error:
-            raise PartialRunError(
-                f"{path} is damaged ({error}), so this run cannot be resumed from it; delete "
-                f"{self._path} to start over.") from None
 
     def finish(self, leftovers=()) -> Path:
         """Moves the complete run into ``out``, replacing the previous one; returns ``out``.
@@ -202,12 +232,20 @@ class RunFolder:
         """
         path = self.path
         remove_temporaries(path)
-        _check_replaceable(self.out, self.experiment)  # a user's file added while it ran
-        kept = [name for name in _files(path) if name not in (MARKER, LOCK)
-                and not any(name == left or name.startswith(f"{left}/") for left in leftovers)]
+        kept = [name for name in _files(path)
+                if name not in (MARKER, LOCK) and not _under(name, leftovers)]
         marker = _read_marker(path) or {}
-        write_json(path / MARKER, {**marker, "finished": True, "files": kept})
+        write_json(path / MARKER, {**marker, "finished": True, "files": kept,
+                                   "leftovers": list(leftovers)})
+        recover_directory(self.out)
+        try:
+            _check_replaceable(self.out, self.experiment)  # a user's file added while it ran
+        except PartialRunError as error:
+            raise PartialRunError(f"{error} The finished run is kept in {path}: move it over "
+                                  f"{self.out} yourself once your files are safe.") from None
+        self.check()  # still ours, just before the swap
         out = replace_directory(path, self.out)
+        self.moved = True
         for leftover in [out / LOCK] + [out / name for name in leftovers]:
             if leftover.is_dir():
                 shutil.rmtree(leftover)
@@ -227,7 +265,9 @@ class RunFolder:
         self.close()
         if kind is None:
             return
-        if self.resumable:
+        if self.moved:
+            where = f"the finished run is in {self.out}"
+        elif self.resumable:
             where = (f"the run so far is in {self._path}; add --resume to the same command to "
                      f"continue it")
         else:
@@ -268,6 +308,7 @@ def open_run(out, config, record: dict | None = None, *, experiment: str, resume
     recover_directory(out)
     _check_replaceable(out, experiment)
     config_dict = dataclasses.asdict(config)
+    made = [p for p in (path, *path.parents) if not p.exists()]  # what a failed start removes
     try:
         path.mkdir(parents=True)
         created = True
@@ -276,11 +317,16 @@ def open_run(out, config, record: dict | None = None, *, experiment: str, resume
     if not created and (not path.is_dir() or path.is_symlink()):
         raise PartialRunError(f"{path} is in the way of this run's partial folder and is not "
                               f"one; move it away.")
-    if not created and _read_marker(path) is None and set(os.listdir(path)) - {LOCK}:
-        raise PartialRunError(f"{path} holds files that are not a partial run of this "
-                              f"package (no {MARKER}); move it away to run into {out}.")
-    lock = _Lock(path)  # raises if another process has it
+    lock = None
     try:
+        if not created and (path / LOCK).exists():
+            lock = _Lock(path)  # first: a live run is named by its PID, whatever else is here
+        # Besides the lock, a partial run holds run.json (or, as it starts, its temporaries).
+        if not created and _read_marker(path) is None and any(
+                not is_temporary(name) for name in set(os.listdir(path)) - {LOCK}):
+            raise PartialRunError(f"{path} holds files that are not a partial run of this "
+                                  f"package (no {MARKER}); move it away to run into {out}.")
+        lock = lock or _Lock(path)  # raises if another process has it
         resumed = _reopen(path, out, config_dict, record, experiment, resume, resumable,
                           created)
         marker = _read_marker(path) if resumed else None
@@ -290,9 +336,13 @@ def open_run(out, config, record: dict | None = None, *, experiment: str, resume
         write_json(path / "config.json", {"config": config_dict, **(record or {}),
                                           "versions": library_versions()})
     except BaseException:
-        lock.release()
-        if created:
-            shutil.rmtree(path, ignore_errors=True)  # a failed start writes nothing
+        if created and lock is not None:  # a failed start writes nothing: delete, then unlock
+            shutil.rmtree(path, ignore_errors=True)
+            for parent in made[1:]:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only if still empty
+        if lock is not None:
+            lock.release()
         raise
     return RunFolder(out, path, resumed, experiment, resumable, lock)
 
@@ -300,19 +350,25 @@ def open_run(out, config, record: dict | None = None, *, experiment: str, resume
 def _reopen(path, out, config_dict, record, experiment, resume, resumable, created) -> bool:
     """With the lock held: whether the partial folder holds an earlier attempt to continue
     (emptying it if that cannot be resumed); raises ``PartialRunError`` if it is in the way."""
-    entries = set(os.listdir(path)) - {LOCK}
+    entries = {name for name in os.listdir(path) if name != LOCK and not is_temporary(name)}
     if created or not entries:
         return False
     marker = _read_marker(path)
     if marker.get("experiment") != experiment:
         raise PartialRunError(f"{path} holds an unfinished run of experiment "
                               f"{marker.get('experiment')!r}; move it away to run into {out}.")
+    if marker.get("finished"):
+        raise PartialRunError(f"{path} holds a finished run that was not moved into {out} "
+                              f"(files of yours were in the way); move it over {out} yourself, "
+                              f"or delete it.")
     if not resumable:
         print(f"emptying {path}: an unfinished earlier run this experiment cannot resume")
         for entry in entries:
             target = path / entry
-            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() \
-                else target.unlink()
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
         return False
     if not resume:
         raise PartialRunError(
@@ -325,7 +381,7 @@ def _reopen(path, out, config_dict, record, experiment, resume, resumable, creat
         earlier = None
     # The record too: data resolved at run time (source "auto") must not change under a
     # resumed run.
-    now = json.loads(json.dumps({"config": config_dict, **(record or {})}, default=str))
+    now = json.loads(json.dumps({"config": config_dict, **(record or {})}, default=jsonable))
     if not isinstance(earlier, dict) or _comparable(earlier.get("config", {})) != \
             _comparable(now["config"]) or any(earlier.get(k) != v for k, v in now.items()
                                                if k != "config"):

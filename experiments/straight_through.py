@@ -528,8 +528,7 @@ def start(config: Config):
 
 
 def run(config: Config, folder, data: Data) -> dict:
-    with TensorBoardLog(folder.path / "tensorboard", ("method", "seed"),
-                        "epoch") as tensorboard:
+    with folder.tensorboard(("method", "seed"), "epoch") as tensorboard:
         rows, changes, reloads = train(config, data, folder.path / "models", tensorboard)
     write_csv(folder.path / "metrics.csv", rows)
     summary = summarize(rows, changes, reloads, config, data)

@@ -26,6 +26,11 @@ from pathlib import Path
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(dir|\..*)?$")
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file or folder name is one of this module's temporaries."""
+    return bool(_TEMPORARY.match(name))
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path to write to; on success it replaces ``path``, on error it is
@@ -135,7 +140,7 @@ def remove_temporaries(folder) -> list[Path]:
     for parked in sorted(folder.rglob(".*.replaced"), reverse=True):
         recover_directory(parked.with_name(parked.name[1:-len(".replaced")]))
     for path in sorted(folder.rglob(".*"), reverse=True):  # children before their parents
-        if _TEMPORARY.match(path.name) and path.exists():
+        if is_temporary(path.name) and path.exists():
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:

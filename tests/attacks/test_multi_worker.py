@@ -188,3 +188,17 @@ def test_slow_a_chief_that_cannot_resume_stops_the_other_workers_too(tmp_path):
     assert chief != 0 and "holds an unfinished run with another config" in chief_output
     assert worker != 0 and "the chief could not open its run" in worker_output
 
+
+
+@pytest.mark.slow
+def test_slow_a_chief_that_cannot_start_stops_the_other_workers_too(tmp_path):
+    """Without --resume too: a chief that refuses its --out (a user's folder) tells the other
+    worker at the open barrier, which stops instead of waiting in a collective forever."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("a user's file")
+    (chief, chief_output), (worker, worker_output) = _run_workers(
+        _fgsm_mnist_command(out), cwd=tmp_path, check=False)
+    assert chief != 0 and "not a finished run of this package" in chief_output
+    assert worker != 0 and "the chief could not open its run" in worker_output
+    assert (out / "notes.txt").read_text() == "a user's file"

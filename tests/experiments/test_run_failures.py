@@ -155,3 +155,25 @@ def test_an_environment_that_cannot_be_attacked_is_refused_before_training(tmp_p
     message = _one_line_error(exit_info)
     assert "floating-point Box" in message and "FrozenLake-v1" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        with pytest.MonkeyPatch.context() as patch:
+            calls = []
+            original = reinforce.Reinforce.collect
+
+            def interrupted(self):  # Ctrl-C in the third batch: the agent is checkpointed
+                calls.append(1)
+                if len(calls) == 3:
+                    raise KeyboardInterrupt
+                return original(self)
+
+            patch.setattr(reinforce.Reinforce, "collect", interrupted)
+            reinforce.main(QUICK[reinforce] + ["--out", str(out)])
+    agent = partial_path(out) / "checkpoint" / "agent" / "agent.json"
+    agent.write_text(agent.read_text()[:30])
+    with pytest.raises(SystemExit) as exit_info:
+        reinforce.main(QUICK[reinforce] + ["--out", str(out), "--resume"])
+    assert "is damaged" in _one_line_error(exit_info)

@@ -262,3 +262,70 @@ def test_a_resumed_run_must_see_the_same_data(tmp_path):
         start(out, record={"data_source": "sample", "train_examples": 8000}, resume=True)
     assert start(out, record={"data_source": "tfds", "train_examples": 60000},
                  resume=True).resumed
+
+
+def test_the_event_log_never_recreates_a_deleted_partial_folder(tmp_path):
+    import shutil
+
+    run = start(tmp_path / "results")
+    log = run.tensorboard(("seed",), "step")
+    log.add({"seed": 0, "step": 1, "loss": 0.5})
+    shutil.rmtree(run.path)
+    with pytest.raises(PartialRunError, match="was deleted or replaced"):
+        log.add({"seed": 1, "step": 1, "loss": 0.4})  # a new run's event file
+    log.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interruption_right_after_the_swap_leaves_a_folder_the_next_run_accepts(
+        tmp_path, monkeypatch, capsys):
+    run = start(tmp_path / "results")
+    (run.path / "checkpoint").mkdir()
+    (run.path / "checkpoint" / "agent.npz").write_text("weights")
+    (run.path / "summary.json").write_text("{}")
+
+    def interrupted(path, *args, **kwargs):  # Ctrl-C while the leftovers are deleted
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_folder.shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with run:
+            run.finish(leftovers=("checkpoint",))
+    monkeypatch.undo()
+    out = tmp_path / "results"
+    assert f"the finished run is in {out}" in capsys.readouterr().out
+    assert (out / "checkpoint" / "agent.npz").exists()
+    again = start(out)  # the leftovers are the run's own, not a user's
+    again.finish()
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "run.json"]
+
+
+def test_a_failed_start_removes_the_folders_it_made(tmp_path, monkeypatch):
+    def full_disk(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(run_folder, "write_json", full_disk)
+    with pytest.raises(OSError):
+        start(tmp_path / "a" / "b" / "results")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_finished_run_that_could_not_be_moved_is_never_emptied(tmp_path):
+    out = finished_run(tmp_path / "results")
+    run = start(out)
+    (run.path / "summary.json").write_text("a finished result")
+    (out / "mine.txt").write_text("a user's file")
+    with pytest.raises(PartialRunError, match="The finished run is kept in"):
+        run.finish()
+    run.close()
+    (out / "mine.txt").unlink()
+    with pytest.raises(PartialRunError, match="holds a finished run that was not moved"):
+        start(out, resumable=False)
+    assert (partial_path(out) / "summary.json").read_text() == "a finished result"
+
+
+def test_a_partial_folder_holding_only_a_starting_runs_temporaries_is_not_foreign(tmp_path):
+    out = tmp_path / "results"
+    partial_path(out).mkdir()
+    (partial_path(out) / ".run.json.a1b2c3d4.tmp.json").write_text("{")  # killed mid-write
+    assert not start(out).resumed
