@@ -184,24 +184,28 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="fgsm_mnist_worker_") as scratch:
         out = Path(scratch) / "out"
         if workers:
-            _wait_for_chief(config, strategy, out)
-        return _main(config, strategy, str(out))
+            _copy_the_chiefs_run(config, strategy, out)
+        return _main(config, strategy, str(out), after_open=_tell_chief if workers else None)
 
+
+# Under multi_worker every process opens its run between two barriers (all-reduces, which
+# every worker must reach the same number of times): the chief says whether it opened its
+# run (-1: no; 1: resumed; 0: fresh), and a worker resuming copies the chief's partial run;
+# then every worker says whether it opened its own (-1: no). Any -1 stops them all, instead of
+# leaving the others waiting in a collective for a process that has gone.
 
 def _tell_workers(strategy, run) -> None:
-    """The chief's side of the open barrier: -1 if it could not open its run (the workers
-    stop too, instead of waiting for it in a collective), 1 if it resumes one (then it waits
-    until every worker has copied it), 0 if it starts afresh."""
+    """The chief's side: after its open (``run`` is ``None`` if it failed)."""
     _barrier(strategy, -1.0 if run is None else float(run.resumed))
-    if run is not None and run.resumed and _barrier(strategy, 0.0) < 0:
-        raise SystemExit("error: a worker could not copy the run to resume (its output says "
+    if run is not None and _barrier(strategy, 0.0) < 0:
+        raise SystemExit("error: another worker could not open its run (its output says "
                          "why); the chief stops too")
 
 
-def _wait_for_chief(config: ExperimentConfig, strategy, out: Path) -> None:
-    """A worker's side of the open barrier. To resume (on several machines, --out must be on
+def _copy_the_chiefs_run(config: ExperimentConfig, strategy, out: Path) -> None:
+    """A worker's side of the first barrier. To resume (on several machines, --out must be on
     storage every worker sees, at the same path), it copies the chief's reopened partial run,
-    so that every worker restores the same checkpoint; the chief waits for the copies."""
+    so that every worker restores the same checkpoint."""
     state = _barrier(strategy, 0.0)
     if state < 0:
         raise SystemExit("error: the chief could not open its run (its output says why); "
@@ -218,9 +222,15 @@ def _wait_for_chief(config: ExperimentConfig, strategy, out: Path) -> None:
         shutil.copytree(chief_partial, partial_path(out), ignore=lambda folder, names: [
             name for name in names if name in (LOCK, "tensorboard") or is_temporary(name)])
     except OSError as error:
-        _barrier(strategy, -1.0)
+        _barrier(strategy, -1.0)  # the second barrier, in its place: everyone stops
         raise SystemExit(f"error: {error}") from None
-    _barrier(strategy, 0.0)
+
+
+def _tell_chief(strategy, run) -> None:
+    """A worker's side of the second barrier, after its own open."""
+    if _barrier(strategy, -1.0 if run is None else 0.0) < 0 and run is not None:
+        raise SystemExit("error: the chief or another worker could not open its run (its "
+                         "output says why); this worker stops too")
 
 
 def _barrier(strategy, value: float) -> float:
@@ -247,8 +257,8 @@ def _main(config: ExperimentConfig, strategy, out: str, after_open=None) -> dict
                 "test_examples": len(x_test), "settings": settings,
                 "training": {m: dataclasses.asdict(t) for m, t in trainings.items()}},
                 experiment="fgsm_mnist", resume=config.resume)
-    except SystemExit:
-        if after_open is not None:  # the other workers wait for word of the run
+    except BaseException:  # a bad start, or Ctrl-C: the other workers wait for word
+        if after_open is not None:
             after_open(strategy, None)
         raise
     if after_open is not None:

@@ -37,6 +37,8 @@ import json
 import os
 import shutil
 import uuid
+import zipfile
+import zlib
 from pathlib import Path
 
 from experiments.records import TensorBoardLog, jsonable, library_versions, write_json
@@ -174,10 +176,10 @@ class RunFolder:
     """
 
     def __init__(self, out: Path, path: Path, resumed: bool, experiment: str, resumable: bool,
-                 lock: _Lock):
+                 lock: _Lock, run_id: str):
         self.out, self.resumed, self.experiment = out, resumed, experiment
-        self.resumable = resumable
-        self.moved = False  # the run is in ``out`` (finish swapped it into place)
+        self.resumable, self.run_id = resumable, run_id
+        self.completed = False  # finish has marked the run finished (it may not be moved yet)
         self._path, self._lock = path, lock
 
     @property
@@ -205,11 +207,11 @@ class RunFolder:
     @contextlib.contextmanager
     def reading(self, what):
         """Around loading a checkpoint, a saved model or agent to resume from: a damaged one
-        (the loaders raise ``ValueError``, ``KeyError``, ``EOFError``) ends the run with a
-        one-line error naming ``what`` instead of a traceback."""
+        (the loaders raise ``ValueError``, ``KeyError``, ``EOFError``, zip and zlib errors)
+        ends the run with a one-line error naming ``what`` instead of a traceback."""
         try:
             yield
-        except (ValueError, KeyError, EOFError) as error:
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             raise PartialRunError(
                 f"{what} is damaged ({error}), so this run cannot be resumed from it; delete "
                 f"{self._path} to start over.") from None
@@ -235,8 +237,9 @@ class RunFolder:
         kept = [name for name in _files(path)
                 if name not in (MARKER, LOCK) and not _under(name, leftovers)]
         marker = _read_marker(path) or {}
-        write_json(path / MARKER, {**marker, "finished": True, "files": kept,
-                                   "leftovers": list(leftovers)})
+        finished = {**marker, "finished": True, "files": kept, "leftovers": list(leftovers)}
+        write_json(path / MARKER, finished)
+        self.completed = True
         recover_directory(self.out)
         try:
             _check_replaceable(self.out, self.experiment)  # a user's file added while it ran
@@ -245,12 +248,13 @@ class RunFolder:
                                   f"{self.out} yourself once your files are safe.") from None
         self.check()  # still ours, just before the swap
         out = replace_directory(path, self.out)
-        self.moved = True
         for leftover in [out / LOCK] + [out / name for name in leftovers]:
             if leftover.is_dir():
                 shutil.rmtree(leftover)
             elif leftover.exists():
                 leftover.unlink()
+        # Gone now: a file of the user's under those names later is not the run's.
+        write_json(out / MARKER, {**finished, "leftovers": []})
         self.close()
         return out
 
@@ -265,8 +269,12 @@ class RunFolder:
         self.close()
         if kind is None:
             return
-        if self.moved:
+        moved = self.completed and (_read_marker(self.out) or {}).get("run_id") == self.run_id
+        if moved:
             where = f"the finished run is in {self.out}"
+        elif self.completed and not self.resumable:
+            where = (f"the finished run is kept in {self._path}; move it over {self.out} "
+                     f"yourself")
         elif self.resumable:
             where = (f"the run so far is in {self._path}; add --resume to the same command to "
                      f"continue it")
@@ -330,9 +338,9 @@ def open_run(out, config, record: dict | None = None, *, experiment: str, resume
         resumed = _reopen(path, out, config_dict, record, experiment, resume, resumable,
                           created)
         marker = _read_marker(path) if resumed else None
+        run_id = marker["run_id"] if marker else uuid.uuid4().hex
         write_json(path / MARKER, {"package": PACKAGE, "experiment": experiment,
-                                   "run_id": marker["run_id"] if marker else uuid.uuid4().hex,
-                                   "finished": False})
+                                   "run_id": run_id, "finished": False})
         write_json(path / "config.json", {"config": config_dict, **(record or {}),
                                           "versions": library_versions()})
     except BaseException:
@@ -344,7 +352,7 @@ def open_run(out, config, record: dict | None = None, *, experiment: str, resume
         if lock is not None:
             lock.release()
         raise
-    return RunFolder(out, path, resumed, experiment, resumable, lock)
+    return RunFolder(out, path, resumed, experiment, resumable, lock, run_id)
 
 
 def _reopen(path, out, config_dict, record, experiment, resume, resumable, created) -> bool:
@@ -357,7 +365,7 @@ def _reopen(path, out, config_dict, record, experiment, resume, resumable, creat
     if marker.get("experiment") != experiment:
         raise PartialRunError(f"{path} holds an unfinished run of experiment "
                               f"{marker.get('experiment')!r}; move it away to run into {out}.")
-    if marker.get("finished"):
+    if marker.get("finished") and not resumable:  # resumable: --resume finishes it again
         raise PartialRunError(f"{path} holds a finished run that was not moved into {out} "
                               f"(files of yours were in the way); move it over {out} yourself, "
                               f"or delete it.")

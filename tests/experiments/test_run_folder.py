@@ -329,3 +329,27 @@ def test_a_partial_folder_holding_only_a_starting_runs_temporaries_is_not_foreig
     partial_path(out).mkdir()
     (partial_path(out) / ".run.json.a1b2c3d4.tmp.json").write_text("{")  # killed mid-write
     assert not start(out).resumed
+
+
+def test_a_users_file_where_leftovers_were_is_still_refused(tmp_path):
+    run = start(tmp_path / "results")
+    (run.path / "checkpoint").mkdir()
+    (run.path / "checkpoint" / "agent.npz").write_text("weights")
+    out = run.finish(leftovers=("checkpoint",))
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "notes.txt").write_text("a user's file")
+    with pytest.raises(PartialRunError, match="checkpoint/notes.txt"):
+        start(out)
+
+
+def test_a_resumable_run_that_could_not_be_moved_is_finished_by_resume(tmp_path):
+    out = finished_run(tmp_path / "results")
+    run = start(out)
+    (run.path / "summary.json").write_text("a finished result")
+    (out / "mine.txt").write_text("a user's file")
+    with pytest.raises(SystemExit, match="add --resume"):
+        with run:
+            run.finish()
+    (out / "mine.txt").unlink()
+    start(out, resume=True).finish()
+    assert (out / "summary.json").read_text() == "a finished result"
