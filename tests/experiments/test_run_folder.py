@@ -310,11 +310,17 @@ def test_a_failed_start_removes_the_folders_it_made(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_finished_run_that_could_not_be_moved_is_never_emptied(tmp_path):
+def _finish_blocked_by_a_users_file(tmp_path):
+    """A finished run of ``out`` and a new run whose finish a user's file will block."""
     out = finished_run(tmp_path / "results")
     run = start(out)
     (run.path / "summary.json").write_text("a finished result")
     (out / "mine.txt").write_text("a user's file")
+    return out, run
+
+
+def test_a_finished_run_that_could_not_be_moved_is_never_emptied(tmp_path):
+    out, run = _finish_blocked_by_a_users_file(tmp_path)
     with pytest.raises(PartialRunError, match="The finished run is kept in"):
         run.finish()
     run.close()
@@ -343,10 +349,7 @@ def test_a_users_file_where_leftovers_were_is_still_refused(tmp_path):
 
 
 def test_a_resumable_run_that_could_not_be_moved_is_finished_by_resume(tmp_path):
-    out = finished_run(tmp_path / "results")
-    run = start(out)
-    (run.path / "summary.json").write_text("a finished result")
-    (out / "mine.txt").write_text("a user's file")
+    out, run = _finish_blocked_by_a_users_file(tmp_path)
     with pytest.raises(SystemExit, match="add --resume"):
         with run:
             run.finish()
