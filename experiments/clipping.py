@@ -68,7 +68,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from experiments.cli import run_command
-from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
 from experiments.skeleton import run_experiment
 from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int, check_seeds
 from lab.clipping import global_norm
@@ -398,9 +398,7 @@ def summarize(rows: list[dict], config: Config) -> dict:
 
 
 def plot(rows: list[dict], config: Config, key: str, ylabel: str, title: str, path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lrs = config.learning_rates
     fig, axes = plt.subplots(1, len(lrs), figsize=(4.8 * len(lrs), 4.2), sharey=True,

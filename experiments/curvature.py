@@ -50,7 +50,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from experiments.cli import run_command
-from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
 from experiments.skeleton import run_experiment
 from lab.higher_order import hessian_top_eigenvalue, hessian_trace
 from lab.seeding import seed_everything
@@ -314,9 +314,7 @@ def summarize(rows: list[dict], config: Config) -> dict:
 
 
 def plot(rows: list[dict], config: Config, path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_loss, ax_sharp) = plt.subplots(1, 2, figsize=(13.5, 4.5))
     colors = plt.cm.viridis(np.linspace(0.0, 0.75, len(config.learning_rates)))

@@ -65,7 +65,7 @@ from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mn
 from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
 from experiments.cli import parse_config, run_command
-from experiments.records import save_figure, write_csv, write_json
+from experiments.records import pyplot, save_figure, write_csv, write_json
 from experiments.run_folder import LOCK, errors_before_start, open_run, partial_path
 from lab.atomic import atomic_path, is_temporary
 from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
@@ -379,17 +379,8 @@ def evaluate(model, x, y, config, settings, trained_eps) -> dict:
                                         len(x), claimed_eps=trained_eps)}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_robustness(curves, config, path):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, (method, curve) in enumerate(curves.items()):
         color = f"C{i}"
@@ -406,7 +397,7 @@ def plot_robustness(curves, config, path):
 
 
 def plot_training(rows, config, path):
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
     for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
         mine = [r for r in rows if r["method"] == method]
@@ -428,7 +419,7 @@ def plot_training(rows, config, path):
 
 
 def plot_examples(models, x, y, config, path, count: int = 6):
-    plt = _pyplot()
+    plt = pyplot()
     method = "pgd" if "pgd" in models else next(iter(models))
     shown = {"clean": models.get("clean"), method: models[method]}
     shown = {k: v for k, v in shown.items() if v is not None}

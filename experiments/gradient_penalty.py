@@ -79,7 +79,7 @@ from attacks.evaluation import accuracy, robustness_curve
 from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
 from experiments.cli import run_command
-from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
 from experiments.skeleton import run_experiment
 from lab.checks import (
     check_in_range,
@@ -397,10 +397,7 @@ def _percent(spread: dict) -> str:
 
 
 def plot(summary: dict, config: Config, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     methods = summary["methods"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained",

@@ -61,7 +61,7 @@ from attacks.observation import (
     check_attackable,
 )
 from experiments.cli import run_command
-from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
 from experiments.skeleton import run_experiment
 from lab.checks import (
     check_in_range,
@@ -281,17 +281,8 @@ def summarize(config: ExperimentConfig, evaluations: dict, training: dict, max_r
             "targets": targets}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_return_vs_eps(summary: dict, config: ExperimentConfig, path):
-    plt = _pyplot()
+    plt = pyplot()
     eps = [float(e) for e in config.eps_values]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3), sharey=True, layout="constrained")
     for ax, kind in zip(axes, KINDS):
@@ -340,7 +331,7 @@ def play_episode(agent: Reinforce, attack: ObservationAttack | None, seed: int):
 def plot_episode(agent: Reinforce, summary: dict, config: ExperimentConfig, path):
     """The first seed's standard agent, clean and under its worst attack at the target eps
     (else the largest eps)."""
-    plt = _pyplot()
+    plt = pyplot()
     feature, label = PLOT_FEATURE.get(config.env, (0, "observation feature 0"))
     eps = summary["targets"]["eps"] or float(config.eps_values[-1])
     seed = config.seeds[0]

@@ -65,6 +65,17 @@ def write_csv(path, rows: list[dict]) -> Path:
     return atomic_write(path, buffer.getvalue())
 
 
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (experiments run headless, and
+    importing pyplot first would pick a GUI backend where one is installed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(fig, path, dpi: int = 120) -> Path:
     """Saves a Matplotlib figure as PNG atomically and closes it."""
     import matplotlib.pyplot as plt

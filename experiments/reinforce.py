@@ -36,7 +36,7 @@ from pathlib import Path
 
 from agents import Reinforce, ReinforceConfig
 from experiments.cli import run_command
-from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
 from experiments.skeleton import run_experiment
 from lab.atomic import atomic_directory
 from lab.checks import check_positive_int, check_seeds
@@ -195,10 +195,7 @@ def summarize(config: ExperimentConfig, per_seed: dict, threshold) -> dict:
 
 
 def plot_learning_curve(rows, config: ExperimentConfig, threshold, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     runs = {}

@@ -84,7 +84,7 @@ from attacks.mnist import (
     resolve_mnist_source,
 )
 from experiments.cli import run_command
-from experiments.records import TensorBoardLog, save_figure, write_csv, write_json
+from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
 from experiments.skeleton import run_experiment
 from lab import activations
 from lab.atomic import atomic_path
@@ -487,9 +487,7 @@ def _family_summary(members: dict, per_method: dict, readout_fraction: float) ->
 
 
 def plot(rows: list[dict], config: Config, data: Data, path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     families = [f for f in FAMILIES if any(METHODS[m].family == f for m in config.methods)]
