@@ -48,7 +48,8 @@ import tensorflow as tf
 from agents.policies import HostForward, mlp, observation_size, policy_class, preprocess
 from agents.returns import discounted_returns, normalize
 from agents.rollout import VECTORIZATION_MODES, EnvFactory, collect_episodes, make_vector_env
-from lab.atomic import atomic_directory
+from experiments.atomic import atomic_directory
+from experiments.interrupts import interrupts_deferred
 from lab.checkpoint import (
     has_checkpoint,
     load_checkpoint,
@@ -63,9 +64,7 @@ from lab.checks import (
     check_positive,
     check_positive_int,
 )
-from lab.interrupts import interrupts_deferred
 from lab.regularizers import WeightPenalty
-from lab.seeding import seed_everything
 from lab.training import make_train_step
 from lab.transforms import ClipByGlobalNorm
 
@@ -197,7 +196,7 @@ class Reinforce:
         if self.max_steps is None:
             raise ValueError("the environment has no time limit: set max_episode_steps. "
                              "Received: max_episode_steps=None")
-        seed_everything(config.seed)
+        keras.utils.set_random_seed(config.seed)
         self.policy = build_policy(
             obs_size, self.action_space, config.hidden_sizes, config.activation,
             init_log_std=config.init_log_std)

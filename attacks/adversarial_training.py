@@ -66,6 +66,7 @@ from attacks.evaluation import accuracy, pgd_accuracy
 from attacks.fgsm import cross_entropy, sign_step, uniform_start
 from attacks.pgd import default_step_size, pgd_steps
 from attacks.validation import check_labels, check_nonempty_batch, num_classes
+from experiments.interrupts import interrupts_deferred
 from lab.checkpoint import (
     has_checkpoint,
     load_checkpoint,
@@ -80,7 +81,6 @@ from lab.checks import (
     check_positive,
     check_positive_int,
 )
-from lab.interrupts import interrupts_deferred
 from lab.regularizers import InputGradientPenalty, WeightPenalty
 from lab.training import make_train_step
 

@@ -138,7 +138,7 @@ def fgsm(model, x, y, eps, *, targeted=False, random_start=False, step=None,
       eps_scale: optional per-feature scale (e.g. each feature's standard deviation): eps and
         step are then in its units, the radius of feature ``i`` being ``eps * eps_scale[i]``.
       seed: seed of the random start (an int); ``None`` draws one from NumPy's global
-        generator (so ``lab.seeding.seed_everything`` makes runs repeatable).
+        generator (so ``keras.utils.set_random_seed`` makes runs repeatable).
 
     Returns:
       The adversarial batch, a ``tf.Tensor`` with the shape and (floating) dtype of ``x``,

@@ -139,7 +139,7 @@ def pgd(model, x, y, eps, *, steps=40, step_size=0.01, restarts=1, random_start=
         unbounded inputs (see ``attacks.fgsm.fgsm``).
       eps_scale: optional per-feature scale; eps and step_size are then in its units.
       seed: seed of the random starts (an int); ``None`` draws one from NumPy's global
-        generator (so ``lab.seeding.seed_everything`` makes runs repeatable).
+        generator (so ``keras.utils.set_random_seed`` makes runs repeatable).
 
     Returns:
       The adversarial batch, a ``tf.Tensor`` with the shape and (floating) dtype of ``x``,

@@ -227,7 +227,7 @@ def labels_or_predictions(model, x, y):
 
 def new_seed(seed) -> int:
     """``seed`` as an int, or a fresh one from NumPy's global generator (which
-    ``lab.seeding`` seeds, so unseeded runs are repeatable too)."""
+    ``keras.utils.set_random_seed`` seeds, so unseeded runs are repeatable too)."""
     if seed is None:
         return int(np.random.randint(0, 2**31 - 1))
     check_nonnegative_int("seed", seed)

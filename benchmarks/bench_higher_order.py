@@ -37,7 +37,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from lab import higher_order  # noqa: E402
-from lab.seeding import seed_everything  # noqa: E402
 from lab.variables import as_list, flat_size, flatten  # noqa: E402
 
 
@@ -238,7 +237,7 @@ def bench_dense_hessian(args) -> list[str]:
 
 def main(argv=None):
     args = parse_args(argv)
-    seed_everything(args.seed)
+    keras.utils.set_random_seed(args.seed)
     keras.config.set_floatx(args.dtype)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"bench_higher_order: TensorFlow {tf.__version__}, Keras {keras.__version__}, "

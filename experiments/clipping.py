@@ -72,7 +72,6 @@ from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, 
 from experiments.skeleton import run_experiment
 from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int, check_seeds
 from lab.clipping import global_norm
-from lab.seeding import seed_everything
 from lab.training import make_train_step
 from lab.transforms import AdaptiveClip, ClipByGlobalNorm, ClipByNorm, ClipByValue
 
@@ -276,10 +275,10 @@ def train(config: Config, tensorboard: TensorBoardLog | None = None) -> list[dic
     numbers do not depend on which worker trains it or when.
     """
     # Each seed's initial weights and evaluation set are drawn before anything is compiled:
-    # seed_everything clears TensorFlow's function caches (see lab.seeding).
+    # keras.utils.set_random_seed clears TensorFlow's function caches (tf.random.set_seed).
     problems = {}
     for seed in config.seeds:
-        seed_everything(seed)
+        keras.utils.set_random_seed(seed)
         eval_set = adding_problem(np.random.default_rng([seed, 2]), config.eval_examples,
                                   config.sequence_length)
         problems[seed] = (build_rnn(config).get_weights(), eval_set)

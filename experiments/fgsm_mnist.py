@@ -64,12 +64,11 @@ from attacks.evaluation import (
 from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
+from experiments.atomic import atomic_path, is_temporary
 from experiments.cli import parse_config, run_command
 from experiments.records import pyplot, save_figure, write_csv, write_json
 from experiments.run_folder import LOCK, errors_before_start, open_run, partial_path
-from lab.atomic import atomic_path, is_temporary
 from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
-from lab.seeding import seed_everything
 
 # Training recipe per method: AdversarialTrainingConfig fields over its defaults (Adam 1e-3,
 # batch 64, eps ramped over 5 epochs), chosen on the 8,000-digit sample with small_cnn. The
@@ -293,7 +292,7 @@ def _train_and_evaluate(config, strategy, run, settings, trainings, train, test,
         for method in config.methods:
             if method in summary:
                 continue
-            seed_everything(config.seed)
+            keras.utils.set_random_seed(config.seed)
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
                 model = MODELS[config.model]()
             checkpoint = run.path / "checkpoints" / method

@@ -72,6 +72,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import field
 
+import keras
 import numpy as np
 
 from attacks.adversarial_training import AdversarialTrainingConfig, adversarial_train
@@ -89,7 +90,6 @@ from lab.checks import (
     check_positive_int,
     check_seeds,
 )
-from lab.seeding import seed_everything
 
 METHODS = ("clean", "l2", "input_gradient", "pgd")
 
@@ -266,11 +266,11 @@ def train_and_evaluate(config: Config, train, evaluation,
     x_train, y_train = train
     x_eval, y_eval = evaluation
     curve_data = (x_eval[:config.curve_examples], y_eval[:config.curve_examples])
-    # Initial weights of every seed first: seed_everything calls tf.random.set_seed, which
-    # clears TensorFlow's function caches, so no seeding once anything is compiled.
+    # Initial weights of every seed first: keras.utils.set_random_seed calls tf.random.set_seed,
+    # which clears TensorFlow's function caches: no seeding once anything is compiled.
     initial = {}
     for seed in config.seeds:
-        seed_everything(seed)
+        keras.utils.set_random_seed(seed)
         initial[seed] = MODELS[config.model]().get_weights()
     # One model for every run: the attacks and the prediction function are compiled for it
     # once (a fresh model would cost seconds of tracing per run); each run resets its weights.

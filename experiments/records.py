@@ -22,7 +22,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from lab.atomic import atomic_path, atomic_write
+from experiments.atomic import atomic_path, atomic_write
 
 _LIBRARIES = ("gradlab", "tensorflow", "keras", "numpy", "gymnasium", "tensorflow-datasets",
               "matplotlib")

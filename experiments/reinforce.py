@@ -35,10 +35,10 @@ from dataclasses import field
 from pathlib import Path
 
 from agents import Reinforce, ReinforceConfig
+from experiments.atomic import atomic_directory
 from experiments.cli import run_command
 from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
 from experiments.skeleton import run_experiment
-from lab.atomic import atomic_directory
 from lab.checks import check_positive_int, check_seeds
 
 # --quick caps these, so that a smoke test writes every file in seconds.

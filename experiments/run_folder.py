@@ -41,8 +41,13 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from experiments.atomic import (
+    is_temporary,
+    recover_directory,
+    remove_temporaries,
+    replace_directory,
+)
 from experiments.records import TensorBoardLog, jsonable, library_versions, write_json
-from lab.atomic import is_temporary, recover_directory, remove_temporaries, replace_directory
 
 try:  # POSIX; where there is no fcntl (Windows) runs are not locked
     import fcntl

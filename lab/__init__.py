@@ -4,5 +4,6 @@ Modules: ``clipping`` (gradient clipping), ``transforms`` (composable gradient t
 ``regularizers`` (penalties and regularized losses), ``higher_order`` (HVPs, Hessians, Newton
 steps, curvature diagnostics, input gradients), ``activations`` (custom-gradient activations
 and their Keras layers), ``training`` (a compiled training step), ``variables`` (flat vectors
-over variable lists), ``checks`` (argument validation).
+over variable lists), ``compile_cache`` (compiled functions cached on the object they are
+about), ``checks`` (argument validation).
 """

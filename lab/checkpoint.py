@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.atomic import atomic_directory
+from experiments.atomic import atomic_directory
 
 ARRAYS = "arrays.npz"
 STATE = "state.json"

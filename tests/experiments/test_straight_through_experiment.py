@@ -16,7 +16,6 @@ import tensorflow as tf
 
 from experiments import straight_through as experiment
 from lab import activations
-from lab.seeding import seed_everything
 
 COLUMNS = ["seed", "method", "epoch", "train_loss", "test_accuracy", "seconds"]
 
@@ -128,7 +127,7 @@ def test_slow_learning_ste_sign_learns_while_the_true_gradient_trains_only_the_r
     data = experiment.load_data(config)
     initial = {}
     for seed in (0, 1):  # drawn before anything compiles (set_seed clears function caches)
-        seed_everything(seed)
+        keras.utils.set_random_seed(seed)
         initial[seed] = experiment.build_model("ste_sign", config.width).get_weights()
     frozen = experiment.build_model("true_sign", config.width)
     for layer in frozen.layers:

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from lab.atomic import (
+from experiments.atomic import (
     atomic_directory,
     atomic_path,
     atomic_write,
