@@ -42,6 +42,7 @@ import zlib
 from pathlib import Path
 
 from experiments.atomic import (
+    atomic_directory,
     is_temporary,
     recover_directory,
     remove_temporaries,
@@ -58,6 +59,7 @@ PARTIAL_SUFFIX = ".partial"
 MARKER = "run.json"   # written by this package only: what makes a folder a run
 LOCK = ".lock"        # in the partial folder: locked by the process writing the run
 PACKAGE = "gradlab"
+PROGRESS = "progress"  # in the partial folder: the one resume store (progress.json, learners)
 # Fields that say how to run, not what to compute: a resumed run may change them.
 RUN_CONTROL_FIELDS = ("resume", "progress")
 
@@ -230,13 +232,34 @@ class RunFolder:
         with self.reading(path):
             return json.loads(path.read_text())
 
+    def progress(self, default: dict) -> dict:
+        """What ``save_progress`` last saved (``default`` for a new run); a damaged record
+        raises ``PartialRunError`` naming it."""
+        return self.read_json(f"{PROGRESS}/progress.json", default)
+
+    def saved_learner(self, name: str) -> Path | None:
+        """The folder a learner was saved into by the last ``save_progress``, or ``None``."""
+        path = self.path / PROGRESS / name
+        return path if path.is_dir() else None
+
+    def save_progress(self, state: dict, learners: dict | None = None) -> None:
+        """The run's one resume store: writes ``state`` (anything JSON holds: metrics rows,
+        finished parts' results, counters) and each learner in training
+        (``{name: save(folder)}``, e.g. ``{"agent": agent.save}``) into ``progress/``, replacing
+        the previous save as a whole, so the state and the learners always agree."""
+        with atomic_directory(self.path / PROGRESS) as tmp:
+            for name, save in (learners or {}).items():
+                save(tmp / name)
+            (tmp / "progress.json").write_text(json.dumps(state, default=jsonable) + "\n")
+
     def finish(self, leftovers=()) -> Path:
         """Moves the complete run into ``out``, replacing the previous one; returns ``out``.
 
         ``leftovers`` (names in the folder: checkpoints, progress files) are what a resume
-        needed: they stay until the swap, so an interruption before it can still resume, and
-        are deleted after it; ``run.json`` lists the run's other files.
+        needed, besides ``progress/``: they stay until the swap, so an interruption before it
+        can still resume, and are deleted after it; ``run.json`` lists the run's other files.
         """
+        leftovers = (PROGRESS, *leftovers)
         path = self.path
         remove_temporaries(path)
         kept = [name for name in _files(path)

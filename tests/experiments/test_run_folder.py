@@ -65,6 +65,27 @@ def test_leftovers_a_resume_needed_are_deleted_after_the_swap_and_not_listed(tmp
                                                                   "summary.json"]
 
 
+def test_progress_and_learners_are_saved_together_and_read_back_on_resume(tmp_path):
+    out = tmp_path / "results"
+    run = start(out, resumable=True)
+    assert run.progress({"rows": []}) == {"rows": []} and run.saved_learner("agent") is None
+    run.save_progress({"rows": [1]}, {"agent": lambda p: (p.mkdir(), (p / "w").write_text("1"))})
+
+    def crash(folder):
+        (folder.mkdir(), (folder / "w").write_text("half"))
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):  # a save that fails half-way leaves the last one whole
+        run.save_progress({"rows": [1, 2]}, {"agent": crash})
+    run.close()
+    run = start(out, resume=True, resumable=True)
+    assert run.progress({}) == {"rows": [1]}
+    assert (run.saved_learner("agent") / "w").read_text() == "1"
+    (run.path / "summary.json").write_text("{}")
+    out = run.finish()
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "run.json", "summary.json"]
+
+
 def test_a_partial_run_is_resumed_only_when_asked_and_with_the_same_config(tmp_path):
     out = tmp_path / "results"
     run = start(out)
