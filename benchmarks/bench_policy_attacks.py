@@ -4,8 +4,7 @@ A REINFORCE agent (trained briefly, so that episodes last) plays ``--envs`` Cart
 environments at once, greedily, for ``--steps`` steps (sub-environments reset themselves):
 once clean and once through ``attacks.observation.AttackedVectorObservations`` with each
 attack (random noise, FGSM, PGD-10) at 0.5 standard deviations. The runs take turns, block of
-``--block`` steps by block, so that they share the machine's noise; each block is timed, and
-the per-step medians and their ratio to the clean one are printed.
+``--block`` steps by block, so that they share the machine's noise.
 
 A step is: the attack (one compiled call on the batch of observations, if attacked), the
 greedy action (the agent's ``act``: it reads the policy's weights, then runs the forward pass
@@ -18,17 +17,13 @@ a forward pass, and a TensorFlow call that clean acting no longer makes.
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import gymnasium as gym
+import harness
+import numpy as np
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-
-from agents import Reinforce, ReinforceConfig  # noqa: E402
-from attacks.observation import AttackedVectorObservations, ObservationAttack  # noqa: E402
+from agents import Reinforce, ReinforceConfig
+from attacks.observation import AttackedVectorObservations, ObservationAttack
 
 # CartPole's observation standard deviations under a solved policy (the experiment measures
 # its own; the cost does not depend on them).
@@ -39,44 +34,40 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", type=int, default=10, help="environments stepped together")
     parser.add_argument("--steps", type=int, default=2000, help="steps per run")
-    parser.add_argument("--block", type=int, default=50, help="steps per timed block")
+    parser.add_argument("--block", type=harness.positive, default=50,
+                        help="steps per timed block")
     args = parser.parse_args(argv)
 
     agent = Reinforce("CartPole-v1", ReinforceConfig(seed=0))
     agent.train(30_000)
-    model = agent.policy.model
     attacks = {"clean": None,
                "random": ObservationAttack("random", 0.5, eps_scale=OBS_STD),
                "fgsm": ObservationAttack("fgsm", 0.5, eps_scale=OBS_STD),
                "pgd-10": ObservationAttack("pgd", 0.5, eps_scale=OBS_STD, steps=10)}
-    runs = {}
-    for name, attack in attacks.items():
+
+    def rollout(attack):
+        """A callable that steps its own environments ``--block`` times."""
         envs = gym.make_vec("CartPole-v1", args.envs, vectorization_mode="vector_entry_point")
         if attack is not None:
-            envs = AttackedVectorObservations(envs, model, attack)
-        obs, _ = envs.reset(seed=0)
-        runs[name] = {"envs": envs, "obs": obs, "seconds": []}
-        for _ in range(3):  # trace and warm up, untimed
-            runs[name]["obs"] = envs.step(agent.act(runs[name]["obs"], deterministic=True))[0]
+            envs = AttackedVectorObservations(envs, agent.policy.model, attack)
+        obs = envs.reset(seed=0)[0]
 
-    for _ in range(args.steps // args.block):
-        for run in runs.values():
-            start = time.perf_counter()
-            obs = run["obs"]
+        def block():
+            nonlocal obs
             for _ in range(args.block):
-                obs = run["envs"].step(agent.act(obs, deterministic=True))[0]
-            run["obs"] = obs
-            run["seconds"].append((time.perf_counter() - start) / args.block)
+                obs = envs.step(agent.act(obs, deterministic=True))[0]
+        return envs, block
 
-    clean = statistics.median(runs["clean"]["seconds"])
-    print(f"bench_policy_attacks: {args.envs} CartPole-v1 envs, {args.steps} steps per run, "
-          f"blocks of {args.block} taking turns")
-    print(f"{'run':8s} {'ms / step':>10s} {'per env step (us)':>18s} {'x clean':>8s}")
-    for name, run in runs.items():
-        seconds = statistics.median(run["seconds"])
-        print(f"{name:8s} {1e3 * seconds:10.3f} {1e6 * seconds / args.envs:18.1f} "
-              f"{seconds / clean:8.2f}")
-        run["envs"].close()
+    runs = {name: rollout(attack) for name, attack in attacks.items()}
+    harness.header("bench_policy_attacks", f"{args.envs} CartPole-v1 envs, {args.steps} steps "
+                   f"per run, blocks of {args.block} taking turns; time per environment step")
+    seconds = harness.take_turns({name: block for name, (_, block) in runs.items()},
+                                 args.steps // args.block, warmup=1)
+    per_env_step = args.block * args.envs
+    harness.table({name: [s / per_env_step for s in values] for name, values in seconds.items()},
+                  "clean", unit="us")
+    for envs, _ in runs.values():
+        envs.close()
 
 
 if __name__ == "__main__":
