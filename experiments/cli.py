@@ -84,6 +84,21 @@ def parse_config(config_cls, argv=None, description: str = ""):
     return _as(config_cls, parsed)
 
 
+def check_values(name, values, check=None, *, increasing=False) -> None:
+    """Raises ``ValueError`` unless the tuple flag ``values`` (``--methods``, ``--eval-eps``)
+    holds one or more distinct values, in increasing order if ``increasing``, each passing
+    ``check(f"{name}[{i}]", value)`` (a ``lab.checks`` function, given first: NaN would pass
+    the comparisons)."""
+    for i, value in enumerate(values):
+        if check is not None:
+            check(f"{name}[{i}]", value)
+    if not values or len(set(values)) != len(values) or (
+            increasing and list(values) != sorted(values)):
+        raise ValueError(f"{name} must be one or more distinct values"
+                         f"{', in increasing order' if increasing else ''}. "
+                         f"Received: {name}={tuple(values)!r}")
+
+
 def run_command(main) -> None:
     """Runs an experiment's ``main()`` as a command: Ctrl-C ends it with exit status 130 and
     the message ``main`` printed (where its partial run is, how to resume), not a traceback."""
