@@ -362,7 +362,7 @@ def summarize(rows: list[dict], config: Config) -> dict:
 def plot(rows: list[dict], config: Config, key: str, ylabel: str, title: str, path) -> Path:
     lrs = config.learning_rates
     fig, axes = records.subplots(1, len(lrs), figsize=(4.8 * len(lrs), 4.2), sharey=True,
-                                 squeeze=False)
+                                 squeeze=False, layout="tight")
     # A diverged run's values (inf, or nan at a skipped step) are drawn at the plot's ceiling.
     ceiling = 10.0 if key == "eval_mse" else 1e6
     for ax, lr in zip(axes[0], lrs, strict=True):
@@ -388,16 +388,13 @@ def plot(rows: list[dict], config: Config, key: str, ylabel: str, title: str, pa
     fig.suptitle(f"{title}: SimpleRNN({config.hidden}) on the adding problem, "
                  f"{config.sequence_length} steps; median and min-max over "
                  f"{len(config.seeds)} seeds (diverged values drawn at {ceiling:g})")
-    fig.tight_layout()
     return records.save_figure(fig, path)
 
 
 def run(config: Config, folder, started=None) -> dict:
     with folder.tensorboard(("method", "learning_rate", "seed"), "step") as tensorboard:
         rows = train(config, tensorboard)
-    records.write_csv(folder.path / "metrics.csv", rows)
-    summary = summarize(rows, config)
-    records.write_json(folder.path / "summary.json", summary)
+    summary = records.write_results(folder.path, rows, summarize(rows, config))
     plot(rows, config, "eval_mse", "evaluation MSE (log scale)", "Loss",
          folder.path / "loss.png")
     plot(rows, config, "max_grad_norm", "largest gradient norm before clipping, per interval",

@@ -272,7 +272,7 @@ def summarize(rows: list[dict], config: Config) -> dict:
 
 
 def plot(rows: list[dict], config: Config, path) -> Path:
-    fig, (ax_loss, ax_sharp) = records.subplots(1, 2, figsize=(13.5, 4.5))
+    fig, (ax_loss, ax_sharp) = records.subplots(1, 2, figsize=(13.5, 4.5), layout="tight")
     colors = records.pyplot().cm.viridis(np.linspace(0.0, 0.75, len(config.learning_rates)))
     for lr, color in zip(config.learning_rates, colors):
         runs = list(records.runs_by_seed(rows, learning_rate=lr).values())
@@ -296,16 +296,13 @@ def plot(rows: list[dict], config: Config, path) -> Path:
     fig.suptitle(f"Edge of stability: full-batch GD on a tanh MLP (depth {config.depth}, "
                  f"width {config.width}), {config.examples} random targets; "
                  f"mean and min-max over {len(config.seeds)} seeds")
-    fig.tight_layout()
     return records.save_figure(fig, path)
 
 
 def run(config: Config, folder, started=None) -> dict:
     with folder.tensorboard(("learning_rate", "seed"), "step") as tensorboard:
         rows = train(config, tensorboard)
-    records.write_csv(folder.path / "metrics.csv", rows)
-    summary = summarize(rows, config)
-    records.write_json(folder.path / "summary.json", summary)
+    summary = records.write_results(folder.path, rows, summarize(rows, config))
     plot(rows, config, folder.path / "sharpness.png")
     return summary
 

@@ -409,9 +409,7 @@ def run(config: Config, folder, started) -> dict:
     train, evaluation, record = started
     with folder.tensorboard(("method", "seed"), "epoch") as tensorboard:
         rows, runs = train_and_evaluate(config, train, evaluation, tensorboard)
-    records.write_csv(folder.path / "metrics.csv", rows)
-    summary = summarize(runs, config, record)
-    records.write_json(folder.path / "summary.json", summary)
+    summary = records.write_results(folder.path, rows, summarize(runs, config, record))
     plot(summary, config, folder.path / "robustness.png")
     return summary
 

@@ -426,9 +426,7 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
              "max_return": float(np.max(r)), "episodes": len(r)}
             for kind in KINDS for seed, per_attack in state["evaluations"][kind].items()
             for name, per_eps in per_attack.items() for eps, r in per_eps.items()]
-    records.write_csv(run.path / "metrics.csv", rows)
-    records.write_json(run.path / "summary.json", summary)
-    return summary, agents
+    return records.write_results(run.path, rows, summary), agents
 
 
 def report(config: ExperimentConfig, summary: dict, out) -> None:

@@ -67,6 +67,14 @@ def write_csv(path, rows: list[dict]) -> Path:
     return atomic_write(path, buffer.getvalue())
 
 
+def write_results(folder, rows: list[dict], summary: dict) -> dict:
+    """Writes an experiment's ``metrics.csv`` (``rows``) and ``summary.json`` into ``folder``;
+    returns ``summary``."""
+    write_csv(Path(folder) / "metrics.csv", rows)
+    write_json(Path(folder) / "summary.json", summary)
+    return summary
+
+
 def pyplot():
     """``matplotlib.pyplot`` on the file-only Agg backend (experiments run headless, and
     importing pyplot first would pick a GUI backend where one is installed)."""

@@ -466,7 +466,7 @@ def plot(rows: list[dict], config: Config, data: Data, path) -> Path:
 
     families = [f for f in FAMILIES if any(METHODS[m].family == f for m in config.methods)]
     fig, axes = records.subplots(1, len(families), figsize=(6.5 * len(families), 4.5),
-                                 squeeze=False)
+                                 squeeze=False, layout="tight")
     colors = {"real": "C0", "straight_through": "C2", "true": "C3"}
     epochs = np.arange(config.epochs + 1)
     for ax, family in zip(axes[0], families, strict=True):
@@ -483,7 +483,6 @@ def plot(rows: list[dict], config: Config, data: Data, path) -> Path:
     fig.suptitle(f"MNIST ({data.source}, {len(data.x_train):,} training digits), MLP 784-"
                  f"{config.width}-{config.width}-10, Adam {config.learning_rate:g}: test "
                  f"accuracy, mean and min-max over {len(config.seeds)} seeds")
-    fig.tight_layout()
     return records.save_figure(fig, path)
 
 
@@ -497,9 +496,8 @@ def start(config: Config):
 def run(config: Config, folder, data: Data) -> dict:
     with folder.tensorboard(("method", "seed"), "epoch") as tensorboard:
         rows, changes, reloads = train(config, data, folder.path / "models", tensorboard)
-    records.write_csv(folder.path / "metrics.csv", rows)
-    summary = summarize(rows, changes, reloads, config, data)
-    records.write_json(folder.path / "summary.json", summary)
+    summary = records.write_results(folder.path, rows,
+                                    summarize(rows, changes, reloads, config, data))
     plot(rows, config, data, folder.path / "accuracy.png")
     return summary
 
