@@ -14,10 +14,8 @@ fields added as flags too, without a prefix (``--num-envs``, not ``--agent.num-e
 except those named in the field's ``metadata["cli_exclude"]`` (fields the experiment sets
 itself, such as a per-run seed). Booleans get ``--x/--no-x``, tuples ``--seeds 0 1 2``.
 
-tyro reads the dataclasses as they are: the configs (``agents.ReinforceConfig`` among them)
-never import it. It sees a view of them instead, made here: nested fields marked
-``OmitArgPrefixes``, excluded fields ``Suppress``-ed in a subclass; ``parse_config`` turns the
-parsed view back into the real config classes.
+The configs never import tyro: it parses a view of them made here (nested fields marked
+``OmitArgPrefixes``, excluded ones ``Suppress``-ed), turned back into the real classes.
 """
 
 from __future__ import annotations

@@ -1,23 +1,18 @@
 """Edge of stability: full-batch gradient descent drives the sharpness to 2/eta.
 
-Gradient descent with learning rate ``eta`` on a quadratic is stable only while the curvature
-stays below ``2 / eta``. On a network's training loss full-batch GD keeps raising the
-sharpness (the top eigenvalue of the loss's Hessian) until it reaches ``2 / eta``, where it
-hovers while the loss keeps falling, no longer monotonically (Cohen et al. 2021).
-
-The setup: a memorization task (harder tasks sharpen more), ``examples`` Gaussian inputs with
-independent Gaussian targets drawn from the seed; a tanh MLP (Glorot init) trained on the MSE
-by full-batch GD (``keras.optimizers.SGD`` in ``lab.training.make_train_step``), for each
-learning rate from the same data and weights per seed. Every ``measure_every`` steps the loss,
-the sharpness (``lab.higher_order.hessian_top_eigenvalue``: power iteration on Hessian-vector
-products, which approaches it from below) and optionally the Hessian trace
-(``lab.higher_order.hessian_trace``, Hutchinson) are recorded; every step, whether the update
+GD with learning rate ``eta`` on a quadratic is stable only while the curvature stays below
+``2 / eta``. On a network's loss, full-batch GD raises the sharpness (the top Hessian
+eigenvalue) until it reaches ``2 / eta`` and hovers there while the loss keeps falling, no
+longer monotonically (Cohen et al. 2021). Here a tanh MLP memorizes random Gaussian targets
+(harder tasks sharpen more) by full-batch GD at each learning rate, from the same data and
+weights per seed; every ``measure_every`` steps the loss, the sharpness
+(``lab.higher_order.hessian_top_eigenvalue``: power iteration, which approaches it from below)
+and optionally the Hessian trace (Hutchinson) are recorded, and every step whether the update
 raised the loss.
 
-Writes (into ``--out``, as ``experiments.run_folder`` says) ``config.json``, ``metrics.csv``
-(per seed, learning rate and measured step), ``summary.json`` (per learning rate, medians over
-seeds and whether the sharpness reached and stayed at ``2 / eta``) and ``sharpness.png``.
-``python -m experiments.curvature --quick --out /tmp/curvature`` is a smoke test.
+Writes ``config.json``, ``metrics.csv`` (per seed, learning rate and measured step),
+``summary.json`` (per learning rate, medians over seeds, whether the sharpness reached and
+stayed at ``2 / eta``) and ``sharpness.png`` (run folder: ``experiments.run_folder``).
 
 References:
   Cohen, Kaur, Li, Kolter, Talwalkar. Gradient descent on neural networks typically occurs at
@@ -93,9 +88,7 @@ class Config:
         for name in ("steps", "measure_every", "examples", "input_dim", "output_dim", "width",
                      "depth", "power_iters"):
             check_positive_int(name, getattr(self, name))
-        if self.measure_every > self.steps:
-            raise ValueError(f"measure_every must be in [1, steps={self.steps}]. "
-                             f"Received: measure_every={self.measure_every!r}")
+        check_in_range("measure_every", self.measure_every, 1, self.steps)
         check_nonnegative_int("trace_samples", self.trace_samples)
         check_in_range("tail_fraction", self.tail_fraction, 0.0, 1.0, lo_open=True)
         check_in_range("tolerance", self.tolerance, 0.0, 1.0, lo_open=True, hi_open=True)

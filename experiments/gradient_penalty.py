@@ -1,33 +1,21 @@
 """Gradient penalties as a defence: double backpropagation between clean and PGD training.
 
 An input-gradient penalty ("double backpropagation", Drucker & LeCun 1992; Ross &
-Doshi-Velez 2018) adds ``lambda * mean_i ||d CE_i / d x_i||^2`` to the loss: it flattens the
-loss around the training digits for one more backward pass (and the pass through it) instead
-of PGD-7 training's seven attack steps. Where does such a model land between a clean and a
-PGD-trained one, under FGSM and PGD at a small eps and at MNIST's usual 0.3, and at what cost?
+Doshi-Velez 2018) adds ``lambda * mean_i ||d CE_i / d x_i||^2`` to the loss, for one more
+backward pass instead of PGD-7 training's seven attack steps. Where does such a model land
+between a clean and a PGD-trained one, under FGSM and PGD at a small eps and at 0.3, and at
+what cost? Four methods (``RECIPES``: ``clean``; ``l2``, is any regularizer enough?;
+``input_gradient``; ``pgd``, Madry et al. 2018) train the same model from the same weights
+per seed through ``attacks.adversarial_training.adversarial_train``. The coefficients come
+from a sweep on held-out training digits (``--holdout``; the README gives it): the largest
+whose clean accuracy stays within half a point of clean training's. Each model gets
+``attacks.evaluation.robustness_curve``, whose masking checks apply up to its claimed radius
+(0 for clean and l2, ``--small-eps`` for input_gradient, the trained eps for pgd). An epoch's
+cost is the fastest after the first; ``cost_vs_clean`` its ratio to the same seed's clean run.
 
-Four methods (``METHODS``, each one recipe of ``RECIPES``) train the same model on the same
-data from the same initial weights per seed, all through
-``attacks.adversarial_training.adversarial_train``: ``clean``; ``l2`` (an L2 penalty on the
-kernels in the loss, Keras's convention: is any regularizer enough?); ``input_gradient``
-(the penalty); and ``pgd`` (PGD-7 training at eps 0.3, Madry et al. 2018). The coefficients
-come from a sweep on a held-out split of the training digits (``--holdout``; the README
-gives the sweep and its rule): the largest whose clean accuracy stays within half a point of
-clean training's.
-
-Each model is evaluated on the whole test split (or the held-out digits) and by
-``attacks.evaluation.robustness_curve`` (FGSM and PGD-``--pgd-steps`` at ``--eval-eps``,
-with its gradient-masking checks up to each model's claimed radius: 0 for clean and l2,
-``--small-eps`` for input_gradient, the trained eps for pgd). An epoch's cost is the fastest
-after the first (which compiles the step), ``cost_vs_clean`` its ratio to the clean run of
-the same seed, median over seeds.
-
-Writes (into ``--out``, as ``experiments.run_folder`` says) ``config.json`` (with each
-method's training config), ``metrics.csv`` (per seed, method and epoch), ``summary.json`` (per
-method: accuracies per eps over seeds, costs, masking-check warnings; ``statement``, the
-headline) and ``robustness.png``. ``python -m experiments.gradient_penalty --quick --out
-/tmp/gradient_penalty`` is a smoke test; ``--holdout 2000 --seeds 0 1 --methods clean l2
-input_gradient --input-gradient-penalty 10 --weight-decay 1e-2`` a row of the sweep.
+Writes ``config.json``, ``metrics.csv`` (per seed, method and epoch), ``summary.json`` (per
+method: accuracies per eps over seeds, costs, warnings; ``statement``) and
+``robustness.png`` (run folder: ``experiments.run_folder``).
 
 References:
   Drucker, LeCun. Improving generalization performance using double backpropagation. IEEE

@@ -1,28 +1,21 @@
 """Attacks on a trained policy's observations, and policies trained to withstand them.
 
-For each seed, trains a standard ``agents.Reinforce`` agent and an adversarially trained one:
-the same agent acting on observations attacked by ``--train-method`` through its
-``observation_hook``, eps ramped from 0 to ``--train-eps`` over the first ``--ramp-fraction``
-of training (Pattanaik et al. 2018); with ``--train-objectives all`` each training
-environment faces one of the evaluation's objectives. Then plays each agent greedily,
-``--eval-episodes`` episodes with fixed seeds, clean and under every attack at every eps of
-``--eps-values``, in units of each observation feature's standard deviation under the
-standard agents' clean play (``obs_std``). Only what the agent sees is perturbed
-(``attacks.observation.AttackedVectorObservations``).
+Per seed, a standard ``agents.Reinforce`` agent and an adversarially trained one: the same
+agent acting on observations attacked through its ``observation_hook`` by ``--train-method``,
+eps ramped up over ``--ramp-fraction`` of training (Pattanaik et al. 2018), each environment
+facing one objective of the evaluation (``--train-objectives all``). Each agent then plays
+greedy episodes with fixed seeds, clean and under every attack at every eps (in units of each
+feature's standard deviation under the standard agents' clean play, ``obs_std``): ``random``
+(the same budget as noise: the control), ``fgsm`` and ``pgd`` (away from the greedy action,
+or shifting a Box action's mean) and ``pgd_toward_<k>``. ``worst`` is, per seed and eps, the
+lowest return over every attack but ``random`` (a model is as robust as its weakest
+evaluation says). Only what the agent sees is perturbed.
 
-Attacks: ``random`` (uniform noise of the same budget: the control), ``fgsm`` and ``pgd``
-(away from the clean greedy action for Discrete actions; for Box actions, maximizing the shift
-of the action mean), and ``pgd_toward_<k>`` (toward action ``k``). ``worst`` is, per seed and
-eps, the lowest return over every attack but ``random`` (as AutoAttack: a model is as robust
-as its weakest evaluation says).
-
-Writes (into ``--out``, default ``results/policy_attacks/<env>/``, as
-``experiments.run_folder`` says) ``config.json``, ``training.csv`` (per kind, seed and update),
-``metrics.csv`` (per kind, seed, attack and eps: mean, min and max return), ``summary.json``
-(per-seed mean returns per kind, attack and eps; ``worst``; the README's targets),
-``return_vs_eps.png``, ``episode.png`` (one episode of the first seed's standard agent, clean
-and under its worst attack) and ``agents/<kind>/seed_<k>/``. ``--resume`` goes on after the
-last agent trained or evaluated.
+Writes ``config.json``, ``training.csv`` (per kind, seed and update), ``metrics.csv`` (per
+kind, seed, attack and eps), ``summary.json`` (per-seed mean returns, ``worst``, the README's
+targets), ``return_vs_eps.png``, ``episode.png`` (the first seed's standard agent, clean and
+under its worst attack) and ``agents/<kind>/seed_<k>/`` into ``--out`` (default
+``results/policy_attacks/<env>/``; run folder and ``--resume``: ``experiments.run_folder``).
 
 References:
   Huang, Papernot, Goodfellow, Duan, Abbeel. Adversarial attacks on neural network policies.
@@ -58,13 +51,7 @@ from experiments import records
 from experiments.cli import check_values, run_command
 from experiments.interrupts import interrupts_deferred
 from experiments.skeleton import run_experiment
-from lab.checks import (
-    check_in_range,
-    check_one_of,
-    check_positive,
-    check_positive_int,
-    check_seeds,
-)
+from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int, check_seeds
 
 KINDS = ("standard", "adversarial")
 # The feature each environment's episode plot follows.

@@ -1,36 +1,23 @@
 """Straight-through estimators: a network with binarized (sign) or quantized (round) hidden
 activations trains with them; with the true gradient only its linear readout learns.
 
-``sign`` and ``round`` are piecewise constant: their derivative is zero wherever it exists, so
-with the true gradient every weight under such an activation gets a zero gradient and never
-moves (with Adam, a zero gradient leaves a weight exactly unchanged). A straight-through
-estimator (STE; Bengio, Leonard & Courville 2013; Hubara et al. 2016) keeps the forward pass
-and, backward, pretends the activation was the identity, clipped to where the real-valued
-counterpart has slope 1.
+``sign`` and ``round`` have a zero derivative wherever they have one, so with the true
+gradient no weight under them moves (Adam leaves a weight with zero gradient exactly as it
+is). A straight-through estimator (STE; Bengio et al. 2013; Hubara et al. 2016) keeps the
+forward pass and, backward, acts as the identity clipped to where the real-valued counterpart
+has slope 1. One MLP on MNIST (784-width-width-10, Glorot init, no batch normalization: the
+true-gradient network is then exactly a linear readout on fixed random features, which the
+tests check bitwise) per activation of ``METHODS``, in two families: sign (``hard_tanh``,
+``ste_sign``, ``true_sign``) and 2-bit round (``clipped_relu``, ``ste_round``,
+``true_round``), each STE with its real-valued counterpart's backward pass and its quantized
+counterpart's forward pass. Every method of a seed trains from the same weights on the same
+batches; the first seed's STE models are saved, reloaded, and must predict and differentiate
+bit for bit as trained.
 
-One MLP on MNIST (``784 -> Dense(width) -> act -> Dense(width) -> act -> Dense(10)``, Glorot
-init; data as in ``experiments.fgsm_mnist``), one activation per method (``METHODS``), in two
-families: sign (±1: ``hard_tanh`` real-valued, ``ste_sign``
-(``lab.activations.StraightThroughSign``), ``true_sign``) and round (2 bits, 0..3:
-``clipped_relu`` real-valued, ``ste_round`` (``lab.activations.StraightThroughRound`` after
-the clip), ``true_round``). Each STE network has its real-valued counterpart's backward pass
-and its quantized counterpart's forward pass; ``true_*`` has the same forward pass and a zero
-gradient written out (``lab.activations.zero_gradient``: ``tf.round`` registers none). No
-batch normalization: the Dense bias sets each unit's threshold, Glorot init already puts most
-pre-activations inside the STE window ``|x| <= 1``, and without it the true-gradient network
-is exactly a linear readout on fixed random features, which the tests check bitwise.
-
-Every method trains from the same initial weights per seed, on the same batches (Adam,
-``lab.training.make_train_step``). The first seed's STE models are saved as ``.keras``,
-loaded back, and must predict and differentiate bit for bit like the originals (the run stops
-with an error if not).
-
-Writes (into ``--out``, as ``experiments.run_folder`` says) ``config.json``, ``metrics.csv``
-(per seed, method and epoch; epoch 0 is the initial network), ``summary.json`` (per method:
-final test accuracy over seeds, the mean curve, how far the hidden and readout weights moved;
-per family: the STE's lead over the true gradient; the reload checks; ``statement``),
-``accuracy.png`` and ``models/<method>_seed<k>.keras``. ``python -m
-experiments.straight_through --quick --out /tmp/straight_through`` is a smoke test.
+Writes ``config.json``, ``metrics.csv`` (per seed, method and epoch; epoch 0 is the initial
+network), ``summary.json`` (final accuracy over seeds, how far the hidden and readout weights
+moved, the STE's lead per family, the reload checks; ``statement``), ``accuracy.png`` and
+``models/<method>_seed<k>.keras`` (run folder: ``experiments.run_folder``).
 
 References:
   Bengio, Leonard, Courville. Estimating or propagating gradients through stochastic neurons

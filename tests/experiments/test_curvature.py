@@ -113,7 +113,7 @@ def test_bad_flag_is_a_usage_error_naming_it(tmp_path, read_error):
     ("learning_rates", (), "learning_rates must be one or more distinct values"),
     ("seeds", (0, 0), "seeds must be one or more distinct non-negative integers"),
     ("steps", 0, "steps must be an integer >= 1"),
-    ("measure_every", 5000, "measure_every must be in [1, steps=3000]"),
+    ("measure_every", 5000, "measure_every must be in [1, 3000]"),
     ("trace_samples", -1, "trace_samples must be an integer >= 0"),
     ("tail_fraction", 0.0, "tail_fraction must be in (0.0, 1.0]"),
     ("tolerance", 1.5, "tolerance must be in (0.0, 1.0)"),
