@@ -69,10 +69,8 @@ class Config:
     depth: int = field(default=4, metadata={"help": "tanh hidden layers"})
     power_iters: int = field(
         default=30, metadata={"help": "Hessian-vector products per sharpness estimate"})
-    trace_samples: int = field(
-        default=0,
-        metadata={"help": "Hutchinson probes per Hessian-trace estimate, added to metrics.csv "
-                          "(0: off; 10 add about 15 s to the default run)"})
+    trace_samples: int = field(default=0, metadata={
+        "help": "Hutchinson probes per Hessian-trace estimate, added to metrics.csv (0: off)"})
     tail_fraction: float = field(
         default=0.25, metadata={"help": "final fraction of training summarized as 'at the edge'"})
     tolerance: float = field(
