@@ -59,13 +59,9 @@ METHODS = ("clean", "l2", "input_gradient", "pgd")
 # (fgsm_mnist's clean one), so the penalty is the only difference. pgd keeps fgsm_mnist's PGD
 # recipe (a constant learning rate: the README says why) with the eps ramp cut to 2 epochs,
 # and one epoch more than the others, so that it trains two epochs at the full eps.
-RECIPES = {
-    "clean": {"method": "clean", "epochs": 3, "learning_rate": 2e-3, "lr_schedule": "cosine"},
-    "l2": {"method": "clean", "epochs": 3, "learning_rate": 2e-3, "lr_schedule": "cosine"},
-    "input_gradient": {"method": "clean", "epochs": 3, "learning_rate": 2e-3,
-                       "lr_schedule": "cosine"},
-    "pgd": {"method": "pgd", "epochs": 4, "eps_ramp_epochs": 2},
-}
+_CLEAN = {"method": "clean", "epochs": 3, "learning_rate": 2e-3, "lr_schedule": "cosine"}
+RECIPES = {"clean": _CLEAN, "l2": _CLEAN, "input_gradient": _CLEAN,
+           "pgd": {"method": "pgd", "epochs": 4, "eps_ramp_epochs": 2}}
 INPUT_GRADIENT_PENALTY = 3.0  # lambda, from the sweep (module docstring)
 WEIGHT_DECAY = 1e-3           # from the sweep
 

@@ -345,14 +345,10 @@ def train(config: Config, data: Data, models_dir: Path,
     return rows, changes, reloads
 
 
-def _percent(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
 def _accuracy_range(entry: dict) -> str:
-    accuracy = entry["final_test_accuracy"]
-    return (f"{_percent(accuracy['mean'])} ({_percent(accuracy['min'])}-"
-            f"{_percent(accuracy['max'])})")
+    """``mean% (min%-max%)`` of the final test accuracy."""
+    return "{:.1%} ({:.1%}-{:.1%})".format(*(entry["final_test_accuracy"][k]
+                                             for k in ("mean", "min", "max")))
 
 
 def summarize(rows: list[dict], changes: dict, reloads: dict, config: Config,
