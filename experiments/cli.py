@@ -14,10 +14,8 @@ fields added as flags too, without a prefix (``--num-envs``, not ``--agent.num-e
 except those named in the field's ``metadata["cli_exclude"]`` (fields the experiment sets
 itself, such as a per-run seed). Booleans get ``--x/--no-x``, tuples ``--seeds 0 1 2``.
 
-tyro reads the dataclasses as they are: the configs (``agents.ReinforceConfig`` among them)
-never import it. It sees a view of them instead, made here: nested fields marked
-``OmitArgPrefixes``, excluded fields ``Suppress``-ed in a subclass; ``parse_config`` turns the
-parsed view back into the real config classes.
+The configs never import tyro: it parses a view of them made here (nested fields marked
+``OmitArgPrefixes``, excluded ones ``Suppress``-ed), turned back into the real classes.
 """
 
 from __future__ import annotations
@@ -82,6 +80,21 @@ def parse_config(config_cls, argv=None, description: str = ""):
     parsed = tyro.cli(view, args=argv, default=_as(view, config_cls()), prog=_prog(config_cls),
                       description=description or None)
     return _as(config_cls, parsed)
+
+
+def check_values(name, values, check=None, *, increasing=False) -> None:
+    """Raises ``ValueError`` unless the tuple flag ``values`` (``--methods``, ``--eval-eps``)
+    holds one or more distinct values, in increasing order if ``increasing``, each passing
+    ``check(f"{name}[{i}]", value)`` (a ``lab.checks`` function, given first: NaN would pass
+    the comparisons)."""
+    for i, value in enumerate(values):
+        if check is not None:
+            check(f"{name}[{i}]", value)
+    if not values or len(set(values)) != len(values) or (
+            increasing and list(values) != sorted(values)):
+        raise ValueError(f"{name} must be one or more distinct values"
+                         f"{', in increasing order' if increasing else ''}. "
+                         f"Received: {name}={tuple(values)!r}")
 
 
 def run_command(main) -> None:

@@ -1,47 +1,18 @@
 """Gradient clipping on a vanilla RNN: the adding problem over 100 time steps.
 
-The problem (Hochreiter & Schmidhuber 1997). Each input is a sequence of ``sequence_length``
-pairs ``(value, marker)``: the values are uniform in [0, 1], and exactly two markers are 1,
-one in each half of the sequence. The target is the sum of the two marked values. Predicting
-the mean (1.0) gives a mean squared error of 1/6, the *baseline*: a network only beats it by
-carrying the first marked value across about ``sequence_length / 2`` steps, which is where a
-vanilla RNN's gradients vanish or explode (Pascanu, Mikolov & Bengio 2013).
+Each input is ``sequence_length`` pairs ``(value, marker)``, values uniform in [0, 1], one
+marker in each half; the target is the sum of the two marked values (Hochreiter &
+Schmidhuber 1997). Predicting the mean leaves MSE 1/6; beating it takes carrying a value
+across half the sequence, where a vanilla RNN's gradients vanish or explode (Pascanu et al.).
+A ``SimpleRNN`` trains with Adam at each learning rate under each method of
+``lab.transforms``: ``none``, ``value``, ``norm`` (per tensor), ``global_norm`` (Pascanu et
+al.) and ``adaptive`` (unit-wise, Brock et al.), every run of a seed from the same weights
+on the same batches. A run ends ``diverged`` (a skipped non-finite step, or a final MSE above
+the initial one), ``learned`` (best MSE below ``learned_mse``) or ``stalled``.
 
-The setup. A Keras ``SimpleRNN`` (``hidden`` tanh units, Keras's initializers: Glorot
-inputs, orthogonal recurrence) and a linear readout, trained with Adam on fresh batches of
-``batch_size`` sequences for ``steps`` steps, at each learning rate, with each clipping method
-(``lab.transforms``, applied in ``lab.training.make_train_step`` between the tape and Adam):
-
-- ``none``: no clipping;
-- ``value``: every gradient element clipped into [-clip_value, clip_value];
-- ``norm``: every gradient tensor rescaled to norm at most ``clip_norm``;
-- ``global_norm``: all gradients rescaled together to norm at most ``clip_norm``
-  (Pascanu et al.'s clipping);
-- ``adaptive``: unit-wise adaptive clipping (Brock et al. 2021) at ratio ``adaptive_ratio``.
-
-Per seed, every method and learning rate starts from the same initial weights and sees the
-same batches, so the runs differ only in the clipping. A step whose loss or gradient is not
-finite is skipped (``make_train_step``) and counted. Every ``eval_every`` steps the run records
-the MSE on a fixed set of ``eval_examples`` sequences, and, over the steps since the last
-record, the mean training loss and the largest gradient norm before clipping (the spikes) and
-after it (what Adam received).
-
-Each run ends as one of: ``diverged`` (a non-finite step, or a final evaluation MSE above the
-initial one), ``learned`` (best evaluation MSE below ``learned_mse``, 0.1 by default: 40%
-under the baseline, which only a network that remembers the first marked value reaches), or
-``stalled`` (neither). The summary gives, per method and learning rate, how many seeds ended
-each way, the best and final evaluation MSE, the largest pre-clip gradient norm, and the
-method's time per step relative to ``none`` (measured side by side in this run).
-
-Outputs in ``--out`` (default ``results/clipping/``): ``config.json``, ``metrics.csv`` (one row
-per seed, method, learning rate and recorded step), ``summary.json`` and two plots,
-``loss.png`` (evaluation MSE) and ``grad_norm.png`` (the largest pre-clip gradient norm per
-interval), one panel per learning rate, mean and min-max band over seeds.
-
-Run::
-
-    python -m experiments.clipping                   # about 3 minutes on 2 CPU cores
-    python -m experiments.clipping --quick --out /tmp/clipping   # smoke test
+Writes ``config.json``, ``metrics.csv`` (per seed, method, learning rate and recorded step),
+``summary.json`` (outcomes, MSE and gradient norms over seeds; time per step against
+``none``), ``loss.png`` and ``grad_norm.png`` (run folder: ``experiments.run_folder``).
 
 References:
   Hochreiter, Schmidhuber. Long short-term memory. Neural Computation 1997.
@@ -60,6 +31,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import field
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -67,8 +39,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from experiments.cli import run_command
-from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
+from experiments import records
+from experiments.cli import check_values, run_command
 from experiments.skeleton import run_experiment
 from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int, check_seeds
 from lab.clipping import global_norm
@@ -120,25 +92,15 @@ class Config:
 
     def __post_init__(self):
         check_seeds("seeds", self.seeds)
-        if not self.methods or len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods must be distinct values from {METHODS}. "
-                             f"Received: methods={self.methods!r}")
-        for method in self.methods:
-            check_one_of("methods", method, METHODS)
-        if not self.learning_rates or len(set(self.learning_rates)) != len(self.learning_rates):
-            raise ValueError(f"learning_rates must be distinct values > 0. "
-                             f"Received: learning_rates={self.learning_rates!r}")
-        for lr in self.learning_rates:
-            check_in_range("learning_rates", lr, 0.0, math.inf, lo_open=True, hi_open=True)
-        for name in ("steps", "eval_every", "hidden", "batch_size", "eval_examples", "workers"):
+        check_values("methods", self.methods, partial(check_one_of, choices=METHODS))
+        check_values("learning_rates", self.learning_rates, check_positive)
+        for name in ("steps", "eval_every", "hidden", "batch_size", "eval_examples", "workers",
+                     "sequence_length"):
             check_positive_int(name, getattr(self, name))
-        check_positive_int("sequence_length", self.sequence_length)
         if self.sequence_length < 2:
             raise ValueError(f"sequence_length must be >= 2 (one marker in each half). "
                              f"Received: sequence_length={self.sequence_length!r}")
-        if self.eval_every > self.steps:
-            raise ValueError(f"eval_every must be in [1, steps={self.steps}]. "
-                             f"Received: eval_every={self.eval_every!r}")
+        check_in_range("eval_every", self.eval_every, 1, self.steps)
         for name in ("clip_value", "clip_norm", "adaptive_ratio"):
             check_positive(name, getattr(self, name))
         check_in_range("learned_mse", self.learned_mse, 0.0, BASELINE_MSE, lo_open=True,
@@ -167,7 +129,7 @@ def adding_problem(rng: np.random.Generator, examples: int, length: int):
 
 
 def build_rnn(config: Config) -> keras.Model:
-    # unroll: 100 fixed steps run about 1.3x faster as one unrolled graph than as a while loop.
+    # unroll: a fixed number of steps runs faster as one unrolled graph than as a while loop.
     return keras.Sequential([keras.Input((config.sequence_length, 2)),
                              keras.layers.SimpleRNN(config.hidden, unroll=True),
                              keras.layers.Dense(1)], name="simple_rnn")
@@ -267,8 +229,9 @@ def train_run(method: Method, name: str, seed: int, lr: float, weights, eval_set
     return rows
 
 
-def train(config: Config, tensorboard: TensorBoardLog | None = None) -> list[dict]:
-    """Runs every (seed, method, learning rate) and returns the metrics rows.
+def train(config: Config, tensorboard=None) -> list[dict]:
+    """Runs every (seed, method, learning rate) and returns the metrics rows (also written to
+    ``tensorboard``, a ``TensorBoardLog``, if given).
 
     ``config.workers`` runs train at once, each in a thread with its own models (TensorFlow
     releases the GIL while it computes, and one small RNN keeps one core busy). A run's
@@ -317,14 +280,6 @@ def train(config: Config, tensorboard: TensorBoardLog | None = None) -> list[dic
     return [row for rows in results for row in rows]
 
 
-def _runs(rows, method, lr) -> dict[int, list[dict]]:
-    runs = {}
-    for row in rows:
-        if row["method"] == method and row["learning_rate"] == lr:
-            runs.setdefault(row["seed"], []).append(row)
-    return runs
-
-
 def outcome(run: list[dict], config: Config) -> str:
     """``diverged``, ``learned`` or ``stalled`` (see the module docstring)."""
     final = run[-1]["eval_mse"]
@@ -336,22 +291,20 @@ def outcome(run: list[dict], config: Config) -> str:
     return "stalled"
 
 
-def _stats(values) -> dict:
-    values = [float(v) for v in values]
-    return {"median": float(np.median(values)), "min": min(values), "max": max(values),
-            "per_seed": values}
+_stats = partial(records.over_seeds, center="median")
 
 
 def summarize(rows: list[dict], config: Config) -> dict:
     seconds_per_step = {
-        name: float(np.median([run[-1]["step_seconds"] for lr in config.learning_rates
-                               for run in _runs(rows, name, lr).values()]))
+        name: float(np.median([
+            run[-1]["step_seconds"] for lr in config.learning_rates
+            for run in records.runs_by_seed(rows, method=name, learning_rate=lr).values()]))
         for name in config.methods}
     per_method = {}
     for name in config.methods:
         per_lr = {}
         for lr in config.learning_rates:
-            runs = list(_runs(rows, name, lr).values())
+            runs = list(records.runs_by_seed(rows, method=name, learning_rate=lr).values())
             outcomes = [outcome(run, config) for run in runs]
             per_lr[str(lr)] = {
                 "learning_rate": lr,
@@ -397,23 +350,18 @@ def summarize(rows: list[dict], config: Config) -> dict:
 
 
 def plot(rows: list[dict], config: Config, key: str, ylabel: str, title: str, path) -> Path:
-    plt = pyplot()
-
     lrs = config.learning_rates
-    fig, axes = plt.subplots(1, len(lrs), figsize=(4.8 * len(lrs), 4.2), sharey=True,
-                             squeeze=False)
-    colors = dict(zip(METHODS, plt.cm.tab10(np.arange(len(METHODS))), strict=True))
+    fig, axes = records.subplots(1, len(lrs), figsize=(4.8 * len(lrs), 4.2), sharey=True,
+                                 squeeze=False, layout="tight")
     # A diverged run's values (inf, or nan at a skipped step) are drawn at the plot's ceiling.
     ceiling = 10.0 if key == "eval_mse" else 1e6
     for ax, lr in zip(axes[0], lrs, strict=True):
         for name in config.methods:
-            runs = list(_runs(rows, name, lr).values())
-            steps = np.array([r["step"] for r in runs[0]])
+            runs = list(records.runs_by_seed(rows, method=name, learning_rate=lr).values())
             values = np.array([[r[key] for r in run] for run in runs], dtype=float)
             values = np.minimum(np.nan_to_num(values, nan=ceiling, posinf=ceiling), ceiling)
-            ax.plot(steps, np.median(values, axis=0), color=colors[name], label=name)
-            ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=colors[name],
-                            alpha=0.2, linewidth=0)
+            records.band(ax, [r["step"] for r in runs[0]], values, f"C{METHODS.index(name)}",
+                         name, center=np.median, alpha=0.2)
         if key == "eval_mse":
             ax.axhline(BASELINE_MSE, color="black", linestyle="--", linewidth=1,
                        label="baseline (predict the mean)")
@@ -430,16 +378,13 @@ def plot(rows: list[dict], config: Config, key: str, ylabel: str, title: str, pa
     fig.suptitle(f"{title}: SimpleRNN({config.hidden}) on the adding problem, "
                  f"{config.sequence_length} steps; median and min-max over "
                  f"{len(config.seeds)} seeds (diverged values drawn at {ceiling:g})")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return records.save_figure(fig, path)
 
 
 def run(config: Config, folder, started=None) -> dict:
     with folder.tensorboard(("method", "learning_rate", "seed"), "step") as tensorboard:
         rows = train(config, tensorboard)
-    write_csv(folder.path / "metrics.csv", rows)
-    summary = summarize(rows, config)
-    write_json(folder.path / "summary.json", summary)
+    summary = records.write_results(folder.path, rows, summarize(rows, config))
     plot(rows, config, "eval_mse", "evaluation MSE (log scale)", "Loss",
          folder.path / "loss.png")
     plot(rows, config, "max_grad_norm", "largest gradient norm before clipping, per interval",
@@ -448,8 +393,6 @@ def run(config: Config, folder, started=None) -> dict:
 
 
 def main(argv=None) -> dict:
-    # No checkpoints (a few minutes' run): a partial folder left by an interrupted run is
-    # replaced, and the finished run moves into place as a whole.
     return run_experiment(Config, argv, name="clipping", run=run,
                           report=lambda config, summary, out: print(summary["statement"]))
 

@@ -1,35 +1,18 @@
 """Edge of stability: full-batch gradient descent drives the sharpness to 2/eta.
 
-The phenomenon (Cohen et al. 2021). Gradient descent with learning rate ``eta`` on a
-quadratic is stable only while the curvature along every direction stays below ``2 / eta``.
-On a neural network's training loss, full-batch GD keeps raising the sharpness (the top
-eigenvalue ``lambda_max`` of the loss's Hessian) as it trains: "progressive sharpening".
-When the sharpness reaches ``2 / eta``, training does not diverge; the sharpness hovers at
-about ``2 / eta`` ("edge of stability") while the loss keeps falling, no longer monotonically.
+GD with learning rate ``eta`` on a quadratic is stable only while the curvature stays below
+``2 / eta``. On a network's loss, full-batch GD raises the sharpness (the top Hessian
+eigenvalue) until it reaches ``2 / eta`` and hovers there while the loss keeps falling, no
+longer monotonically (Cohen et al. 2021). Here a tanh MLP memorizes random Gaussian targets
+(harder tasks sharpen more) by full-batch GD at each learning rate, from the same data and
+weights per seed; every ``measure_every`` steps the loss, the sharpness
+(``lab.higher_order.hessian_top_eigenvalue``: power iteration, which approaches it from below)
+and optionally the Hessian trace (Hutchinson) are recorded, and every step whether the update
+raised the loss.
 
-The setup. A memorization task, because harder tasks sharpen more: ``examples`` inputs
-``x ~ N(0, I)`` in ``input_dim`` dimensions with random targets ``y ~ N(0, I)`` in
-``output_dim`` dimensions, both drawn with NumPy from the seed. A tanh MLP (``depth`` hidden
-layers of ``width`` units, Glorot init) is trained on the mean squared error (averaged over
-examples and output dimensions; Cohen et al. see the effect most cleanly with MSE) by
-full-batch GD, ``keras.optimizers.SGD(eta)`` in ``lab.training.make_train_step``, for each
-learning rate from the same data and initial weights per seed. Every ``measure_every`` steps
-the full-batch loss, the sharpness (``lab.higher_order.hessian_top_eigenvalue``, power
-iteration on Hessian-vector products) and optionally the Hessian trace
-(``lab.higher_order.hessian_trace``, Hutchinson) are recorded; every step, whether the update
-raised the loss. Power iteration approaches ``lambda_max`` from below: at the edge, 30
-products read 1-2% under a 200-product estimate (20 products: up to 5% under).
-
-What the defaults give (2/eta = 40, 20, 10) is in the README, from ``summary.json``.
-
-Outputs in ``--out`` (default ``results/curvature/``): ``config.json``, ``metrics.csv``
-(one row per seed, learning rate and measured step), ``summary.json`` (per learning rate,
-medians over seeds and whether the sharpness reached ``2 / eta``) and ``sharpness.png``.
-
-Run::
-
-    python -m experiments.curvature                 # about a minute on 2 CPU cores
-    python -m experiments.curvature --quick --out /tmp/curvature   # smoke test
+Writes ``config.json``, ``metrics.csv`` (per seed, learning rate and measured step),
+``summary.json`` (per learning rate, medians over seeds, whether the sharpness reached and
+stayed at ``2 / eta``) and ``sharpness.png`` (run folder: ``experiments.run_folder``).
 
 References:
   Cohen, Kaur, Li, Kolter, Talwalkar. Gradient descent on neural networks typically occurs at
@@ -49,9 +32,16 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from experiments.cli import run_command
-from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
+from experiments import records
+from experiments.cli import check_values, run_command
 from experiments.skeleton import run_experiment
+from lab.checks import (
+    check_in_range,
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+    check_seeds,
+)
 from lab.higher_order import hessian_top_eigenvalue, hessian_trace
 from lab.training import make_train_step
 
@@ -79,10 +69,8 @@ class Config:
     depth: int = field(default=4, metadata={"help": "tanh hidden layers"})
     power_iters: int = field(
         default=30, metadata={"help": "Hessian-vector products per sharpness estimate"})
-    trace_samples: int = field(
-        default=0,
-        metadata={"help": "Hutchinson probes per Hessian-trace estimate, added to metrics.csv "
-                          "(0: off; 10 add about 15 s to the default run)"})
+    trace_samples: int = field(default=0, metadata={
+        "help": "Hutchinson probes per Hessian-trace estimate, added to metrics.csv (0: off)"})
     tail_fraction: float = field(
         default=0.25, metadata={"help": "final fraction of training summarized as 'at the edge'"})
     tolerance: float = field(
@@ -93,41 +81,15 @@ class Config:
                           f"{QUICK_MEASURE_EVERY} with {QUICK_POWER_ITERS} power iterations"})
 
     def __post_init__(self):
-        if not self.seeds:
-            raise ValueError("seeds must hold at least one seed. Received: seeds=()")
-        for seed in self.seeds:
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise ValueError(f"seeds must be integers >= 0. Received: seeds={self.seeds!r}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct. Received: seeds={self.seeds!r}")
-        if not self.learning_rates:
-            raise ValueError("learning_rates must hold at least one value. "
-                             "Received: learning_rates=()")
-        for lr in self.learning_rates:
-            if not (math.isfinite(lr) and lr > 0):
-                raise ValueError(f"learning_rates must be finite and > 0. "
-                                 f"Received: learning_rates={self.learning_rates!r}")
-        if len(set(self.learning_rates)) != len(self.learning_rates):
-            raise ValueError(f"learning_rates must be distinct. "
-                             f"Received: learning_rates={self.learning_rates!r}")
+        check_seeds("seeds", self.seeds)
+        check_values("learning_rates", self.learning_rates, check_positive)
         for name in ("steps", "measure_every", "examples", "input_dim", "output_dim", "width",
                      "depth", "power_iters"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
-        if self.measure_every > self.steps:
-            raise ValueError(f"measure_every must be in [1, steps={self.steps}]. "
-                             f"Received: measure_every={self.measure_every!r}")
-        if (isinstance(self.trace_samples, bool) or not isinstance(self.trace_samples, int)
-                or self.trace_samples < 0):
-            raise ValueError(f"trace_samples must be an integer >= 0. "
-                             f"Received: trace_samples={self.trace_samples!r}")
-        if not 0 < self.tail_fraction <= 1:
-            raise ValueError(f"tail_fraction must be in (0, 1]. "
-                             f"Received: tail_fraction={self.tail_fraction!r}")
-        if not 0 < self.tolerance < 1:
-            raise ValueError(f"tolerance must be in (0, 1). "
-                             f"Received: tolerance={self.tolerance!r}")
+            check_positive_int(name, getattr(self, name))
+        check_in_range("measure_every", self.measure_every, 1, self.steps)
+        check_nonnegative_int("trace_samples", self.trace_samples)
+        check_in_range("tail_fraction", self.tail_fraction, 0.0, 1.0, lo_open=True)
+        check_in_range("tolerance", self.tolerance, 0.0, 1.0, lo_open=True, hi_open=True)
 
     def resolved(self) -> Config:
         """This config with the ``--quick`` caps applied (what actually runs and is saved)."""
@@ -154,13 +116,9 @@ def build_mlp(config: Config) -> keras.Model:
 
 def make_measure(model, loss_fn, config: Config, signature):
     """One compiled function ``(x, y) -> {"loss", "sharpness"[, "hessian_trace"]}`` on the
-    full batch.
-
-    The lab helpers compile their HVP, but run the power iteration's vector arithmetic
-    eagerly in between; wrapping them in a ``tf.function`` unrolls the iteration into one
-    graph. Measured here (30 iterations, 2 CPU cores): 60 ms per call instead of 160 ms, for
-    a one-off trace of about 5 s.
-    """
+    full batch: the lab helpers run the power iteration's vector arithmetic eagerly between
+    their compiled HVPs; a ``tf.function`` around them unrolls it into one faster graph (for a
+    one-off trace of a few seconds)."""
     def measure(x, y):
         def loss():
             return loss_fn(y, model(x, training=False))
@@ -176,11 +134,11 @@ def make_measure(model, loss_fn, config: Config, signature):
     return tf.function(measure, input_signature=signature)
 
 
-def train(config: Config, tensorboard: TensorBoardLog | None = None) -> list[dict]:
-    """Runs every (seed, learning rate) pair and returns the metrics rows."""
+def train(config: Config, tensorboard=None) -> list[dict]:
+    """Runs every (seed, learning rate) pair and returns the metrics rows (also written to
+    ``tensorboard``, a ``TensorBoardLog``, if given)."""
     # Each seed's data and initial weights are drawn before anything is compiled:
-    # seed_everything calls tf.random.set_seed, which clears TensorFlow's function caches and
-    # would make the compiled functions below re-instantiate (seconds each) once per seed.
+    # keras.utils.set_random_seed clears TensorFlow's function caches.
     problems = {}
     for seed in config.seeds:
         keras.utils.set_random_seed(seed)
@@ -233,15 +191,6 @@ def train(config: Config, tensorboard: TensorBoardLog | None = None) -> list[dic
     return rows
 
 
-def _runs(rows, lr):
-    """``{seed: rows}`` for one learning rate, rows in step order."""
-    runs = {}
-    for row in rows:
-        if row["learning_rate"] == lr:
-            runs.setdefault(row["seed"], []).append(row)
-    return runs
-
-
 def _verdict(reached: bool, stayed: bool) -> str:
     if reached and stayed:
         return "edge of stability: the sharpness reached 2/eta and stayed there"
@@ -258,7 +207,7 @@ def summarize(rows: list[dict], config: Config) -> dict:
         edge = 2.0 / lr
         initial, peak, tail_ratio, tail_rises, final_loss = [], [], [], [], []
         rises_before_edge = []  # loss-raising updates before the sharpness first neared 2/eta
-        for run in _runs(rows, lr).values():
+        for run in records.runs_by_seed(rows, learning_rate=lr).values():
             tail = [r for r in run if r["step"] >= tail_start]
             sharpness = np.array([r["sharpness"] for r in run])
             initial.append(sharpness[0])
@@ -314,18 +263,13 @@ def summarize(rows: list[dict], config: Config) -> dict:
 
 
 def plot(rows: list[dict], config: Config, path) -> Path:
-    plt = pyplot()
-
-    fig, (ax_loss, ax_sharp) = plt.subplots(1, 2, figsize=(13.5, 4.5))
-    colors = plt.cm.viridis(np.linspace(0.0, 0.75, len(config.learning_rates)))
+    fig, (ax_loss, ax_sharp) = records.subplots(1, 2, figsize=(13.5, 4.5), layout="tight")
+    colors = records.pyplot().cm.viridis(np.linspace(0.0, 0.75, len(config.learning_rates)))
     for lr, color in zip(config.learning_rates, colors):
-        runs = list(_runs(rows, lr).values())
-        steps = np.array([r["step"] for r in runs[0]])
+        runs = list(records.runs_by_seed(rows, learning_rate=lr).values())
         for ax, key in ((ax_loss, "loss"), (ax_sharp, "sharpness")):
-            values = np.array([[r[key] for r in run] for run in runs])
-            ax.plot(steps, values.mean(axis=0), color=color, label=f"η = {lr}")
-            ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=color,
-                            alpha=0.25, linewidth=0)
+            records.band(ax, [r["step"] for r in runs[0]],
+                         [[r[key] for r in run] for run in runs], color, f"η = {lr}")
         ax_sharp.axhline(2.0 / lr, color=color, linestyle="--", linewidth=1)
         ax_sharp.annotate(f"2/η = {2.0 / lr:g}", (0.99, 2.0 / lr), color=color,
                           xycoords=("axes fraction", "data"), ha="right", va="bottom",
@@ -343,16 +287,13 @@ def plot(rows: list[dict], config: Config, path) -> Path:
     fig.suptitle(f"Edge of stability: full-batch GD on a tanh MLP (depth {config.depth}, "
                  f"width {config.width}), {config.examples} random targets; "
                  f"mean and min-max over {len(config.seeds)} seeds")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return records.save_figure(fig, path)
 
 
 def run(config: Config, folder, started=None) -> dict:
     with folder.tensorboard(("learning_rate", "seed"), "step") as tensorboard:
         rows = train(config, tensorboard)
-    write_csv(folder.path / "metrics.csv", rows)
-    summary = summarize(rows, config)
-    write_json(folder.path / "summary.json", summary)
+    summary = records.write_results(folder.path, rows, summarize(rows, config))
     plot(rows, config, folder.path / "sharpness.png")
     return summary
 
@@ -364,8 +305,6 @@ def report(config: Config, summary: dict, out) -> None:
 
 
 def main(argv=None) -> dict:
-    # No checkpoints (a minute's run): a partial folder left by an interrupted run is
-    # replaced, and the finished run moves into place as a whole.
     return run_experiment(Config, argv, name="curvature", run=run, report=report)
 
 

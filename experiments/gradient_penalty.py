@@ -1,60 +1,21 @@
 """Gradient penalties as a defence: double backpropagation between clean and PGD training.
 
-What it shows. An input-gradient penalty ("double backpropagation", Drucker & LeCun 1992;
-Ross & Doshi-Velez 2018) adds ``lambda * mean_i ||d CE_i / d x_i||^2`` to the loss: it
-flattens the loss around the training digits, at the price of one more backward pass and the
-backward pass through it, instead of the seven attack steps of PGD-7 training. The question
-is where such a model lands between a clean model and a PGD-trained one: robust accuracy at a
-small eps (0.1) and at MNIST's usual 0.3, under FGSM and under PGD, with the gradient-masking
-checks of ``attacks.evaluation`` applied to every model, and what each costs per epoch.
+An input-gradient penalty ("double backpropagation", Drucker & LeCun 1992; Ross &
+Doshi-Velez 2018) adds ``lambda * mean_i ||d CE_i / d x_i||^2`` to the loss, for one more
+backward pass instead of PGD-7 training's seven attack steps. Where does such a model land
+between a clean and a PGD-trained one, under FGSM and PGD at a small eps and at 0.3, and at
+what cost? Four methods (``RECIPES``: ``clean``; ``l2``, is any regularizer enough?;
+``input_gradient``; ``pgd``, Madry et al. 2018) train the same model from the same weights
+per seed through ``attacks.adversarial_training.adversarial_train``. The coefficients come
+from a sweep on held-out training digits (``--holdout``; the README gives it): the largest
+whose clean accuracy stays within half a point of clean training's. Each model gets
+``attacks.evaluation.robustness_curve``, whose masking checks apply up to its claimed radius
+(0 for clean and l2, ``--small-eps`` for input_gradient, the trained eps for pgd). An epoch's
+cost is the fastest after the first; ``cost_vs_clean`` its ratio to the same seed's clean run.
 
-Setup. Four training methods (``METHODS``) on the same model (``small_cnn``), data (the MNIST
-sample, ``attacks.mnist``) and initial weights per seed, all through
-``attacks.adversarial_training.adversarial_train`` (one training loop, one eps ramp, one
-collapse guard):
-
-- ``clean``: plain training.
-- ``l2``: clean training plus an L2 penalty on the kernels in the loss (``weight_decay *
-  sum(w**2)``, Keras's convention; not AdamW's decoupled decay): is any regularizer enough?
-- ``input_gradient``: clean training plus the input-gradient penalty (``lambda``).
-- ``pgd``: PGD-7 adversarial training at eps 0.3 (Madry et al. 2018), ramped over 2 epochs.
-
-Each method's recipe is in ``RECIPES``. The two coefficients come from sweeps on a held-out
-split of the training sample, the test digits unseen: ``--holdout 2000 --seeds 0 1`` (train
-on 6,000 digits, evaluate on the other 2,000, PGD-20 on 500 of them), one command per pair
-``--input-gradient-penalty L --weight-decay W`` (last example under "Run"), over weight decay
-1e-4, 1e-3, 1e-2 and lambda 1, 3, 10, 30, 100. The rule: the largest coefficient whose clean
-accuracy stays within half a point of clean training's, the strongest regularizer that still
-costs nothing clean: weight decay 1e-3 and lambda 3. Ross & Doshi-Velez's lambda does not
-carry over: their loss reduction and input scale differ.
-
-Evaluation per seed and method: the accuracy on the whole test split, and the robustness
-curve (``attacks.evaluation.robustness_curve``) under FGSM and PGD-20 (steps of 2.5 eps / 20,
-one random start) at ``--eval-eps`` on the first ``--curve-examples`` test digits, with its
-sanity checks. The FGSM-PGD gap check applies up to each model's claimed radius: 0 for clean
-and l2 (undefended), ``--small-eps`` for input_gradient (the radius this experiment asks
-about), the trained eps for pgd. The training cost is the fastest epoch after the first (which
-compiles the step; on a shared machine the fastest is the least disturbed), and
-``cost_vs_clean`` its ratio to the clean run of the same seed, median over seeds: the methods
-of one seed train one after another, so they share the machine's load.
-
-Outputs in ``--out`` (default ``results/gradient_penalty/``): ``config.json`` (the resolved
-config, data source, each method's training config, library versions), ``metrics.csv`` (per
-seed, method and epoch: training eps, loss with penalties, clean test accuracy, the guard's
-PGD-5 accuracy on 256 training digits at ``guard_eps``, seconds), ``summary.json`` (per method:
-clean accuracy, FGSM and PGD accuracy per eps as mean, min, max and per seed, seconds per
-epoch (the fastest after the first, and the mean of all), cost vs clean, masking-check
-warnings per seed; and ``statement``, the headline numbers) and ``robustness.png`` (accuracy
-vs eps under each attack, mean and min-max band over seeds; cost per epoch relative to
-clean). No models are saved. The run is not resumable (2.2 minutes measured with other jobs
-on the machine): an interrupted run's partial folder is replaced by the next run.
-
-Run::
-
-    python -m experiments.gradient_penalty                  # under 3 minutes on 2 CPU cores
-    python -m experiments.gradient_penalty --quick --out /tmp/gradient_penalty  # smoke test
-    python -m experiments.gradient_penalty --holdout 2000 --seeds 0 1 --methods clean l2 \\
-        input_gradient --input-gradient-penalty 10 --weight-decay 1e-2  # a row of the sweep
+Writes ``config.json``, ``metrics.csv`` (per seed, method and epoch), ``summary.json`` (per
+method: accuracies per eps over seeds, costs, warnings; ``statement``) and
+``robustness.png`` (run folder: ``experiments.run_folder``).
 
 References:
   Drucker, LeCun. Improving generalization performance using double backpropagation. IEEE
@@ -71,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
+from functools import partial
 
 import keras
 import numpy as np
@@ -79,8 +41,8 @@ from attacks.adversarial_training import AdversarialTrainingConfig, adversarial_
 from attacks.evaluation import accuracy, robustness_curve
 from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
-from experiments.cli import run_command
-from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
+from experiments import records
+from experiments.cli import check_values, run_command
 from experiments.skeleton import run_experiment
 from lab.checks import (
     check_in_range,
@@ -94,28 +56,21 @@ from lab.checks import (
 METHODS = ("clean", "l2", "input_gradient", "pgd")
 
 # AdversarialTrainingConfig fields per method. clean, l2 and input_gradient share one recipe
-# (Adam 2e-3 with cosine decay, as fgsm_mnist's clean model), so the penalty is the only
-# difference; 3 epochs keep the whole run under 3 minutes (input_gradient costs 2-3 clean
-# epochs each). pgd keeps fgsm_mnist's PGD recipe (Adam 1e-3, constant: cosine decay lost
-# robustness at 0.3 on the held-out split) with the eps ramp cut from 5 epochs to 2, and gets
-# one epoch more than the others: with 3, the ramp would leave it one epoch at the full eps.
-# Its 4 epochs are the largest share of the run's time.
-RECIPES = {
-    "clean": {"method": "clean", "epochs": 3, "learning_rate": 2e-3, "lr_schedule": "cosine"},
-    "l2": {"method": "clean", "epochs": 3, "learning_rate": 2e-3, "lr_schedule": "cosine"},
-    "input_gradient": {"method": "clean", "epochs": 3, "learning_rate": 2e-3,
-                       "lr_schedule": "cosine"},
-    "pgd": {"method": "pgd", "epochs": 4, "eps_ramp_epochs": 2},
-}
-INPUT_GRADIENT_PENALTY = 3.0  # lambda: see the sweep in the module docstring
-WEIGHT_DECAY = 1e-3           # see the sweep in the module docstring
+# (fgsm_mnist's clean one), so the penalty is the only difference. pgd keeps fgsm_mnist's PGD
+# recipe (a constant learning rate: the README says why) with the eps ramp cut to 2 epochs,
+# and one epoch more than the others, so that it trains two epochs at the full eps.
+_CLEAN = {"method": "clean", "epochs": 3, "learning_rate": 2e-3, "lr_schedule": "cosine"}
+RECIPES = {"clean": _CLEAN, "l2": _CLEAN, "input_gradient": _CLEAN,
+           "pgd": {"method": "pgd", "epochs": 4, "eps_ramp_epochs": 2}}
+INPUT_GRADIENT_PENALTY = 3.0  # lambda, from the sweep (module docstring)
+WEIGHT_DECAY = 1e-3           # from the sweep
 
 # The collapse guard of adversarial_train runs after every epoch of every method; small, as
 # none of these methods is single-step adversarial training (the guard's purpose). Its
 # PGD accuracy per epoch goes into metrics.csv as a robustness log.
 GUARD = {"guard_examples": 256, "guard_pgd_steps": 5}
 
-# --quick caps these so that a smoke test runs in about 20 seconds.
+# --quick caps these so that a smoke test runs in seconds.
 QUICK = {"seeds": 2, "epochs": 1, "train_examples": 1000, "curve_examples": 100,
          "pgd_steps": 10}
 
@@ -166,11 +121,7 @@ class Config:
         if self.source is not None:
             check_one_of("source", self.source, SOURCES)
         check_one_of("model", self.model, tuple(MODELS))
-        if not self.methods or len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods must be one or more distinct methods. "
-                             f"Received: methods={self.methods!r}")
-        for method in self.methods:
-            check_one_of("methods", method, METHODS)
+        check_values("methods", self.methods, partial(check_one_of, choices=METHODS))
         check_seeds("seeds", self.seeds)
         for name in ("epochs", "train_examples"):
             if getattr(self, name) is not None:
@@ -183,11 +134,8 @@ class Config:
             check_positive_int(name, getattr(self, name))
         check_positive("input_gradient_penalty", self.input_gradient_penalty)
         check_positive("weight_decay", self.weight_decay)
-        for i, eps in enumerate(self.eval_eps):  # NaN would pass the comparisons below
-            check_in_range(f"eval_eps[{i}]", eps, 0.0, 1.0)
-        if not self.eval_eps or list(self.eval_eps) != sorted(set(self.eval_eps)):
-            raise ValueError(f"eval_eps must be increasing values in [0, 1]. "
-                             f"Received: eval_eps={self.eval_eps}")
+        check_values("eval_eps", self.eval_eps, partial(check_in_range, lo=0.0, hi=1.0),
+                     increasing=True)
         for name in ("pgd_eps", "small_eps", "large_eps"):
             check_in_range(name, getattr(self, name), 0.0, 1.0, lo_open=True)
         for name in ("small_eps", "large_eps"):
@@ -259,10 +207,10 @@ def _epoch_seconds(history) -> float:
     return min(seconds[1:] if len(seconds) > 1 else seconds)
 
 
-def train_and_evaluate(config: Config, train, evaluation,
-                       tensorboard: TensorBoardLog | None = None):
+def train_and_evaluate(config: Config, train, evaluation, tensorboard=None):
     """Every (seed, method) run, one seed after the other; returns ``(rows, runs)``: the
-    metrics rows and ``runs[method][seed]``, a dict of the run's results."""
+    metrics rows (also written to ``tensorboard``, a ``TensorBoardLog``, if given) and
+    ``runs[method][seed]``, a dict of the run's results."""
     x_train, y_train = train
     x_eval, y_eval = evaluation
     curve_data = (x_eval[:config.curve_examples], y_eval[:config.curve_examples])
@@ -309,19 +257,17 @@ def train_and_evaluate(config: Config, train, evaluation,
     return rows, runs
 
 
-def _spread(values: dict) -> dict:
-    """Mean, min, max and per-seed values of ``{seed: number}``."""
-    numbers = list(values.values())
-    return {"mean": float(np.mean(numbers)), "min": float(np.min(numbers)),
-            "max": float(np.max(numbers)), "per_seed": {str(s): v for s, v in values.items()}}
-
-
 def _curve_spread(values: dict) -> dict:
     """Mean, min, max per eps and per-seed curves of ``{seed: [accuracy per eps]}``."""
     array = np.array(list(values.values()))
     return {"mean": array.mean(axis=0).tolist(), "min": array.min(axis=0).tolist(),
             "max": array.max(axis=0).tolist(),
             "per_seed": {str(s): list(v) for s, v in values.items()}}
+
+
+def _over_seeds(per_seed: dict, key: str, spread=records.over_seeds) -> dict:
+    """The ``spread`` over seeds of one result of the runs ``{seed: results}``."""
+    return spread({seed: results[key] for seed, results in per_seed.items()})
 
 
 def summarize(runs: dict, config: Config, record: dict) -> dict:
@@ -331,14 +277,12 @@ def summarize(runs: dict, config: Config, record: dict) -> dict:
         seeds = list(per_seed)
         entry = {
             "training": dataclasses.asdict(training_config(method, config, seeds[0])),
-            "clean_accuracy": _spread({s: per_seed[s]["clean_accuracy"] for s in seeds}),
-            "fgsm": _curve_spread({s: per_seed[s]["fgsm"] for s in seeds}),
-            "pgd": _curve_spread({s: per_seed[s]["pgd"] for s in seeds}),
-            "seconds_per_epoch": _spread({s: per_seed[s]["seconds_per_epoch"] for s in seeds}),
-            "mean_seconds_per_epoch": _spread({s: per_seed[s]["mean_seconds_per_epoch"]
-                                               for s in seeds}),
-            "first_epoch_seconds": _spread({s: per_seed[s]["first_epoch_seconds"]
-                                            for s in seeds}),
+            "clean_accuracy": _over_seeds(per_seed, "clean_accuracy"),
+            "fgsm": _over_seeds(per_seed, "fgsm", _curve_spread),
+            "pgd": _over_seeds(per_seed, "pgd", _curve_spread),
+            "seconds_per_epoch": _over_seeds(per_seed, "seconds_per_epoch"),
+            "mean_seconds_per_epoch": _over_seeds(per_seed, "mean_seconds_per_epoch"),
+            "first_epoch_seconds": _over_seeds(per_seed, "first_epoch_seconds"),
             "trained_eps": per_seed[seeds[0]]["trained_eps"],
             "claimed_eps": per_seed[seeds[0]]["claimed_eps"],
             "collapsed": {str(s): per_seed[s]["collapsed"] for s in seeds},
@@ -347,10 +291,7 @@ def summarize(runs: dict, config: Config, record: dict) -> dict:
         if "clean" in runs:
             ratios = [per_seed[s]["seconds_per_epoch"] / runs["clean"][s]["seconds_per_epoch"]
                       for s in seeds]
-            entry["cost_vs_clean"] = {"median": float(np.median(ratios)),
-                                      "min": float(np.min(ratios)),
-                                      "max": float(np.max(ratios)),
-                                      "per_seed": {str(s): r for s, r in zip(seeds, ratios)}}
+            entry["cost_vs_clean"] = records.over_seeds(dict(zip(seeds, ratios)), "median")
         methods[method] = entry
     return {**record, "seeds": list(config.seeds), "eps": list(config.eval_eps),
             "curve_examples": min(config.curve_examples, record["eval_examples"]),
@@ -397,19 +338,14 @@ def _percent(spread: dict) -> str:
 
 
 def plot(summary: dict, config: Config, path):
-    plt = pyplot()
-
     methods = summary["methods"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained",
-                             gridspec_kw={"width_ratios": [1, 1, 0.7]})
+    fig, axes = records.subplots(1, 3, figsize=(15, 4.4), layout="constrained",
+                                 gridspec_kw={"width_ratios": [1, 1, 0.7]})
     eps = summary["eps"]
     for i, (method, entry) in enumerate(methods.items()):
         for ax, attack in zip(axes[:2], ("fgsm", "pgd")):
-            curve = entry[attack]
-            ax.plot(eps, [100 * a for a in curve["mean"]], marker="o", ms=3, color=f"C{i}",
-                    label=method)
-            ax.fill_between(eps, [100 * a for a in curve["min"]],
-                            [100 * a for a in curve["max"]], color=f"C{i}", alpha=0.2, lw=0)
+            records.band(ax, eps, 100 * np.array(list(entry[attack]["per_seed"].values())),
+                         f"C{i}", method, alpha=0.2, marker="o", ms=3)
     for ax, attack in zip(axes[:2], ("fgsm", "pgd")):
         ax.set(title=f"{summary['attacks'][attack].split(',')[0]}: accuracy on "
                      f"{summary['curve_examples']} digits",
@@ -434,7 +370,7 @@ def plot(summary: dict, config: Config, path):
     fig.suptitle(f"Gradient penalties vs PGD training on MNIST ({config.model}, "
                  f"{summary['train_examples']} training digits): mean and min-max over "
                  f"{len(summary['seeds'])} seeds", fontsize=10)
-    save_figure(fig, path)
+    records.save_figure(fig, path)
 
 
 def start(config: Config):
@@ -457,9 +393,7 @@ def run(config: Config, folder, started) -> dict:
     train, evaluation, record = started
     with folder.tensorboard(("method", "seed"), "epoch") as tensorboard:
         rows, runs = train_and_evaluate(config, train, evaluation, tensorboard)
-    write_csv(folder.path / "metrics.csv", rows)
-    summary = summarize(runs, config, record)
-    write_json(folder.path / "summary.json", summary)
+    summary = records.write_results(folder.path, rows, summarize(runs, config, record))
     plot(summary, config, folder.path / "robustness.png")
     return summary
 
@@ -476,8 +410,6 @@ def report(config: Config, summary: dict, out) -> None:
 
 
 def main(argv=None) -> dict:
-    # No checkpoints (a run of under 3 minutes): a partial folder left by an interrupted run
-    # is replaced, and the finished run moves into place as a whole.
     return run_experiment(Config, argv, name="gradient_penalty", start=start, run=run,
                           report=report)
 

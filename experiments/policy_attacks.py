@@ -1,35 +1,21 @@
 """Attacks on a trained policy's observations, and policies trained to withstand them.
 
-    python -m experiments.policy_attacks --env CartPole-v1 --out DIR
+Per seed, a standard ``agents.Reinforce`` agent and an adversarially trained one: the same
+agent acting on observations attacked through its ``observation_hook`` by ``--train-method``,
+eps ramped up over ``--ramp-fraction`` of training (Pattanaik et al. 2018), each environment
+facing one objective of the evaluation (``--train-objectives all``). Each agent then plays
+greedy episodes with fixed seeds, clean and under every attack at every eps (in units of each
+feature's standard deviation under the standard agents' clean play, ``obs_std``): ``random``
+(the same budget as noise: the control), ``fgsm`` and ``pgd`` (away from the greedy action,
+or shifting a Box action's mean) and ``pgd_toward_<k>``. ``worst`` is, per seed and eps, the
+lowest return over every attack but ``random`` (a model is as robust as its weakest
+evaluation says). Only what the agent sees is perturbed.
 
-For each seed, trains a standard ``agents.Reinforce`` agent and an adversarially trained one
-(the same agent acting on observations attacked by ``--train-method`` through its
-``observation_hook``, eps ramped from 0 to ``--train-eps`` over the first ``--ramp-fraction``
-of training; Pattanaik et al. 2018). With ``--train-objectives all`` (the default) each
-training environment faces one of the evaluation's objectives (away from the greedy action,
-or toward one action) for the whole batch; ``away`` trains against the first only, and the
-README says what that misses. Then plays each agent, greedily, ``--eval-episodes`` episodes
-(fixed seeds) clean and under every attack of ``attacks.observation`` at every eps of
-``--eps-values``. eps is in units of each observation feature's standard deviation under the
-standard agents' clean greedy play (pooled over seeds, measured before adversarial training
-and saved as ``obs_std``). The environment keeps its true state; only what the agent sees is
-perturbed (``attacks.observation.AttackedVectorObservations``).
-
-Attacks: ``random`` (uniform noise of the same budget: the control), ``fgsm`` and ``pgd``
-(PGD-``--pgd-steps``) with the ``away`` objective (leave the clean greedy action) for
-Discrete actions, and ``pgd_toward_<k>`` (push toward action ``k``, each action in turn); for
-Box actions ``fgsm`` and ``pgd`` maximize the squared shift of the action mean. ``worst`` is,
-per seed and eps, the lowest return over every attack but ``random`` (an AutoAttack-style
-worst case: a model is as robust as its weakest evaluation says).
-
-Writes into DIR (default ``results/policy_attacks/<env>/``), through ``DIR.partial/``:
-``config.json``; ``training.csv`` (per kind, seed and update: env steps, mean return, running
-mean of the last 100 returns, training eps); ``metrics.csv`` (per kind, seed, attack and eps:
-mean, min and max return); ``summary.json`` (``returns[kind][attack][eps]``: the per-seed
-mean returns; ``worst`` likewise; the targets of the README and whether they are met);
-``return_vs_eps.png``; ``episode.png`` (one episode of the first seed's agents, clean and
-under the worst attack: a pole angle and the actions over time); ``agents/<kind>/seed_<k>/``.
-``--resume`` continues an interrupted run after the last agent trained or evaluated.
+Writes ``config.json``, ``training.csv`` (per kind, seed and update), ``metrics.csv`` (per
+kind, seed, attack and eps), ``summary.json`` (per-seed mean returns, ``worst``, the README's
+targets), ``return_vs_eps.png``, ``episode.png`` (the first seed's standard agent, clean and
+under its worst attack) and ``agents/<kind>/seed_<k>/`` into ``--out`` (default
+``results/policy_attacks/<env>/``; run folder and ``--resume``: ``experiments.run_folder``).
 
 References:
   Huang, Papernot, Goodfellow, Duan, Abbeel. Adversarial attacks on neural network policies.
@@ -46,6 +32,7 @@ import dataclasses
 import json
 from collections import deque
 from dataclasses import field
+from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
@@ -60,16 +47,11 @@ from attacks.observation import (
     ObservationRecorder,
     check_attackable,
 )
-from experiments.cli import run_command
-from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
+from experiments import records
+from experiments.cli import check_values, run_command
+from experiments.interrupts import interrupts_deferred
 from experiments.skeleton import run_experiment
-from lab.checks import (
-    check_in_range,
-    check_one_of,
-    check_positive,
-    check_positive_int,
-    check_seeds,
-)
+from lab.checks import check_in_range, check_one_of, check_positive, check_positive_int, check_seeds
 
 KINDS = ("standard", "adversarial")
 # The feature each environment's episode plot follows.
@@ -78,9 +60,8 @@ PLOT_FEATURE = {"CartPole-v1": (2, "pole angle (rad)"),
 
 
 # The agent this experiment was designed with (training eps, ramp and budget were chosen for
-# it): REINFORCE's defaults before they were tuned to solve CartPole in fewer steps. With
-# those (8 episodes per update, Adam 0.03, gamma 0.997) the standard CartPole agents resisted
-# the flip attack better and adversarial training, unchanged, did worse (README).
+# it): REINFORCE's defaults before they were tuned to solve CartPole in fewer steps (the
+# README says how the tuned agent fares).
 AGENT = ReinforceConfig(num_envs=16, learning_rate=0.02, gamma=0.99)
 
 # --quick caps these, so that a smoke test writes every file in well under a minute.
@@ -117,12 +98,11 @@ class ExperimentConfig:
     def __post_init__(self):
         check_seeds("seeds", self.seeds)
         check_positive_int("total_steps", self.total_steps)
-        for i, eps in enumerate(self.eps_values):  # NaN would pass the comparisons below
-            check_positive(f"eps_values[{i}]", eps, allow_zero=True)
-        if (not self.eps_values or self.eps_values[0] != 0.0
-                or list(self.eps_values) != sorted(set(self.eps_values))):
-            raise ValueError(f"eps_values must be increasing and start at 0 (the clean "
-                             f"return). Received: eps_values={self.eps_values!r}")
+        check_values("eps_values", self.eps_values, partial(check_positive, allow_zero=True),
+                     increasing=True)
+        if self.eps_values[0] != 0.0:
+            raise ValueError(f"eps_values must start at 0 (the clean return). "
+                             f"Received: eps_values={self.eps_values!r}")
         check_one_of("train_method", self.train_method, ("random", "fgsm", "pgd"))
         check_one_of("train_objectives", self.train_objectives, ("away", "all"))
         check_positive("train_eps", self.train_eps)
@@ -193,9 +173,9 @@ def training_hook(config: ExperimentConfig, scale, action_space, seed: int):
 
 
 def train_agent(config: ExperimentConfig, kind: str, seed: int, scale, action_space,
-                rows: list, tensorboard: TensorBoardLog | None = None) -> Reinforce:
+                rows: list, tensorboard=None) -> Reinforce:
     """Trains one agent of ``kind``; appends its training rows (and writes every update's
-    metrics to ``tensorboard``)."""
+    metrics to ``tensorboard``, a ``TensorBoardLog``, if given)."""
     hook = training_hook(config, scale, action_space, seed) if kind == "adversarial" else None
     agent = Reinforce(config.env, dataclasses.replace(config.agent, seed=seed),
                       observation_hook=hook)
@@ -282,20 +262,16 @@ def summarize(config: ExperimentConfig, evaluations: dict, training: dict, max_r
 
 
 def plot_return_vs_eps(summary: dict, config: ExperimentConfig, path):
-    plt = pyplot()
     eps = [float(e) for e in config.eps_values]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3), sharey=True, layout="constrained")
+    fig, axes = records.subplots(1, 2, figsize=(12, 4.3), sharey=True, layout="constrained")
     for ax, kind in zip(axes, KINDS):
-        curves = dict(summary["returns"][kind])
-        curves["worst"] = summary["worst"][kind]
+        curves = {**summary["returns"][kind], "worst": summary["worst"][kind]}
         for i, (name, values) in enumerate(curves.items()):
-            per_seed = np.array([values[str(e)] for e in eps])
             style = {"color": "k", "lw": 2.2} if name == "worst" else {"color": f"C{i}"}
             if name == "random":
                 style["ls"] = "--"
-            ax.plot(eps, per_seed.mean(axis=1), marker="o", ms=3, label=name, **style)
-            ax.fill_between(eps, per_seed.min(axis=1), per_seed.max(axis=1),
-                            color=style["color"], alpha=0.12, linewidth=0)
+            records.band(ax, eps, np.transpose([values[str(e)] for e in eps]), label=name,
+                         alpha=0.12, marker="o", ms=3, **style)
         ax.axhline(summary["targets"]["max_return"], color="gray", lw=0.8, ls=":")
         ax.set(title=f"{kind} agents", xlabel="L-infinity eps (observation std units)",
                ylabel="return (mean over seeds, band: min-max)")
@@ -304,7 +280,7 @@ def plot_return_vs_eps(summary: dict, config: ExperimentConfig, path):
     fig.suptitle(f"REINFORCE on {config.env} under observation attacks "
                  f"({len(config.seeds)} seeds, {config.eval_episodes} greedy episodes each)",
                  fontsize=10)
-    save_figure(fig, path)
+    records.save_figure(fig, path)
 
 
 def play_episode(agent: Reinforce, attack: ObservationAttack | None, seed: int):
@@ -331,7 +307,6 @@ def play_episode(agent: Reinforce, attack: ObservationAttack | None, seed: int):
 def plot_episode(agent: Reinforce, summary: dict, config: ExperimentConfig, path):
     """The first seed's standard agent, clean and under its worst attack at the target eps
     (else the largest eps)."""
-    plt = pyplot()
     feature, label = PLOT_FEATURE.get(config.env, (0, "observation feature 0"))
     eps = summary["targets"]["eps"] or float(config.eps_values[-1])
     seed = config.seeds[0]
@@ -342,8 +317,8 @@ def plot_episode(agent: Reinforce, summary: dict, config: ExperimentConfig, path
                 f"{worst}, eps {eps:g} std": play_episode(
                     agent, make_attack(worst, eps, scale, agent.action_space, config, seed),
                     10_000 + 100 * seed)}
-    fig, (ax_obs, ax_act) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True,
-                                         layout="constrained")
+    fig, (ax_obs, ax_act) = records.subplots(2, 1, figsize=(9, 5.5), sharex=True,
+                                             layout="constrained")
     for i, (name, (true, seen, actions)) in enumerate(episodes.items()):
         ax_obs.plot(true[:, feature], color=f"C{i}", label=f"{name}: true")
         if name != "clean":
@@ -356,7 +331,7 @@ def plot_episode(agent: Reinforce, summary: dict, config: ExperimentConfig, path
     for ax in (ax_obs, ax_act):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
-    save_figure(fig, path)
+    records.save_figure(fig, path)
 
 
 def start(config: ExperimentConfig):
@@ -378,36 +353,36 @@ def run(config: ExperimentConfig, folder, probe: Reinforce) -> dict:
 
 def main(argv=None) -> dict:
     return run_experiment(ExperimentConfig, argv, name="policy_attacks", start=start, run=run,
-                          start_errors=(gym.error.Error,), resumable=True,
-                          leftovers=(PROGRESS,), report=report)
-
-
-# In the partial folder: what the run has done so far (agents trained, evaluations).
-PROGRESS = "progress.json"
+                          start_errors=(gym.error.Error,), resumable=True, report=report)
 
 
 def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
-    """Trains and evaluates every agent not done yet (resuming from the progress file),
-    writes the metrics and the summary; returns the summary and the agents."""
+    """Trains and evaluates every agent not done yet (the run's progress says which), writes
+    the metrics and the summary; returns the summary and the agents.
+
+    The trained agents are outputs (``agents/``) and what a resumed run loads; the progress
+    records each one after it is saved, with the training rows and the evaluations so far."""
     max_return = float(probe.max_steps)  # one reward per step up to the time limit
-    state = run.read_json(PROGRESS, {"training_rows": [], "tensorboard_rows": [],
-                                     "training": {}, "evaluations": {k: {} for k in KINDS},
-                                     "obs_std": None})
+    state = run.progress({"training_rows": [], "tensorboard_rows": [], "training": {},
+                          "evaluations": {k: {} for k in KINDS}, "obs_std": None})
     agents = {kind: {} for kind in KINDS}
 
     def agent_path(kind, seed):
         return run.path / "agents" / kind / f"seed_{seed}"
 
-    def save_state():
-        write_json(run.path / PROGRESS, state)
-        write_csv(run.path / "training.csv", state["training_rows"])
+    def save_progress(agent=None, path=None):
+        with interrupts_deferred():  # the agent and the record of it, or neither
+            if agent is not None:
+                agent.save(path)
+            run.save_progress(state)
+            records.write_csv(run.path / "training.csv", state["training_rows"])
 
     with run.tensorboard(("kind", "seed"), "env_steps",
                          state["tensorboard_rows"]) as tensorboard:
         for kind in KINDS:
             if kind == "adversarial" and state["obs_std"] is None:
                 state["obs_std"] = observation_std(agents["standard"], config)
-                save_state()
+                save_progress()
             for seed in config.seeds:
                 key = f"{kind}/{seed}"
                 if key in state["training"]:
@@ -418,20 +393,19 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
                 rows = []
                 agent = train_agent(config, kind, seed, state["obs_std"], probe.action_space,
                                     rows, tensorboard)
-                agent.save(agent_path(kind, seed))
                 agents[kind][seed] = agent
                 state["training_rows"] += rows
                 state["tensorboard_rows"] = list(tensorboard.rows)
                 state["training"][key] = {"final_mean_return": rows[-1]["running_mean_return"],
                                           "env_steps": agent.env_steps}
-                save_state()
+                save_progress(agent, agent_path(kind, seed))
     for kind in KINDS:
         for seed in config.seeds:
             if str(seed) in state["evaluations"][kind]:
                 continue
             state["evaluations"][kind][str(seed)] = evaluate_agent(
                 agents[kind][seed], config, state["obs_std"], seed)
-            save_state()
+            save_progress()
     summary = summarize(config, state["evaluations"], state["training"], max_return,
                         state["obs_std"])
     rows = [{"kind": kind, "seed": int(seed), "attack": name, "eps": float(eps),
@@ -439,9 +413,7 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
              "max_return": float(np.max(r)), "episodes": len(r)}
             for kind in KINDS for seed, per_attack in state["evaluations"][kind].items()
             for name, per_eps in per_attack.items() for eps, r in per_eps.items()]
-    write_csv(run.path / "metrics.csv", rows)
-    write_json(run.path / "summary.json", summary)
-    return summary, agents
+    return records.write_results(run.path, rows, summary), agents
 
 
 def report(config: ExperimentConfig, summary: dict, out) -> None:

@@ -5,8 +5,8 @@ Every experiment writes into ``results/<experiment>/`` (through its partial fold
 
 - ``config.json``: the resolved configuration plus the seed(s) and library versions;
 - ``metrics.csv``: one row per logged step;
-- ``summary.json``: the headline numbers;
-- PNG plots;
+- ``summary.json``: the headline numbers, with their spread over seeds (``over_seeds``);
+- PNG plots: curves over seeds as a line and a min-max band (``band``);
 - ``tensorboard/``: the metrics as TensorBoard scalars, one run per seed (and method).
 """
 
@@ -21,6 +21,8 @@ import shutil
 import time
 from importlib import metadata
 from pathlib import Path
+
+import numpy as np
 
 from experiments.atomic import atomic_path, atomic_write
 
@@ -65,6 +67,14 @@ def write_csv(path, rows: list[dict]) -> Path:
     return atomic_write(path, buffer.getvalue())
 
 
+def write_results(folder, rows: list[dict], summary: dict) -> dict:
+    """Writes an experiment's ``metrics.csv`` (``rows``) and ``summary.json`` into ``folder``;
+    returns ``summary``."""
+    write_csv(Path(folder) / "metrics.csv", rows)
+    write_json(Path(folder) / "summary.json", summary)
+    return summary
+
+
 def pyplot():
     """``matplotlib.pyplot`` on the file-only Agg backend (experiments run headless, and
     importing pyplot first would pick a GUI backend where one is installed)."""
@@ -74,6 +84,45 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def runs_by_seed(rows: list[dict], **match) -> dict:
+    """``{seed: rows}``: the metrics rows whose columns equal ``match`` (``method="pgd"``),
+    grouped by seed, each group (and the seeds) in the rows' order."""
+    runs = {}
+    for row in rows:
+        if all(row[key] == value for key, value in match.items()):
+            runs.setdefault(row["seed"], []).append(row)
+    return runs
+
+
+def over_seeds(values, center: str = "mean") -> dict:
+    """The spread over seeds of one number per seed: ``{center, "min", "max", "per_seed"}``.
+
+    Args:
+      values: ``{seed: number}`` (``per_seed`` is then keyed by the seed as a string) or a
+        list of numbers, one per seed (``per_seed`` is the list).
+      center: ``"mean"`` or ``"median"``.
+    """
+    per_seed = ({str(seed): float(v) for seed, v in values.items()} if isinstance(values, dict)
+                else [float(v) for v in values])
+    numbers = list(per_seed.values()) if isinstance(per_seed, dict) else per_seed
+    return {center: float(getattr(np, center)(numbers)), "min": float(np.min(numbers)),
+            "max": float(np.max(numbers)), "per_seed": per_seed}
+
+
+def subplots(*args, **kwargs):
+    """``(figure, axes)``: ``matplotlib.pyplot.subplots`` on the file-only backend."""
+    return pyplot().subplots(*args, **kwargs)
+
+
+def band(ax, x, runs, color, label=None, center=np.mean, alpha: float = 0.25, **line) -> None:
+    """Draws runs over seeds (``runs``: one row per seed, one column per ``x``) as their
+    ``center`` (a line, styled by ``line``) and their min-max (a band)."""
+    runs = np.asarray(runs, dtype=float)
+    ax.plot(x, center(runs, axis=0), color=color, label=label, **line)
+    ax.fill_between(x, runs.min(axis=0), runs.max(axis=0), color=color, alpha=alpha,
+                    linewidth=0)
 
 
 def save_figure(fig, path, dpi: int = 120) -> Path:

@@ -1,57 +1,23 @@
 """Straight-through estimators: a network with binarized (sign) or quantized (round) hidden
 activations trains with them; with the true gradient only its linear readout learns.
 
-The phenomenon (Bengio, Leonard & Courville 2013; Hubara et al. 2016). ``sign`` and ``round``
-are piecewise constant: their derivative is zero wherever it exists. Backpropagation through
-them with the true gradient gives every weight under such an activation a zero gradient, so
-those weights never move (with Adam, a zero gradient leaves a weight exactly unchanged). A
-straight-through estimator (STE) keeps the forward pass and, backward, pretends the
-activation was the identity (clipped to where the real-valued counterpart has slope 1).
+``sign`` and ``round`` have a zero derivative wherever they have one, so with the true
+gradient no weight under them moves (Adam leaves a weight with zero gradient exactly as it
+is). A straight-through estimator (STE; Bengio et al. 2013; Hubara et al. 2016) keeps the
+forward pass and, backward, acts as the identity clipped to where the real-valued counterpart
+has slope 1. One MLP on MNIST (784-width-width-10, Glorot init, no batch normalization: the
+true-gradient network is then exactly a linear readout on fixed random features, which the
+tests check bitwise) per activation of ``METHODS``, in two families: sign (``hard_tanh``,
+``ste_sign``, ``true_sign``) and 2-bit round (``clipped_relu``, ``ste_round``,
+``true_round``), each STE with its real-valued counterpart's backward pass and its quantized
+counterpart's forward pass. Every method of a seed trains from the same weights on the same
+batches; the first seed's STE models are saved, reloaded, and must predict and differentiate
+bit for bit as trained.
 
-The setup. MNIST (default the 8,000 + 2,000 digits of the bundled sample, ``--source`` /
-``--data-dir`` as in ``experiments.fgsm_mnist``), flattened to 784 pixels in [0, 1]. One
-MLP, ``784 -> Dense(width) -> act -> Dense(width) -> act -> Dense(10)`` logits, Glorot init,
-with one activation per method (``METHODS``), in two families:
-
-- sign (values ±1): ``hard_tanh`` (real-valued: ``clip(x, -1, 1)``), ``ste_sign``
-  (``lab.activations.StraightThroughSign``: backward ``dy * [|x| <= 1]``, which is hard tanh's
-  derivative) and ``true_sign`` (the same forward, backward zero);
-- round (2-bit, values 0..3): ``clipped_relu`` (real-valued: ``clip(x, 0, 3)``), ``ste_round``
-  (``clip(x, 0, 3)`` then ``lab.activations.StraightThroughRound``: backward the clip's
-  derivative) and ``true_round`` (the same forward, backward zero; ``tf.round``'s registered
-  gradient is ``None``, no gradient at all, so the zero is written out:
-  ``lab.activations.zero_gradient``).
-
-So each STE network has its real-valued counterpart's backward pass and its quantized
-counterpart's forward pass. No batch normalization: ``sign`` ignores the scale of its input
-and the Dense bias sets each unit's threshold; Glorot init on [0, 1] pixels already puts 98%
-of the first layer's pre-activations and 69% of the second's inside the STE window
-``|x| <= 1`` (measured on the sample, seed 0); and without moving statistics the
-true-gradient network is exactly a linear readout trained on fixed random features, which the
-tests check bitwise (Hubara et al. need batch normalization to keep deep networks' inputs to
-``sign`` in that window; two layers do not).
-
-Every method trains from the same initial weights per seed, on the same batches (Adam,
-``lab.training.make_train_step``), for ``--epochs`` epochs; after each epoch the training
-loss and test accuracy are recorded. The first seed's STE models are saved as ``.keras``,
-loaded back, and must predict and differentiate (input and weight gradients) bit for bit
-like the originals: the custom gradients survive saving. The run stops with an error if not.
-
-What the defaults give (3 seeds, 15 epochs on the sample) is in the README, from
-``summary.json``.
-
-Outputs in ``--out`` (default ``results/straight_through/``): ``config.json``, ``metrics.csv``
-(seed, method, epoch, training-set loss, test accuracy, wall seconds since that seed and
-method started; epoch 0 is the initial network), ``summary.json`` (per method: final test
-accuracy mean/min/max and per seed, the mean accuracy curve, how far the hidden and readout
-weights moved; per family: the STE's lead over the true gradient; the reload checks; a
-``statement`` with the numbers), ``accuracy.png`` (test accuracy per epoch, mean and min-max
-band over seeds) and ``models/<method>_seed<k>.keras``.
-
-Run::
-
-    python -m experiments.straight_through                  # about 1.5 minutes on 2 CPU cores
-    python -m experiments.straight_through --quick --out /tmp/straight_through  # smoke test
+Writes ``config.json``, ``metrics.csv`` (per seed, method and epoch; epoch 0 is the initial
+network), ``summary.json`` (final accuracy over seeds, how far the hidden and readout weights
+moved, the STE's lead per family, the reload checks; ``statement``), ``accuracy.png`` and
+``models/<method>_seed<k>.keras`` (run folder: ``experiments.run_folder``).
 
 References:
   Bengio, Leonard, Courville. Estimating or propagating gradients through stochastic neurons
@@ -68,6 +34,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import field
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -83,9 +50,9 @@ from attacks.mnist import (
     load_mnist_arrays,
     resolve_mnist_source,
 )
+from experiments import records
 from experiments.atomic import atomic_path
-from experiments.cli import run_command
-from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
+from experiments.cli import check_values, run_command
 from experiments.skeleton import run_experiment
 from lab import activations
 from lab.checks import check_one_of, check_positive, check_positive_int, check_seeds
@@ -165,12 +132,7 @@ class Config:
         if self.source is not None:
             check_one_of("source", self.source, SOURCES)
         check_seeds("seeds", self.seeds)
-        if not self.methods:
-            raise ValueError("methods must hold at least one method. Received: methods=()")
-        for method in self.methods:
-            check_one_of("methods", method, tuple(METHODS))
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods must be distinct. Received: methods={self.methods!r}")
+        check_values("methods", self.methods, partial(check_one_of, choices=tuple(METHODS)))
         for name in ("epochs", "batch_size", "width"):
             check_positive_int(name, getattr(self, name))
         check_positive("learning_rate", self.learning_rate)
@@ -344,16 +306,16 @@ def save_and_check_reload(model: keras.Model, path: Path, x, y) -> dict:
 
 
 def train(config: Config, data: Data, models_dir: Path,
-          tensorboard: TensorBoardLog | None = None) -> tuple[list[dict], dict, dict]:
+          tensorboard=None) -> tuple[list[dict], dict, dict]:
     """Trains every (seed, method) pair.
 
     Returns:
-      ``(rows, changes, reloads)``: the metrics rows; ``{(seed, method): weight_changes}``;
-      and, per straight-through method, the reload check of its first seed's saved model.
+      ``(rows, changes, reloads)``: the metrics rows (also written to ``tensorboard``, a
+      ``TensorBoardLog``, if given); ``{(seed, method): weight_changes}``; and, per
+      straight-through method, the reload check of its first seed's saved model.
     """
-    # Each seed's initial weights are drawn before anything is compiled: seed_everything
-    # calls tf.random.set_seed, which clears TensorFlow's function caches and would make the
-    # compiled steps below retrace once per seed.
+    # Each seed's initial weights are drawn before anything is compiled:
+    # keras.utils.set_random_seed clears TensorFlow's function caches.
     inputs = data.x_train.shape[1]
     initial = {}
     for seed in config.seeds:
@@ -383,14 +345,10 @@ def train(config: Config, data: Data, models_dir: Path,
     return rows, changes, reloads
 
 
-def _percent(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
 def _accuracy_range(entry: dict) -> str:
-    accuracy = entry["final_test_accuracy"]
-    return (f"{_percent(accuracy['mean'])} ({_percent(accuracy['min'])}-"
-            f"{_percent(accuracy['max'])})")
+    """``mean% (min%-max%)`` of the final test accuracy."""
+    return "{:.1%} ({:.1%}-{:.1%})".format(*(entry["final_test_accuracy"][k]
+                                             for k in ("mean", "min", "max")))
 
 
 def summarize(rows: list[dict], changes: dict, reloads: dict, config: Config,
@@ -399,9 +357,7 @@ def summarize(rows: list[dict], changes: dict, reloads: dict, config: Config,
     the straight-through estimator is ahead of the true gradient."""
     per_method = {}
     for method in config.methods:
-        curves = np.array([[r["test_accuracy"] for r in rows
-                            if r["seed"] == seed and r["method"] == method]
-                           for seed in config.seeds])
+        curves = _curves(rows, method)
         final = curves[:, -1]
         losses = [r["train_loss"] for r in rows
                   if r["method"] == method and r["epoch"] == config.epochs]
@@ -410,11 +366,8 @@ def summarize(rows: list[dict], changes: dict, reloads: dict, config: Config,
             "family": METHODS[method].family,
             "gradient": METHODS[method].gradient,
             "label": METHODS[method].label,
-            "final_test_accuracy": {
-                "mean": float(final.mean()), "min": float(final.min()),
-                "max": float(final.max()),
-                "per_seed": {str(seed): float(a)
-                             for seed, a in zip(config.seeds, final, strict=True)}},
+            "final_test_accuracy": records.over_seeds(dict(zip(config.seeds, final,
+                                                               strict=True))),
             "test_accuracy_per_epoch_mean": [float(a) for a in curves.mean(axis=0)],
             "final_train_loss_mean": float(np.mean(losses)),
             # The largest over seeds: 0.0 means no hidden weight moved in any seed.
@@ -485,25 +438,25 @@ def _family_summary(members: dict, per_method: dict, readout_fraction: float) ->
     return {"methods": members, **result, "statement": statement}
 
 
+def _curves(rows: list[dict], method: str) -> np.ndarray:
+    """The test accuracy per epoch of ``method``, one row per seed."""
+    runs = records.runs_by_seed(rows, method=method).values()
+    return np.array([[r["test_accuracy"] for r in run] for run in runs])
+
+
 def plot(rows: list[dict], config: Config, data: Data, path) -> Path:
-    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     families = [f for f in FAMILIES if any(METHODS[m].family == f for m in config.methods)]
-    fig, axes = plt.subplots(1, len(families), figsize=(6.5 * len(families), 4.5),
-                             squeeze=False)
+    fig, axes = records.subplots(1, len(families), figsize=(6.5 * len(families), 4.5),
+                                 squeeze=False, layout="tight")
     colors = {"real": "C0", "straight_through": "C2", "true": "C3"}
     epochs = np.arange(config.epochs + 1)
     for ax, family in zip(axes[0], families, strict=True):
         for method in (m for m in config.methods if METHODS[m].family == family):
-            curves = np.array([[r["test_accuracy"] for r in rows
-                                if r["seed"] == seed and r["method"] == method]
-                               for seed in config.seeds]) * 100
-            color = colors[METHODS[method].gradient]
-            ax.plot(epochs, curves.mean(axis=0), color=color, marker="o", ms=3,
-                    label=f"{method}: {METHODS[method].label}")
-            ax.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=color,
-                            alpha=0.25, linewidth=0)
+            records.band(ax, epochs, _curves(rows, method) * 100,
+                         colors[METHODS[method].gradient],
+                         f"{method}: {METHODS[method].label}", marker="o", ms=3)
         ax.axhline(100 / NUM_CLASSES, color="gray", linestyle=":", linewidth=1, label="chance")
         ax.set(title=FAMILIES[family], xlabel="epoch (0: initial weights)",
                ylabel="test accuracy (%)", ylim=(0, 100))
@@ -513,8 +466,7 @@ def plot(rows: list[dict], config: Config, data: Data, path) -> Path:
     fig.suptitle(f"MNIST ({data.source}, {len(data.x_train):,} training digits), MLP 784-"
                  f"{config.width}-{config.width}-10, Adam {config.learning_rate:g}: test "
                  f"accuracy, mean and min-max over {len(config.seeds)} seeds")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return records.save_figure(fig, path)
 
 
 def start(config: Config):
@@ -527,16 +479,13 @@ def start(config: Config):
 def run(config: Config, folder, data: Data) -> dict:
     with folder.tensorboard(("method", "seed"), "epoch") as tensorboard:
         rows, changes, reloads = train(config, data, folder.path / "models", tensorboard)
-    write_csv(folder.path / "metrics.csv", rows)
-    summary = summarize(rows, changes, reloads, config, data)
-    write_json(folder.path / "summary.json", summary)
+    summary = records.write_results(folder.path, rows,
+                                    summarize(rows, changes, reloads, config, data))
     plot(rows, config, data, folder.path / "accuracy.png")
     return summary
 
 
 def main(argv=None) -> dict:
-    # No checkpoints (a short run): a partial folder left by an interrupted run is replaced,
-    # and the finished run moves into place as a whole.
     return run_experiment(Config, argv, name="straight_through", start=start, run=run,
                           report=lambda config, summary, out: print(summary["statement"]))
 

@@ -64,3 +64,20 @@ def test_every_listed_experiment_has_a_main_that_parses_its_defaults():
                           and dataclasses.is_dataclass(v) and v.__module__ == module.__name__)
         assert parse_config(config_cls, argv) is not None
         assert callable(module.main)
+
+
+@pytest.mark.parametrize("values, increasing, message", [
+    ((), False, "x must be one or more distinct values. Received: x=()"),
+    ((1.0, 1.0), False, "x must be one or more distinct values"),
+    ((0.5, 0.1), True, "x must be one or more distinct values, in increasing order"),
+    ((0.1, float("nan")), True, "x[1] must be a finite number > 0"),
+])
+def test_check_values_rejects_empty_repeated_unordered_or_bad_values(values, increasing,
+                                                                     message):
+    from experiments.cli import check_values
+    from lab.checks import check_positive
+
+    with pytest.raises(ValueError) as error:
+        check_values("x", values, check_positive, increasing=increasing)
+    assert message in str(error.value)
+    check_values("x", (0.1, 0.5), check_positive, increasing=True)

@@ -141,8 +141,8 @@ def test_bad_flag_is_a_usage_error_naming_it(tmp_path, read_error):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("methods", ("none", "none"), "methods must be distinct"),
-    ("methods", ("clip",), "methods must be one of"),
+    ("methods", ("none", "none"), "methods must be one or more distinct values"),
+    ("methods", ("clip",), r"methods\[0\] must be one of"),
     ("seeds", (0, 0), "seeds must be"),
     ("steps", 0, "steps must be"),
     ("eval_every", 5000, "eval_every must be in"),

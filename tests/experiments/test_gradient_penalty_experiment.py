@@ -87,15 +87,16 @@ def test_unreadable_data_fails_before_anything_is_written(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--methods", "trades"], "methods must be one of"),
-    (["--methods", "clean", "clean"], "methods must be one or more distinct methods"),
+    (["--methods", "trades"], r"methods\[0\] must be one of"),
+    (["--methods", "clean", "clean"], "methods must be one or more distinct values"),
     (["--seeds", "0", "0"], "seeds must be one or more distinct non-negative integers"),
     (["--epochs", "0"], "epochs must be an integer >= 1"),
     (["--input-gradient-penalty", "0"], r"input_gradient_penalty must be > 0"),
     (["--weight-decay", "-1"], r"weight_decay must be > 0"),
-    (["--eval-eps", "0.2", "0.1"], "eval_eps must be increasing"),
+    (["--eval-eps", "0.2", "0.1"], "eval_eps must be one or more distinct values, in "
+                                   "increasing order"),
     (["--eval-eps", "0", "0.1", "0.3", "nan"], r"eval_eps\[3\] must be a finite number in"),
-    (["--methods"], r"methods must be one or more distinct methods\. Received: methods=\(\)"),
+    (["--methods"], r"methods must be one or more distinct values\. Received: methods=\(\)"),
     (["--small-eps", "0.15"], r"small_eps must be one of eval_eps"),
     (["--small-eps", "0.3", "--large-eps", "0.1"], "small_eps must be below large_eps"),
     (["--pgd-eps", "0"], r"pgd_eps must be in \(0\.0, 1\.0\]"),

@@ -44,8 +44,9 @@ def test_quick_run_writes_every_file_and_per_seed_returns(quick_run):
 
 
 def test_bad_flags_are_usage_errors(read_error, tmp_path):
-    for flags, message in ((["--eps-values", "0.5", "1"], "eps_values must be increasing and "
-                                                           "start at 0"),
+    for flags, message in ((["--eps-values", "0.5", "1"], "eps_values must start at 0"),
+                           (["--eps-values", "0", "1", "0.5"], "eps_values must be one or more "
+                                                                "distinct values, in increasing"),
                            (["--train-method", "cw"], "train_method must be one of"),
                            (["--eps-values", "0", "nan"],
                             "eps_values[1] must be a finite number >= 0. Received: "
@@ -100,7 +101,7 @@ def test_a_run_killed_outright_resumes_with_every_update_in_tensorboard(
     stopped (Ctrl-C's message and the lock are tested in test_run_folder.py)."""
     _, expected = quick_run
     out = tmp_path / "out"
-    progress = tmp_path / "out.partial" / "progress.json"
+    progress = tmp_path / "out.partial" / "progress" / "progress.json"
 
     def an_agent_is_trained():
         return len(json.loads(progress.read_text())["training"]) >= 1

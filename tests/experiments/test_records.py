@@ -41,3 +41,20 @@ def test_tensorboard_log_writes_one_run_per_key_with_every_numeric_column(
     for seed in (0, 1):
         assert runs[f"method_pgd/seed_{seed}"] == {"loss": [(1, 1.0 + seed), (2, 0.5 + seed)]}
     assert log.seconds > 0
+
+
+def test_summary_helpers_group_and_spread_over_seeds(tmp_path):
+    rows = [{"seed": s, "method": m, "step": t, "loss": s + t}
+            for s in (3, 1) for m in ("a", "b") for t in (1, 2)]
+    runs = records.runs_by_seed(rows, method="b")
+    assert list(runs) == [3, 1] and [r["step"] for r in runs[1]] == [1, 2]
+    assert records.over_seeds({3: 1.0, 1: 4.0}) == {
+        "mean": 2.5, "min": 1.0, "max": 4.0, "per_seed": {"3": 1.0, "1": 4.0}}
+    assert records.over_seeds([1.0, 2.0, 9.0], "median") == {
+        "median": 2.0, "min": 1.0, "max": 9.0, "per_seed": [1.0, 2.0, 9.0]}
+    summary = records.write_results(tmp_path, rows, {"x": 1})
+    assert summary == {"x": 1} and json.loads((tmp_path / "summary.json").read_text()) == summary
+    fig, ax = records.subplots()
+    records.band(ax, [1, 2], [[1.0, 2.0], [3.0, 6.0]], "C0", "mean")
+    assert list(ax.lines[0].get_ydata()) == [2.0, 4.0]
+    records.save_figure(fig, tmp_path / "band.png")
