@@ -87,7 +87,7 @@ def test_a_folder_it_may_not_write_is_one_line_and_writes_nothing(experiment, tm
 
 
 @pytest.mark.parametrize("experiment, progress", [
-    (reinforce, "checkpoint/progress.json"), (policy_attacks, "progress.json")],
+    (reinforce, "checkpoint/progress.json"), (policy_attacks, "progress/progress.json")],
     ids=["reinforce", "policy_attacks"])
 def test_a_truncated_progress_file_is_one_line_naming_it(experiment, progress, tmp_path):
     out = tmp_path / "out"
