@@ -435,11 +435,10 @@ class _Checkpoint:
     rest: config, history, data order's random state, guard score."""
 
     def __init__(self, path, config, trainer):
-        self.path, self.trainer = Path(path), trainer
+        self.path, self.writes = Path(path), is_chief(trainer.strategy)
         self.config = json.loads(json.dumps(dataclasses.asdict(config)))
-        self.writes = is_chief(trainer.strategy)
         # Plain variables (not the strategy's): saved and restored by every worker alike.
-        self.state = tf.Variable("", dtype=tf.string, trainable=False)
+        self.state = tf.Variable("", trainable=False)
         self.guard_weights = [tf.Variable(w, trainable=False)
                               for w in trainer.model.get_weights()]
         self.checkpoint = tf.train.Checkpoint(
@@ -449,6 +448,10 @@ class _Checkpoint:
             self.path.mkdir(parents=True, exist_ok=True)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.path), max_to_keep=1)
         self.latest = tf.train.latest_checkpoint(str(self.path))
+        if self.latest is None and (self.path / "state.json").exists():
+            raise ValueError(f"checkpoint holds a checkpoint of an earlier gradlab, which this "
+                             f"one cannot read; delete it to start over. Received: "
+                             f"checkpoint={str(self.path)!r}")
 
     def save(self, rng, guard, history, collapsed_at):
         if not self.writes:
@@ -474,7 +477,7 @@ class _Checkpoint:
                              f"Received: checkpoint={str(self.path)!r}, saved with config "
                              f"{state.get('config')}")
         try:
-            self.checkpoint.read(self.latest).assert_existing_objects_matched()
+            self.checkpoint.restore(self.latest).assert_existing_objects_matched()
         except (tf.errors.OpError, AssertionError, ValueError) as error:
             raise ValueError(f"{self.latest}: not a checkpoint of this model and optimizer "
                              f"({error})") from None
@@ -487,7 +490,6 @@ class _Checkpoint:
 
 
 def _saved_state(prefix) -> dict:
-    """The JSON record of the ``tf.train.Checkpoint`` at ``prefix``."""
     try:
         return json.loads(tf.train.load_checkpoint(prefix).get_tensor(
             "state/.ATTRIBUTES/VARIABLE_VALUE"))

@@ -216,10 +216,10 @@ def run(config: ExperimentConfig, folder, started) -> dict:
     # Methods finished before an interruption: their rows and summaries, and their models.
     done = folder.progress({"rows": [], "summary": {}})
     rows, summary = done["rows"], done["summary"]
-    models = {}
+    models, saved = {}, lambda method: folder.path / "models" / f"{method}.keras"
     for method in summary:
-        with folder.reading(folder.path / "models" / f"{method}.keras"):
-            models[method] = keras.models.load_model(folder.path / "models" / f"{method}.keras")
+        with folder.reading(saved(method)):
+            models[method] = keras.models.load_model(saved(method))
     curves = {method: RobustnessCurve(s["curve"]["eps"],
                                       {a: s["curve"][a] for a in ("fgsm", "pgd")},
                                       s["curve"]["examples"], s["curve_warnings"])
@@ -248,7 +248,8 @@ def run(config: ExperimentConfig, folder, started) -> dict:
                     model, x_train, y_train, training_config(method, config),
                     validation=(x_test, y_test), progress=config.progress,
                     on_epoch_end=save_epoch, checkpoint=checkpoint, strategy=strategy)
-            _save_model(model, folder.path / "models" / f"{method}.keras")
+            with atomic_path(saved(method)) as tmp:
+                model.save(tmp)
             models[method] = model
             summary[method] = evaluate(model, x_test, y_test, config, result.trained_eps)
             summary[method].update(
@@ -285,11 +286,6 @@ def report(config: ExperimentConfig, summary: dict, out) -> None:
 def main(argv=None) -> dict:
     return run_experiment(ExperimentConfig, argv, name="fgsm_mnist", start=start, run=run,
                           resumable=True, report=report, workers=workers)
-
-
-def _save_model(model, path):
-    with atomic_path(path) as tmp:
-        model.save(tmp)
 
 
 def training_config(method: str, config: ExperimentConfig) -> AdversarialTrainingConfig:
