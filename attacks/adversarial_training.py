@@ -320,14 +320,13 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
         The experiment saves its metrics there, and may stop there (a deferred Ctrl-C): the
         epoch is already checkpointed.
       checkpoint: optional folder. After every epoch the whole training state is saved there
-        (a ``tf.train.Checkpoint`` of the weights, the optimizer, the attacks' seed counter,
-        the collapse guard's best weights, and the epoch history, data order's random state
-        and guard score as JSON), replacing the previous save only once it is complete. If
-        it already holds a checkpoint of the same config, training continues from it, and
-        ends with the weights and history an uninterrupted run would have had: at most the
-        epoch in progress is lost. The folder is created at the start; if it is deleted
-        during training (its run folder was removed), the next save raises instead of
-        recreating it. Under a multi-worker strategy only the chief writes it (``is_chief``).
+        (``tf.train.Checkpoint``: weights, optimizer, attack seed, the guard's best weights;
+        and as JSON the history, the data order's random state, the guard's score), replacing
+        the previous save only once complete. If it holds a checkpoint of the same config,
+        training continues from it and ends with the weights and history an uninterrupted
+        run would have had: at most the epoch in progress is lost. Deleted during training,
+        it is not recreated: the next save raises. Under a multi-worker strategy only the
+        chief writes it (``is_chief``).
 
     Returns:
       A ``TrainingResult``; each history row has ``epoch``, ``eps``, ``loss``,
@@ -429,10 +428,9 @@ def is_chief(strategy) -> bool:
 
 
 class _Checkpoint:
-    """The ``checkpoint`` folder of ``adversarial_train``: a ``tf.train.CheckpointManager``
-    keeping the latest save (written in full before the previous one is dropped, so a crash
-    mid-save leaves that one whole) of the tensors, plus a JSON string variable with the
-    rest: config, history, data order's random state, guard score."""
+    """``adversarial_train``'s ``checkpoint`` folder: a ``tf.train.CheckpointManager`` keeping
+    the latest save (complete before the previous one is dropped: a crash mid-save leaves
+    that one whole), the rest of the state as a JSON string variable."""
 
     def __init__(self, path, config, trainer):
         self.path, self.writes = Path(path), is_chief(trainer.strategy)

@@ -16,13 +16,11 @@ summary; moves the finished run into place; and prints ``report(config, summary,
 Errors before the folder opens are one line and write nothing; Ctrl-C and failed writes after
 are handled by the run folder, in one place for every experiment.
 
-Processes that run the same command in step (``workers``: a ``tf.distribute`` multi-worker
-strategy) open their runs between two barriers, which every worker must reach the same
-number of times: the chief says whether it opened its run (-1: no; 1: resumed; 0: fresh),
-and the other workers, which write into scratch folders deleted at the end, copy the chief's
-partial run to resume from the same state; then every worker says whether it opened its own
-(-1: no). Any -1 stops them all, instead of leaving the others waiting in a collective for a
-process that has gone.
+Processes running one command in step (``workers``: a ``tf.distribute`` multi-worker job)
+open their runs between two barriers that every worker reaches: the chief says whether it
+opened its run (-1: no; 1: resumed; 0: fresh), and the others (writing into scratch folders)
+copy its partial run to resume from the same state; then each says whether it opened its
+own (-1: no). Any -1 stops them all, rather than leave them waiting for a process gone.
 """
 
 from __future__ import annotations
