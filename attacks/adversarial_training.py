@@ -57,6 +57,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import field
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -66,14 +67,6 @@ from attacks.evaluation import accuracy, pgd_accuracy
 from attacks.fgsm import cross_entropy, sign_step, uniform_start
 from attacks.pgd import default_step_size, pgd_steps
 from attacks.validation import check_labels, check_nonempty_batch, num_classes
-from experiments.interrupts import interrupts_deferred
-from lab.checkpoint import (
-    has_checkpoint,
-    load_checkpoint,
-    optimizer_state,
-    restore_optimizer,
-    save_checkpoint,
-)
 from lab.checks import (
     check_in_range,
     check_nonnegative_int,
@@ -322,15 +315,18 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
         on its shard of every global batch of ``config.batch_size``).
       progress: show tqdm progress bars (on a terminal only).
       on_epoch_end: optional ``on_epoch_end(epoch, model, row)`` called after each epoch
-        (``epoch`` is 1-based) and after the guard: on a collapse ``row["collapsed"]`` is
-        True and ``model`` already holds the restored best weights. The experiment saves its
-        metrics there.
+        (``epoch`` is 1-based), after the guard and the checkpoint: on a collapse
+        ``row["collapsed"]`` is True and ``model`` already holds the restored best weights.
+        The experiment saves its metrics there, and may stop there (a deferred Ctrl-C): the
+        epoch is already checkpointed.
       checkpoint: optional folder. After every epoch the whole training state is saved there
-        (weights, optimizer state, epoch and history, the data order's and the attacks'
-        random state, the collapse guard's best weights and score). If it already holds a
-        checkpoint of the same config, training continues from it, and ends with the weights
-        and history an uninterrupted run would have had: at most the epoch in progress is lost.
-        Under a multi-worker strategy only the chief writes it (``is_chief``).
+        (``tf.train.Checkpoint``: weights, optimizer, attack seed, the guard's best weights;
+        and as JSON the history, the data order's random state, the guard's score), replacing
+        the previous save only once complete. If it holds a checkpoint of the same config,
+        training continues from it and ends with the weights and history an uninterrupted
+        run would have had: at most the epoch in progress is lost. Deleted during training,
+        it is not recreated: the next save raises. Under a multi-worker strategy only the
+        chief writes it (``is_chief``).
 
     Returns:
       A ``TrainingResult``; each history row has ``epoch``, ``eps``, ``loss``,
@@ -340,7 +336,9 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
 
     Raises:
       ValueError: labels that are not one integer class per example (``y`` or
-        ``validation``'s), or ``checkpoint`` holds the state of a run with another config.
+        ``validation``'s), or ``checkpoint`` holds the state of a run with another config
+        or model, or cannot be read.
+      FileNotFoundError: ``checkpoint`` was deleted during training.
     """
     x = np.asarray(x, np.float32)
     classes = num_classes(model)
@@ -355,8 +353,9 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
     guard_index = rng.choice(len(x), size=min(config.guard_examples, len(x)), replace=False)
     guard = CollapseGuard(config.collapse_drop)
     history, collapsed_at = [], None
-    if checkpoint is not None and has_checkpoint(checkpoint):
-        history, collapsed_at = _restore(checkpoint, config, trainer, rng, guard)
+    saved = None if checkpoint is None else _Checkpoint(checkpoint, config, trainer)
+    if saved is not None and saved.latest is not None:
+        history, collapsed_at = saved.restore(rng, guard)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -376,20 +375,17 @@ def adversarial_train(model, x, y, config: AdversarialTrainingConfig, *, validat
             if bar is not None:
                 bar.set_postfix(clean=f"{row['clean_accuracy']:.3f}",
                                 pgd=f"{guard_accuracy:.3f}")
-            # The epoch's results, the guard's decision and the checkpoint go together, so a
-            # Ctrl-C cannot leave a checkpoint that disagrees with the history.
-            with interrupts_deferred():
-                history.append(row)
-                row["collapsed"] = guard.update(epoch + 1, guard_accuracy, model)
-                if row["collapsed"]:
-                    collapsed_at = epoch + 1
-                    guard.restore(model)
-                # The callback first: one that raises (its results folder is gone) stops
-                # training before a checkpoint is written there.
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch + 1, model, row)
-                if checkpoint is not None and is_chief(trainer.strategy):
-                    _save(checkpoint, config, trainer, rng, guard, history, collapsed_at)
+            history.append(row)
+            row["collapsed"] = guard.update(epoch + 1, guard_accuracy, model)
+            if row["collapsed"]:
+                collapsed_at = epoch + 1
+                guard.restore(model)
+            # The checkpoint holds the history: stopped anywhere, a resume redoes at most this
+            # epoch, and the callback sees an epoch that is already saved.
+            if saved is not None:
+                saved.save(rng, guard, history, collapsed_at)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, model, row)
             if row["collapsed"]:
                 break
     finally:
@@ -431,39 +427,83 @@ def is_chief(strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0
 
 
-def _save(path, config, trainer, rng, guard, history, collapsed_at):
-    save_checkpoint(
-        path,
-        {"weights": trainer.model.get_weights(), "optimizer": optimizer_state(trainer.optimizer),
-         "guard_weights": guard.best_weights or []},
-        {"config": dataclasses.asdict(config), "history": history, "collapsed_at": collapsed_at,
-         "data_rng": rng.bit_generator.state, "attack_seed": int(trainer._seed.numpy()),
-         "guard": {"best_score": guard.best_score, "best_epoch": guard.best_epoch}})
+class _Checkpoint:
+    """``adversarial_train``'s ``checkpoint`` folder: a ``tf.train.CheckpointManager`` keeping
+    the latest save (complete before the previous one is dropped: a crash mid-save leaves
+    that one whole), the rest of the state as a JSON string variable."""
+
+    def __init__(self, path, config, trainer):
+        self.path, self.writes = Path(path), is_chief(trainer.strategy)
+        self.config = json.loads(json.dumps(dataclasses.asdict(config)))
+        # Plain variables (not the strategy's): saved and restored by every worker alike.
+        self.state = tf.Variable("", trainable=False)
+        self.guard_weights = [tf.Variable(w, trainable=False)
+                              for w in trainer.model.get_weights()]
+        self.checkpoint = tf.train.Checkpoint(
+            model=trainer.model, optimizer=trainer.optimizer, attack_seed=trainer._seed,
+            guard_weights=self.guard_weights, state=self.state)
+        if self.writes:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.path), max_to_keep=1)
+        self.latest = tf.train.latest_checkpoint(str(self.path))
+        if self.latest is None and (self.path / "state.json").exists():
+            raise ValueError(f"checkpoint holds a checkpoint of an earlier gradlab, which this "
+                             f"one cannot read; delete it to start over. Received: "
+                             f"checkpoint={str(self.path)!r}")
+
+    def save(self, rng, guard, history, collapsed_at):
+        if not self.writes:
+            return
+        if not self.path.is_dir():  # removed under the run: not recreated
+            raise FileNotFoundError(f"the checkpoint folder {self.path} was deleted while "
+                                    f"training; training stops without writing there")
+        if guard.best_weights is not None:
+            for variable, value in zip(self.guard_weights, guard.best_weights):
+                variable.assign(value)
+        self.state.assign(json.dumps({
+            "config": self.config, "history": history, "collapsed_at": collapsed_at,
+            "data_rng": rng.bit_generator.state, "guard": {
+                "best_score": guard.best_score, "best_epoch": guard.best_epoch,
+                "has_weights": guard.best_weights is not None}}))
+        self.manager.save()
+
+    def restore(self, rng, guard):
+        """Puts the latest save back; returns ``(history, collapsed_at)``."""
+        state = _saved_state(self.latest)
+        if state.get("config") != self.config:
+            raise ValueError(f"checkpoint must come from a run with the same config. "
+                             f"Received: checkpoint={str(self.path)!r}, saved with config "
+                             f"{state.get('config')}")
+        try:
+            self.checkpoint.restore(self.latest).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as error:
+            raise ValueError(f"{self.latest}: not a checkpoint of this model and optimizer "
+                             f"({error})") from None
+        rng.bit_generator.state = state["data_rng"]
+        guard.best_score = state["guard"]["best_score"]
+        guard.best_epoch = state["guard"]["best_epoch"]
+        guard.best_weights = ([w.numpy() for w in self.guard_weights]
+                              if state["guard"]["has_weights"] else None)
+        return state["history"], state["collapsed_at"]
 
 
-def _restore(path, config, trainer, rng, guard):
-    """Puts the state saved by ``_save`` back; returns ``(history, collapsed_at)``."""
-    arrays, state = load_checkpoint(path)
-    saved_config = state.get("config")
-    if saved_config != json.loads(json.dumps(dataclasses.asdict(config))):
-        raise ValueError(f"checkpoint must come from a run with the same config. Received: "
-                         f"checkpoint={str(path)!r}, saved with config {saved_config}")
-    trainer.model.set_weights(arrays["weights"])
-    restore_optimizer(trainer.optimizer, arrays["optimizer"])
-    trainer._seed.assign(state["attack_seed"])
-    rng.bit_generator.state = state["data_rng"]
-    guard.best_score = state["guard"]["best_score"]
-    guard.best_epoch = state["guard"]["best_epoch"]
-    guard.best_weights = arrays["guard_weights"] or None
-    return state["history"], state["collapsed_at"]
+def _saved_state(prefix) -> dict:
+    try:
+        return json.loads(tf.train.load_checkpoint(prefix).get_tensor(
+            "state/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.OpError, ValueError) as error:
+        raise ValueError(f"{prefix}: checkpoint unreadable ({error})") from None
 
 
 def checkpoint_history(path) -> list[dict]:
     """The history rows of the epochs saved in an ``adversarial_train`` checkpoint (empty if
-    ``path`` holds none): what a resumed run has already done."""
-    if not has_checkpoint(path):
-        return []
-    return load_checkpoint(path)[1]["history"]
+    ``path`` holds none): what a resumed run has already done.
+
+    Raises:
+      ValueError: the checkpoint cannot be read.
+    """
+    latest = tf.train.latest_checkpoint(str(path)) if Path(path).is_dir() else None
+    return [] if latest is None else _saved_state(latest)["history"]
 
 
 def learning_rate_schedule(learning_rate: float, kind: str, total_steps: int):

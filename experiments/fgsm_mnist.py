@@ -20,12 +20,14 @@ PGD accuracy on a fixed training batch, seconds), ``summary.json`` (per method:
 
 The run is written into ``DIR.partial/`` and moved over DIR only when complete, so DIR always
 holds one whole run. Metrics are written there after every epoch, and the training state of
-the method in training is checkpointed after every epoch (``checkpoints/<method>/``);
-``--resume`` continues an interrupted or killed run from there, losing at most the epoch in
-progress, and ends with the numbers of a run that was never stopped (wall times aside).
-Under ``--strategy multi_worker`` every worker runs the same command with ``--resume``: the
-chief reopens its partial folder, and the other workers copy it once the chief has (a
-barrier), so that all restore the same state; ``--out`` must be readable by every worker.
+the method in training is checkpointed after every epoch (``progress/<method>/``, beside the
+finished methods' results in ``progress/progress.json``); ``--resume`` continues an
+interrupted or killed run from there, losing at most the epoch in progress, and ends with the
+numbers of a run that was never stopped (wall times aside); Ctrl-C stops at the end of the
+epoch. Under ``--strategy multi_worker`` every worker runs the same command with
+``--resume``: the chief reopens its partial folder, and the other workers copy it once the
+chief has (``experiments.skeleton``), so that all restore the same state; ``--out`` must be
+readable by every worker.
 
 ``--quick`` (a smoke test, about 30 seconds) trains on 2,000 digits for two epochs and
 evaluates on 200.
@@ -35,10 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
-import tempfile
+import functools
 from dataclasses import field
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -64,17 +64,19 @@ from attacks.evaluation import (
 from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
-from experiments.atomic import atomic_path, is_temporary
-from experiments.cli import parse_config, run_command
+from experiments.atomic import atomic_path
+from experiments.cli import run_command
+from experiments.interrupts import interrupts_deferred
 from experiments.records import pyplot, save_figure, write_csv, write_json
-from experiments.run_folder import LOCK, errors_before_start, open_run, partial_path
+from experiments.run_folder import PROGRESS
+from experiments.skeleton import run_experiment
 from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
 
 # Training recipe per method: AdversarialTrainingConfig fields over its defaults (Adam 1e-3,
-# batch 64, eps ramped over 5 epochs), chosen on the 8,000-digit sample with small_cnn. The
-# README ("Adversarial training on MNIST") gives the runs behind each choice as commands: the
-# clean model gains from cosine decay and 2-pixel shifts (98.7-98.9% over seeds 0-2, 98.35%
-# without); PGD training loses robustness with batch 128, shifts or step decay.
+# batch 64, eps ramped over 5 epochs), chosen on the 8,000-digit sample with small_cnn: the
+# clean model trains with cosine decay and 2-pixel shifts; PGD training keeps batch 64, no
+# shifts and a constant rate. The README ("Adversarial training on MNIST") gives the runs
+# behind each choice as commands.
 RECIPES = {
     "clean": {"epochs": 16, "learning_rate": 2e-3, "lr_schedule": "cosine", "shift": 2},
     "fgsm": {"epochs": 10},
@@ -84,9 +86,11 @@ RECIPES = {
 DEFAULT_EPOCHS = {method: recipe["epochs"] for method, recipe in RECIPES.items()}
 
 # The evaluation attack: PGD-40 with steps of attacks.pgd.default_step_size (2.5 eps / 40,
-# 0.01875 at eps 0.3). Madry et al.'s step of 0.01 is weaker here: on the PGD model 91.5% vs
-# 90.0% (one restart), on the fgsm_rs model 48% vs 30%.
+# 0.01875 at eps 0.3), stronger here than Madry et al.'s step of 0.01 (README, "Adversarial
+# training on MNIST").
 PGD_STEPS = 40
+# --quick: a smoke test on the first 2,000 training and 200 test digits.
+QUICK = {"train": 2000, "test": 200, "epochs": 2, "curve_examples": 200, "restarts": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +151,15 @@ class ExperimentConfig:
             raise ValueError(f"methods must be distinct. Received: methods={self.methods!r}")
         # The training settings are checked where they are used, before anything trains.
         for method in self.methods:
-            training_config(method, self, _settings(self))
+            training_config(method, self)
+
+    def resolved(self) -> ExperimentConfig:
+        """This config with the ``--quick`` caps applied (what actually runs and is saved)."""
+        if not self.quick:
+            return self
+        return dataclasses.replace(
+            self, epochs=self.epochs or QUICK["epochs"], restarts=QUICK["restarts"],
+            curve_examples=QUICK["curve_examples"], eval_eps=(0.0, 0.1, self.eps))
 
     @property
     def data_source(self) -> str:
@@ -163,73 +175,16 @@ RECIPE_OVERRIDES = tuple(
            - {"epochs", "eps", "seed"}))
 
 
-def _settings(config: ExperimentConfig) -> dict:
-    """Sizes that --quick shrinks."""
-    if config.quick:
-        return {"train": 2000, "test": 200, "curve": 200, "epochs": 2, "restarts": 1,
-                "eval_eps": (0.0, 0.1, config.eps)}
-    return {"train": None, "test": None, "curve": config.curve_examples, "epochs": None,
-            "restarts": config.restarts, "eval_eps": config.eval_eps}
+def workers(config: ExperimentConfig):
+    """Under ``--strategy multi_worker``: whether this process is the chief, and a barrier
+    over the workers (``experiments.skeleton``)."""
+    strategy = _strategy(config.strategy)  # first: before any other TensorFlow op
+    if config.strategy == "multi_worker":
+        return is_chief(strategy), functools.partial(_barrier, strategy)
+    return None
 
 
-def main(argv=None) -> dict:
-    config = parse_config(ExperimentConfig, argv, description=__doc__.split("\n")[0])
-    strategy = make_strategy(config.strategy)  # first: before any other TensorFlow op
-    workers = config.strategy == "multi_worker"
-    if is_chief(strategy):
-        return _main(config, strategy, config.out, after_open=_tell_workers if workers else None)
-    # Another worker trains in step with the chief, and writes only into a folder of its own
-    # that is deleted at the end: the results are the chief's.
-    with tempfile.TemporaryDirectory(prefix="fgsm_mnist_worker_") as scratch:
-        out = Path(scratch) / "out"
-        if workers:
-            _copy_the_chiefs_run(config, strategy, out)
-        return _main(config, strategy, str(out), after_open=_tell_chief if workers else None)
-
-
-# Under multi_worker every process opens its run between two barriers (all-reduces, which
-# every worker must reach the same number of times): the chief says whether it opened its
-# run (-1: no; 1: resumed; 0: fresh), and a worker resuming copies the chief's partial run;
-# then every worker says whether it opened its own (-1: no). Any -1 stops them all, instead of
-# leaving the others waiting in a collective for a process that has gone.
-
-def _tell_workers(strategy, run) -> None:
-    """The chief's side: after its open (``run`` is ``None`` if it failed)."""
-    _barrier(strategy, -1.0 if run is None else float(run.resumed))
-    if run is not None and _barrier(strategy, 0.0) < 0:
-        raise SystemExit("error: another worker could not open its run (its output says "
-                         "why); the chief stops too")
-
-
-def _copy_the_chiefs_run(config: ExperimentConfig, strategy, out: Path) -> None:
-    """A worker's side of the first barrier. To resume (on several machines, --out must be on
-    storage every worker sees, at the same path), it copies the chief's reopened partial run,
-    so that every worker restores the same checkpoint."""
-    state = _barrier(strategy, 0.0)
-    if state < 0:
-        raise SystemExit("error: the chief could not open its run (its output says why); "
-                         "this worker stops too")
-    if state == 0:
-        return
-    chief_partial = partial_path(Path(config.out))
-    try:
-        if not (chief_partial / "config.json").is_file():
-            raise OSError(f"the chief resumes {chief_partial}, which this worker cannot read: "
-                          f"with --resume, --out must be on storage every worker shares, at "
-                          f"the same path. Received: --out {config.out}")
-        # Not the chief's lock, temporaries, or TensorBoard files (rewritten on resume).
-        shutil.copytree(chief_partial, partial_path(out), ignore=lambda folder, names: [
-            name for name in names if name in (LOCK, "tensorboard") or is_temporary(name)])
-    except OSError as error:
-        _barrier(strategy, -1.0)  # the second barrier, in its place: everyone stops
-        raise SystemExit(f"error: {error}") from None
-
-
-def _tell_chief(strategy, run) -> None:
-    """A worker's side of the second barrier, after its own open."""
-    if _barrier(strategy, -1.0 if run is None else 0.0) < 0 and run is not None:
-        raise SystemExit("error: the chief or another worker could not open its run (its "
-                         "output says why); this worker stops too")
+_strategy = functools.cache(make_strategy)  # one per process
 
 
 def _barrier(strategy, value: float) -> float:
@@ -241,138 +196,121 @@ def _barrier(strategy, value: float) -> float:
     return float(total.numpy())
 
 
-def _main(config: ExperimentConfig, strategy, out: str, after_open=None) -> dict:
-    settings = _settings(config)
-    trainings = {method: training_config(method, config, settings) for method in config.methods}
-    try:
-        with errors_before_start(ValueError):  # ConnectionError is an OSError
-            source = resolve_mnist_source(config.data_source, config.data_dir)
-            x_train, y_train = load_mnist_arrays("train", source, config.data_dir)
-            x_test, y_test = load_mnist_arrays("test", source, config.data_dir)
-            x_train, y_train = x_train[:settings["train"]], y_train[:settings["train"]]
-            x_test, y_test = x_test[:settings["test"]], y_test[:settings["test"]]
-            run = open_run(out, config, {
-                "data_source": source, "train_examples": len(x_train),
-                "test_examples": len(x_test), "settings": settings,
-                "training": {m: dataclasses.asdict(t) for m, t in trainings.items()}},
-                experiment="fgsm_mnist", resume=config.resume)
-    except BaseException:  # a bad start, or Ctrl-C: the other workers wait for word
-        if after_open is not None:
-            after_open(strategy, None)
-        raise
-    if after_open is not None:
-        after_open(strategy, run)
-    with run:
-        summary = _train_and_evaluate(config, strategy, run, settings, trainings,
-                                      (x_train, y_train), (x_test, y_test), source)
-        out = run.finish(leftovers=(PROGRESS, "checkpoints"))
-    for method, s in summary.items():
-        print(f"{method:8s} clean {s['clean_accuracy']:.4f}  fgsm {s['fgsm_accuracy']:.4f}  "
-              f"pgd {s['pgd_accuracy']:.4f}  {s['seconds_per_epoch']:.1f} s/epoch"
-              f"{'  COLLAPSED' if s['collapsed'] else ''}")
-    return summary
+def start(config: ExperimentConfig):
+    """The data (unreadable data fails here, before anything is written)."""
+    source = resolve_mnist_source(config.data_source, config.data_dir)
+    n_train, n_test = (QUICK["train"], QUICK["test"]) if config.quick else (None, None)
+    x_train, y_train = (a[:n_train] for a in load_mnist_arrays("train", source,
+                                                                config.data_dir))
+    x_test, y_test = (a[:n_test] for a in load_mnist_arrays("test", source, config.data_dir))
+    return ((x_train, y_train), (x_test, y_test), source), {
+        "data_source": source, "train_examples": len(x_train), "test_examples": len(x_test),
+        "training": {m: dataclasses.asdict(training_config(m, config)) for m in config.methods}}
 
 
-def _train_and_evaluate(config, strategy, run, settings, trainings, train, test, source):
-    """Trains and evaluates every method not finished yet, writes the results into ``run``'s
-    folder and returns the summary per method."""
-    (x_train, y_train), (x_test, y_test) = train, test
+def run(config: ExperimentConfig, folder, started) -> dict:
+    """Trains and evaluates every method not finished yet, writes the results into
+    ``folder`` and returns the summary per method."""
+    (x_train, y_train), (x_test, y_test), source = started
+    strategy = _strategy(config.strategy)
     # Methods finished before an interruption: their rows and summaries, and their models.
-    done = run.read_json(PROGRESS, {"rows": [], "summary": {}})
+    done = folder.progress({"rows": [], "summary": {}})
     rows, summary = done["rows"], done["summary"]
-    models = {}
+    models, saved = {}, lambda method: folder.path / "models" / f"{method}.keras"
     for method in summary:
-        with run.reading(run.path / "models" / f"{method}.keras"):
-            models[method] = keras.models.load_model(run.path / "models" / f"{method}.keras")
+        with folder.reading(saved(method)):
+            models[method] = keras.models.load_model(saved(method))
     curves = {method: RobustnessCurve(s["curve"]["eps"],
                                       {a: s["curve"][a] for a in ("fgsm", "pgd")},
                                       s["curve"]["examples"], s["curve_warnings"])
               for method, s in summary.items()}
-    with run.tensorboard(("method",), "epoch", rows) as tensorboard:
+    with folder.tensorboard(("method",), "epoch", rows) as tensorboard:
         for method in config.methods:
             if method in summary:
                 continue
             keras.utils.set_random_seed(config.seed)
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
                 model = MODELS[config.model]()
-            checkpoint = run.path / "checkpoints" / method
-            with run.reading(checkpoint):
+            checkpoint = folder.path / PROGRESS / method  # replaced when the method is done
+            with folder.reading(checkpoint):
                 method_rows = [{"method": method, **r} for r in checkpoint_history(checkpoint)]
             for row in method_rows:  # epochs a resumed run restores
                 tensorboard.add(row)
+            with interrupts_deferred() as deferred:
+                def save_epoch(epoch, model, row, method=method, method_rows=method_rows,
+                               rows=rows, deferred=deferred):
+                    method_rows.append({"method": method, **row})
+                    write_csv(folder.path / "metrics.csv", rows + method_rows)
+                    tensorboard.add(method_rows[-1])
+                    deferred.raise_if_received()  # a Ctrl-C stops here: the epoch is saved
 
-            def save_epoch(epoch, model, row, method=method, method_rows=method_rows,
-                           rows=rows):
-                method_rows.append({"method": method, **row})
-                write_csv(run.path / "metrics.csv", rows + method_rows)
-                tensorboard.add(method_rows[-1])
-
-            result = adversarial_train(model, x_train, y_train, trainings[method],
-                                       validation=(x_test, y_test), progress=config.progress,
-                                       on_epoch_end=save_epoch, checkpoint=checkpoint,
-                                       strategy=strategy)
-            _save_model(model, run.path / "models" / f"{method}.keras")
+                result = adversarial_train(
+                    model, x_train, y_train, training_config(method, config),
+                    validation=(x_test, y_test), progress=config.progress,
+                    on_epoch_end=save_epoch, checkpoint=checkpoint, strategy=strategy)
+            with atomic_path(saved(method)) as tmp:
+                model.save(tmp)
             models[method] = model
-            summary[method] = evaluate(model, x_test, y_test, config, settings,
-                                       result.trained_eps)
+            summary[method] = evaluate(model, x_test, y_test, config, result.trained_eps)
             summary[method].update(
                 seconds_per_epoch=sum(r["seconds"] for r in result.history) / len(
                     result.history),
                 epochs_trained=len(result.history), collapsed=result.collapsed,
                 collapsed_at_epoch=result.collapsed_at_epoch, restored_epoch=result.best_epoch)
-            n = settings["curve"]
+            n = config.curve_examples
             curves[method] = robustness_curve(model, (x_test[:n], y_test[:n]),
-                                              settings["eval_eps"], seed=config.seed,
+                                              config.eval_eps, seed=config.seed,
                                               claimed_eps=result.trained_eps)
             summary[method]["curve"] = {"examples": curves[method].examples,
                                         "eps": curves[method].eps_values,
                                         **curves[method].accuracy}
             summary[method]["curve_warnings"] = curves[method].warnings
             rows += [{"method": method, **r} for r in result.history]
-            write_json(run.path / PROGRESS, {"rows": rows, "summary": summary})
-            if checkpoint.exists():  # only the chief writes one under multi_worker
-                shutil.rmtree(checkpoint)
-    write_csv(run.path / "metrics.csv", rows)
-    write_json(run.path / "summary.json", {"eps": config.eps, "data_source": source,
-                                           "methods": summary})
-    plot_robustness(curves, config, run.path / "robustness_curve.png")
-    plot_training(rows, config, run.path / "training_curves.png")
-    plot_examples(models, x_test, y_test, config, run.path / "adversarial_examples.png")
+            folder.save_progress({"rows": rows, "summary": summary})  # drops the checkpoint
+    write_csv(folder.path / "metrics.csv", rows)
+    write_json(folder.path / "summary.json", {"eps": config.eps, "data_source": source,
+                                              "methods": summary})
+    plot_robustness(curves, config, folder.path / "robustness_curve.png")
+    plot_training(rows, config, folder.path / "training_curves.png")
+    plot_examples(models, x_test, y_test, config, folder.path / "adversarial_examples.png")
     return summary
 
 
-# In the partial folder: the rows and summaries of the methods finished so far.
-PROGRESS = "progress.json"
+def report(config: ExperimentConfig, summary: dict, out) -> None:
+    for method, s in summary.items():
+        print(f"{method:8s} clean {s['clean_accuracy']:.4f}  fgsm {s['fgsm_accuracy']:.4f}  "
+              f"pgd {s['pgd_accuracy']:.4f}  {s['seconds_per_epoch']:.1f} s/epoch"
+              f"{'  COLLAPSED' if s['collapsed'] else ''}")
 
 
-def _save_model(model, path):
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+def main(argv=None) -> dict:
+    return run_experiment(ExperimentConfig, argv, name="fgsm_mnist", start=start, run=run,
+                          resumable=True, report=report, workers=workers)
 
 
-def training_config(method, config, settings) -> AdversarialTrainingConfig:
+def training_config(method: str, config: ExperimentConfig) -> AdversarialTrainingConfig:
     """The method's recipe; ``--epochs`` (else ``--quick``'s two) and the other override flags
-    win."""
+    win. ``config``: resolved (``ExperimentConfig.resolved``)."""
     recipe = dict(RECIPES[method])
-    recipe["epochs"] = config.epochs or settings["epochs"] or recipe["epochs"]
+    recipe["epochs"] = config.epochs or recipe["epochs"]
     for name in RECIPE_OVERRIDES:
         if getattr(config, name) is not None:
             recipe[name] = getattr(config, name)
     return AdversarialTrainingConfig(method=method, eps=config.eps, seed=config.seed, **recipe)
 
 
-def evaluate(model, x, y, config, settings, trained_eps) -> dict:
+def evaluate(model, x, y, config, trained_eps) -> dict:
     """Headline accuracies at the experiment's eps on the whole test split; the gap check
     applies up to ``trained_eps``, the eps the model's weights were trained at (the ramp and
     a collapse guard's restore both count)."""
     eps = config.eps
     clean = accuracy(model, x, y)
     fgsm = fgsm_accuracy(model, x, y, eps)
-    pgd = pgd_accuracy(model, x, y, eps, steps=PGD_STEPS, restarts=settings["restarts"],
+    pgd = pgd_accuracy(model, x, y, eps, steps=PGD_STEPS, restarts=config.restarts,
                        seed=config.seed)
     return {"clean_accuracy": clean, "fgsm_accuracy": fgsm, "pgd_accuracy": pgd,
             "pgd": f"PGD-{PGD_STEPS}, step {default_step_size(eps, PGD_STEPS):g}, "
-                   f"{settings['restarts']} restart(s), eps {eps}",
+                   f"{config.restarts} restart(s), eps {eps}",
             "examples": len(x), "trained_eps": trained_eps,
             "warnings": sanity_warnings([0.0, eps], {"fgsm": [clean, fgsm], "pgd": [clean, pgd]},
                                         len(x), claimed_eps=trained_eps)}

@@ -431,6 +431,23 @@ def _reopen(path, out, config_dict, record, experiment, resume, resumable, creat
     return True
 
 
+def copy_partial_run(out_of_chief, out) -> None:
+    """Copies the partial run into ``out_of_chief`` as the partial run into ``out`` (another
+    process of the same job resumes it), without its lock, temporaries or TensorBoard files
+    (rewritten on resume).
+
+    Raises:
+      OSError: there is no partial run there that this process can read, or the copy failed.
+    """
+    source = partial_path(out_of_chief)
+    if not (source / "config.json").is_file():
+        raise OSError(f"the chief resumes {source}, which this worker cannot read: with "
+                      f"--resume, --out must be on storage every worker shares, at the same "
+                      f"path. Received: --out {out_of_chief}")
+    shutil.copytree(source, partial_path(out), ignore=lambda folder, names: [
+        name for name in names if name in (LOCK, "tensorboard") or is_temporary(name)])
+
+
 @contextlib.contextmanager
 def errors_before_start(*errors):
     """Turns the errors a run can meet before it starts (``PartialRunError``, ``OSError`` and

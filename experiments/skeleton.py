@@ -15,21 +15,30 @@ which writes the metrics, ``summary.json`` and plots into ``folder.path`` and re
 summary; moves the finished run into place; and prints ``report(config, summary, out)``.
 Errors before the folder opens are one line and write nothing; Ctrl-C and failed writes after
 are handled by the run folder, in one place for every experiment.
+
+Processes running one command in step (``workers``: a ``tf.distribute`` multi-worker job)
+open their runs between two barriers that every worker reaches: the chief says whether it
+opened its run (-1: no; 1: resumed; 0: fresh), and the others (writing into scratch folders)
+copy its partial run to resume from the same state; then each says whether it opened its
+own (-1: no). Any -1 stops them all, rather than leave them waiting for a process gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from experiments.cli import parse_config
-from experiments.run_folder import errors_before_start, open_run
+from experiments.run_folder import copy_partial_run, errors_before_start, open_run
 
 
 def run_experiment(config_cls, argv=None, *, name: str, run: Callable,
                    start: Callable | None = None, start_errors: tuple = (),
                    resumable: bool = False, leftovers: tuple = (),
-                   report: Callable | None = None) -> dict:
+                   report: Callable | None = None, workers: Callable | None = None) -> dict:
     """Runs one experiment from its command line; returns its summary.
 
     Args:
@@ -48,17 +57,44 @@ def run_experiment(config_cls, argv=None, *, name: str, run: Callable,
       leftovers: names in the run folder that only a resume needs (checkpoints, progress
         files), deleted once the run is finished.
       report: ``report(config, summary, out)`` prints the headline.
+      workers: ``workers(config) -> (is_chief, barrier)`` for a run on several processes in
+        step (else ``None``), called first; ``barrier(value)`` returns, once every worker has
+        called it, the sum of their values. Only the chief writes ``out``.
     """
     description = sys.modules[config_cls.__module__].__doc__.split("\n")[0]
     config = parse_config(config_cls, argv, description=description).resolved()
-    with errors_before_start(ValueError, *start_errors):
-        started, record = start(config) if start is not None else (None, {})
-        folder = open_run(getattr(config, "out_dir", None) or config.out, config, record,
-                          experiment=name,
-                          resume=resumable and config.resume, resumable=resumable)
-    with folder:
-        summary = run(config, folder, started)
-        out = folder.finish(leftovers=leftovers)
+    chief, barrier = (workers(config) if workers else None) or (True, None)
+    out = getattr(config, "out_dir", None) or config.out
+    with contextlib.ExitStack() as scratch:
+        if not chief:  # the chief's run is the one kept: the others run in scratch folders
+            chiefs = out
+            out = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=name))) / "out"
+            if (chief_opened := barrier(0.0)) < 0:
+                _stop("the chief")
+        try:
+            with errors_before_start(ValueError, *start_errors):
+                if not chief and chief_opened > 0:  # it resumed: so do the others, alike
+                    copy_partial_run(chiefs, out)
+                started, record = start(config) if start is not None else (None, {})
+                folder = open_run(out, config, record, experiment=name,
+                                  resume=resumable and config.resume, resumable=resumable)
+        except BaseException:  # a bad start, or Ctrl-C: the other workers wait for word
+            if barrier is not None:
+                barrier(-1.0)
+            raise
+        with folder:
+            if barrier is not None:
+                if chief:
+                    barrier(float(folder.resumed))
+                if barrier(0.0) < 0:
+                    _stop("another worker" if chief else "the chief or another worker")
+            summary = run(config, folder, started)
+            out = folder.finish(leftovers=leftovers)
     if report is not None:
         report(config, summary, out)
     return summary
+
+
+def _stop(who: str):
+    raise SystemExit(f"error: {who} could not open its run (its output says why); this "
+                     f"process stops too")

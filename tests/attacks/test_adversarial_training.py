@@ -266,6 +266,75 @@ def test_a_checkpoint_of_another_config_is_refused(digits, tmp_path):
                                  checkpoint=tmp_path)
 
 
+def test_a_checkpoint_restores_the_optimizer_moments_step_count_and_attack_seed(digits,
+                                                                                 tmp_path):
+    x, y = digits[0][:256], digits[1][:256]
+    config = at.AdversarialTrainingConfig(method="fgsm_rs", epochs=2, guard_examples=32,
+                                          guard_pgd_steps=1)
+    trainers = []
+    original = at.AdversarialTrainer.__init__
+
+    def remember(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        trainers.append(self)
+
+    at.AdversarialTrainer.__init__ = remember
+    try:
+        at.adversarial_train(small_cnn(), x, y, config, checkpoint=tmp_path)
+        resumed = at.adversarial_train(small_cnn(), x, y, config, checkpoint=tmp_path)
+    finally:
+        at.AdversarialTrainer.__init__ = original
+    assert len(resumed.history) == 2  # nothing left to train: the state is the saved one
+    trained, restored = trainers
+    assert int(restored.optimizer.iterations) == 2 * (256 // 64)
+    assert int(restored._seed.numpy()) == int(trained._seed.numpy()) == 2 * (256 // 64)
+    for a, b in zip(trained.optimizer.variables, restored.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # Adam's moments, bit for bit
+
+
+def test_a_collapsed_run_resumes_as_collapsed_with_the_restored_weights(digits, tmp_path,
+                                                                        monkeypatch):
+    x, y = digits[0][:256], digits[1][:256]
+    monkeypatch.setattr(at, "pgd_accuracy", lambda *args, **kwargs: next(scores))
+    config = at.AdversarialTrainingConfig(method="fgsm", epochs=4, guard_examples=32)
+    scores = iter([0.5, 0.7, 0.05])
+    model = small_cnn()
+    first = at.adversarial_train(model, x, y, config, validation=(x, y), checkpoint=tmp_path)
+    again = small_cnn()
+    second = at.adversarial_train(again, x, y, config, validation=(x, y), checkpoint=tmp_path)
+    assert second.history == first.history and second.collapsed_at_epoch == 3
+    assert second.best_epoch == first.best_epoch == 2
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(digits, tmp_path):
+    x, y = digits[0][:128], digits[1][:128]
+    config = at.AdversarialTrainingConfig(method="clean", epochs=1, guard_examples=32,
+                                          guard_pgd_steps=1)
+    at.adversarial_train(small_cnn(), x, y, config, checkpoint=tmp_path)
+    # What a kill in the middle of the next save leaves: its files, half written, and the
+    # record of the latest save (written last, atomically) still naming the first.
+    for name in ("ckpt-2.index", "ckpt-2.data-00000-of-00001"):
+        (tmp_path / name).write_bytes(b"half a checkpoint")
+    assert [r["epoch"] for r in at.checkpoint_history(tmp_path)] == [1]
+    result = at.adversarial_train(small_cnn(), x, y, config, checkpoint=tmp_path)
+    assert [r["epoch"] for r in result.history] == [1]
+
+
+def test_a_checkpoint_folder_deleted_during_training_is_not_recreated(digits, tmp_path):
+    import shutil
+
+    x, y = digits[0][:128], digits[1][:128]
+    config = at.AdversarialTrainingConfig(method="clean", epochs=2, guard_examples=32,
+                                          guard_pgd_steps=1)
+    folder = tmp_path / "run" / "checkpoint"
+    with pytest.raises(FileNotFoundError, match="was deleted while training"):
+        at.adversarial_train(small_cnn(), x, y, config, checkpoint=folder,
+                             on_epoch_end=lambda *args: shutil.rmtree(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_progress_bar_stays_quiet_when_output_is_not_a_terminal(digits, capsys):
     x, y = digits[0][:128], digits[1][:128]
     config = at.AdversarialTrainingConfig(method="clean", epochs=1, guard_examples=32,

@@ -161,7 +161,7 @@ def test_slow_fgsm_mnist_on_two_workers_resumes_after_both_are_killed(tmp_path):
     ``--resume`` on two new workers ends with the results of a run never stopped."""
     reference, out = tmp_path / "reference", tmp_path / "results"
     _run_workers(_fgsm_mnist_command(reference), cwd=tmp_path)
-    progress = out.with_name(out.name + ".partial") / "progress.json"
+    progress = out.with_name(out.name + ".partial") / "progress" / "progress.json"
     _run_workers(_fgsm_mnist_command(out), cwd=tmp_path, kill_when=progress.is_file)
     assert not out.exists()
     _run_workers(_fgsm_mnist_command(out, "--resume"), cwd=tmp_path)

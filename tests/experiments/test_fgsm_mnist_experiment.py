@@ -54,12 +54,11 @@ def test_config_records_the_data_source_and_each_methods_recipe(quick_run):
 
 
 def test_override_flags_replace_every_methods_recipe():
-    config = experiment.ExperimentConfig(batch_size=128, shift=1, quick=True)
+    config = experiment.ExperimentConfig(batch_size=128, shift=1, quick=True).resolved()
     for method in ("clean", "pgd"):
-        training = experiment.training_config(method, config, experiment._settings(config))
+        training = experiment.training_config(method, config)
         assert (training.batch_size, training.shift, training.epochs) == (128, 1, 2)
-    clean = experiment.training_config("clean", experiment.ExperimentConfig(),
-                                       experiment._settings(experiment.ExperimentConfig()))
+    clean = experiment.training_config("clean", experiment.ExperimentConfig().resolved())
     assert (clean.lr_schedule, clean.shift, clean.epochs) == ("cosine", 2, 16)
     # Every override flag is off by default and reaches the training config.
     assert {"batch_size", "learning_rate", "lr_schedule", "shift"} <= set(
@@ -136,7 +135,7 @@ def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(straight, 
     assert [(r["method"], r["epoch"]) for r in _metrics(partial)] == [
         ("clean", "1"), ("clean", "2"), ("clean", "3"), ("fgsm_rs", "1"), ("fgsm_rs", "2")]
     assert sorted(p.name for p in (partial / "models").iterdir()) == ["clean.keras"]
-    assert (partial / "checkpoints" / "fgsm_rs").is_dir()
+    assert (partial / "progress" / "fgsm_rs").is_dir()  # its checkpoint
 
     experiment.main(TWO_METHODS + ["--out", str(out), "--resume"])
     assert not partial.exists()

@@ -1,3 +1,6 @@
+"""The run folder (experiments.run_folder) and the open handshake of workers in step
+(experiments.skeleton)."""
+
 import dataclasses
 import errno
 import json
@@ -377,3 +380,77 @@ def test_a_resumable_run_that_could_not_be_moved_is_finished_by_resume(tmp_path)
     (out / "mine.txt").unlink()
     start(out, resume=True).finish()
     assert (out / "summary.json").read_text() == "a finished result"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    out: str = "out"
+    resume: bool = False
+
+    def resolved(self):
+        return self
+
+
+def _as_worker(chief, sums, argv, start=None, seen=None):
+    """Runs a demo experiment as one process of a job in step whose barriers return ``sums``
+    in turn; returns (and puts into ``seen``) the values it passed to them and what its
+    ``run`` saw."""
+    from experiments.skeleton import run_experiment
+
+    calls, seen, sums = [], {} if seen is None else seen, iter(sums)
+
+    def barrier(value):
+        calls.append(value)
+        return next(sums)
+
+    def run(config, folder, started):
+        seen.update(resumed=folder.resumed, progress=folder.progress({}), path=folder.path)
+        return {}
+
+    try:
+        run_experiment(WorkerConfig, argv, name="demo", run=run, start=start, resumable=True,
+                       workers=lambda config: (chief, barrier))
+    finally:
+        seen["calls"] = calls
+    return seen
+
+
+def test_a_worker_resumes_from_a_copy_of_the_chiefs_partial_run_and_writes_no_out(tmp_path):
+    out = tmp_path / "out"
+    chiefs = open_run(out, WorkerConfig(out=str(out)), experiment="demo", resume=False)
+    chiefs.save_progress({"epoch": 3})
+    chiefs.close()
+    seen = _as_worker(False, [1.0, 0.0], ["--out", str(out), "--resume"])
+    assert seen["calls"] == [0.0, 0.0] and seen["resumed"] and seen["progress"] == {"epoch": 3}
+    assert tmp_path not in seen["path"].parents  # a scratch folder, deleted at the end
+    assert not seen["path"].exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "out.partial"]  # the chief's, untouched
+
+
+def test_a_worker_stops_when_the_chief_could_not_open_its_run(tmp_path):
+    with pytest.raises(SystemExit, match="the chief could not open its run"):
+        _as_worker(False, [-1.0], ["--out", str(tmp_path / "out")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_that_cannot_start_tells_the_others_at_the_second_barrier(tmp_path):
+    def bad_data(config):
+        raise ValueError("no MNIST here")
+
+    for chief_says, flags, start, message in (
+            (0.0, [], bad_data, "no MNIST here"),
+            (1.0, ["--resume"], None, "cannot read: with --resume, --out must be on")):
+        seen = {}
+        with pytest.raises(SystemExit, match=message):
+            _as_worker(False, [chief_says, -1.0], ["--out", str(tmp_path / "out"), *flags],
+                       start=start, seen=seen)
+        assert seen["calls"] == [0.0, -1.0]  # the others hear of it, and stop too
+
+
+def test_the_chief_stops_when_another_worker_could_not_open_its_run(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="another worker could not open its run"):
+        _as_worker(True, [0.0, -1.0], ["--out", str(out)])
+    assert (partial_path(out) / "config.json").is_file() and not out.exists()
+    seen = _as_worker(True, [1.0, 0.0], ["--out", str(out), "--resume"])
+    assert seen["calls"] == [1.0, 0.0] and seen["resumed"] and out.is_dir()
