@@ -65,9 +65,9 @@ from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mn
 from attacks.models import MODELS
 from attacks.pgd import default_step_size, pgd
 from experiments.atomic import atomic_path
-from experiments.cli import run_command
+from experiments.cli import check_values, run_command
 from experiments.interrupts import interrupts_deferred
-from experiments.records import pyplot, save_figure, write_csv, write_json
+from experiments.records import save_figure, subplots, write_csv, write_results
 from experiments.run_folder import PROGRESS
 from experiments.skeleton import run_experiment
 from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
@@ -131,24 +131,15 @@ class ExperimentConfig:
         if self.source is not None:
             check_one_of("source", self.source, SOURCES)
         check_one_of("model", self.model, tuple(MODELS))
-        if not self.methods:  # else the run trains nothing and writes empty results
-            raise ValueError(f"methods must hold at least one method from {METHODS}. "
-                             f"Received: methods={self.methods!r}")
-        for method in self.methods:
-            check_one_of("methods", method, METHODS)
+        check_values("methods", self.methods, functools.partial(check_one_of, choices=METHODS))
         check_in_range("eps", self.eps, 0.0, 1.0, lo_open=True)
         if self.epochs is not None:
             check_positive_int("epochs", self.epochs)
         check_positive_int("curve_examples", self.curve_examples)
         check_positive_int("restarts", self.restarts)
         check_nonnegative_int("seed", self.seed)
-        for i, eps in enumerate(self.eval_eps):  # NaN would pass the comparisons below
-            check_in_range(f"eval_eps[{i}]", eps, 0.0, 1.0)
-        if not self.eval_eps or list(self.eval_eps) != sorted(set(self.eval_eps)):
-            raise ValueError(f"eval_eps must be increasing values in [0, 1]. "
-                             f"Received: eval_eps={self.eval_eps}")
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods must be distinct. Received: methods={self.methods!r}")
+        check_values("eval_eps", self.eval_eps, functools.partial(check_in_range, lo=0.0, hi=1.0),
+                     increasing=True)
         # The training settings are checked where they are used, before anything trains.
         for method in self.methods:
             training_config(method, self)
@@ -267,9 +258,7 @@ def run(config: ExperimentConfig, folder, started) -> dict:
             summary[method]["curve_warnings"] = curves[method].warnings
             rows += [{"method": method, **r} for r in result.history]
             folder.save_progress({"rows": rows, "summary": summary})  # drops the checkpoint
-    write_csv(folder.path / "metrics.csv", rows)
-    write_json(folder.path / "summary.json", {"eps": config.eps, "data_source": source,
-                                              "methods": summary})
+    write_results(folder.path, rows, {"eps": config.eps, "data_source": source, "methods": summary})
     plot_robustness(curves, config, folder.path / "robustness_curve.png")
     plot_training(rows, config, folder.path / "training_curves.png")
     plot_examples(models, x_test, y_test, config, folder.path / "adversarial_examples.png")
@@ -317,8 +306,7 @@ def evaluate(model, x, y, config, trained_eps) -> dict:
 
 
 def plot_robustness(curves, config, path):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = subplots(figsize=(7.5, 4.5))
     for i, (method, curve) in enumerate(curves.items()):
         color = f"C{i}"
         for attack, style in (("fgsm", "--"), ("pgd", "-")):
@@ -334,8 +322,7 @@ def plot_robustness(curves, config, path):
 
 
 def plot_training(rows, config, path):
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
+    fig, axes = subplots(1, 3, figsize=(13, 3.8), layout="constrained")
     for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
         mine = [r for r in rows if r["method"] == method]
         epochs = [r["epoch"] for r in mine]
@@ -356,12 +343,11 @@ def plot_training(rows, config, path):
 
 
 def plot_examples(models, x, y, config, path, count: int = 6):
-    plt = pyplot()
     method = "pgd" if "pgd" in models else next(iter(models))
     shown = {"clean": models.get("clean"), method: models[method]}
     shown = {k: v for k, v in shown.items() if v is not None}
-    fig, axes = plt.subplots(3 * len(shown), count, figsize=(1.6 * count, 5.2 * len(shown)),
-                             layout="constrained")
+    fig, axes = subplots(3 * len(shown), count, figsize=(1.6 * count, 5.2 * len(shown)),
+                         layout="constrained")
     axes = np.atleast_2d(axes)
     for block, (name, model) in enumerate(shown.items()):
         xb, yb = x[:count], y[:count]

@@ -201,16 +201,18 @@ def test_unreadable_data_fails_before_anything_is_written(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--methods", "trades"], "methods must be one of"),
+    (["--methods", "trades"], r"methods\[0\] must be one of"),
+    (["--methods", "pgd", "pgd"], "methods must be one or more distinct values"),
     (["--eps", "0"], r"eps must be in \(0\.0, 1\.0\]"),
     (["--epochs", "0"], "epochs must be an integer >= 1"),
-    (["--eval-eps", "0.2", "0.1"], "eval_eps must be increasing"),
+    (["--eval-eps", "0.2", "0.1"], "eval_eps must be one or more distinct values, in "
+                                   "increasing order"),
     (["--eval-eps", "0.1", "1.5"], r"eval_eps\[1\] must be in \[0\.0, 1\.0\]\. Received: "
                                    r"eval_eps\[1\]=1\.5"),
     # Before the fix NaN passed the order and range checks: 3 minutes of training, then a crash.
     (["--eval-eps", "0", "nan"], r"eval_eps\[1\] must be a finite number in \[0\.0, 1\.0\]\. "
                                  r"Received: eval_eps\[1\]=nan"),
-    (["--methods"], r"methods must hold at least one method from \('clean', "),
+    (["--methods"], r"methods must be one or more distinct values\. Received: methods=\(\)"),
     (["--learning-rate", "inf"], r"learning_rate must be a finite number > 0\. Received: "
                                  r"learning_rate=inf"),
     (["--shift", "-1"], "shift must be an integer >= 0"),
