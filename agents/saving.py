@@ -24,7 +24,7 @@ SAVE_FORMAT = 3
 AGENT_FILE = "agent.json"
 COUNTERS = ("env_steps", "episodes", "updates", "consecutive_skipped_updates")
 _KINDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
-          "tuple[int, ...]": "a list of integers"}
+          "tuple[int, ...]": "a list of integers", "dict": "a JSON object"}
 
 
 def write_save(path, meta: dict, trackables: dict) -> Path:
@@ -59,10 +59,10 @@ def write_save(path, meta: dict, trackables: dict) -> Path:
 
 
 def read_meta(path, config_type) -> dict:
-    """``agent.json`` of the save in ``path``, checked: every counter a non-negative integer,
-    every field of ``config_type`` present with a value of its type, then ``config`` built as
-    a ``config_type`` (whose own checks apply). A missing hyperparameter must not fall back to
-    today's default.
+    """``agent.json`` of the save in ``path``, checked: every field present with a value of
+    its type (the config's types are ``config_type``'s annotations), counters ``>= 0``, then
+    ``config`` built as a ``config_type`` (whose own checks apply). A missing hyperparameter
+    must not fall back to today's default.
 
     Raises:
       ValueError: naming the file and the field.
@@ -87,35 +87,36 @@ def read_meta(path, config_type) -> dict:
                   f"(keras.models.load_model reads it); retrain to continue training.")
     if meta.get("format") != SAVE_FORMAT or isinstance(meta["format"], bool):
         raise bad(f"format must be {SAVE_FORMAT}. Received: format={meta.get('format')!r}")
-    for key in ("env", "config", "state", *COUNTERS):
-        if key not in meta:
-            raise bad(f"field {key!r} is missing")
-    if meta["env"] is not None and not isinstance(meta["env"], str):
-        raise bad(f"env must be a gymnasium id or null. Received: env={meta['env']!r}")
-    if not isinstance(meta["state"], str) or not re.fullmatch(r"state-\d+", meta["state"]):
-        raise bad(f"state must name the state files. Received: state={meta['state']!r}")
-    for key in COUNTERS:
-        if not _has_kind("int", meta[key]) or meta[key] < 0:
-            raise bad(f"{key} must be an integer >= 0. Received: {key}={meta[key]!r}")
-    config = meta["config"]
-    if not isinstance(config, dict):
-        raise bad(f"config must be a JSON object. Received: config={config!r}")
     fields = {f.name: f.type for f in dataclasses.fields(config_type)}
+    saved = {"env": "str | None", "config": "dict", "state": "str",
+             **dict.fromkeys(COUNTERS, "int")}
+    for values, kinds in ((meta, saved), (None, fields)):
+        values = meta["config"] if values is None else values  # once the meta is checked
+        for name, kind in kinds.items():
+            label = f"config field {name!r}" if kinds is fields else name
+            if name not in values:
+                raise bad(f"{label} is missing (every hyperparameter is saved; a default "
+                          "would silently change the agent)" if kinds is fields else
+                          f"field {name!r} is missing")
+            value = values[name]
+            if not _has_kind(kind, value) or (name in COUNTERS and value < 0):
+                raise bad(f"{label} must be {_describe(kind)}"
+                          f"{' >= 0' if name in COUNTERS else ''}. Received: {value!r}")
+    config = meta["config"]
     for name in sorted(config.keys() - fields.keys()):
         raise bad(f"config field {name!r} is not a {config_type.__name__} field")
-    for name, kind in fields.items():
-        if name not in config:
-            raise bad(f"config field {name!r} is missing (every hyperparameter is saved; "
-                      "a default would silently change the agent)")
-        if not _has_kind(kind, config[name]):
-            optional = " or null" if kind.endswith(" | None") else ""
-            raise bad(f"config field {name!r} must be {_KINDS[kind.removesuffix(' | None')]}"
-                      f"{optional}. Received: {config[name]!r}")
+    if not re.fullmatch(r"state-\d+", meta["state"]):
+        raise bad(f"state must name the state files. Received: state={meta['state']!r}")
     try:
         meta["config"] = config_type(**{**config, "hidden_sizes": tuple(config["hidden_sizes"])})
     except (ValueError, TypeError) as e:
         raise bad(f"config: {e}") from None
     return meta
+
+
+def _describe(kind: str) -> str:
+    optional = kind.endswith(" | None")
+    return _KINDS[kind.removesuffix(" | None")] + (" or null" if optional else "")
 
 
 def _has_kind(kind: str, value) -> bool:
@@ -126,7 +127,8 @@ def _has_kind(kind: str, value) -> bool:
         return isinstance(value, list) and all(_has_kind("int", v) for v in value)
     if isinstance(value, bool):
         return kind == "bool"
-    return isinstance(value, {"int": int, "float": (int, float), "str": str}.get(kind, ()))
+    return isinstance(value, {"int": int, "float": (int, float), "str": str,
+                              "dict": dict}.get(kind, ()))
 
 
 def restore(path, meta: dict, trackables: dict) -> None:
