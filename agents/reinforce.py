@@ -32,9 +32,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import field
@@ -48,15 +46,7 @@ import tensorflow as tf
 from agents.policies import HostForward, mlp, observation_size, policy_class, preprocess
 from agents.returns import discounted_returns, normalize
 from agents.rollout import VECTORIZATION_MODES, EnvFactory, collect_episodes, make_vector_env
-from experiments.atomic import atomic_directory
-from experiments.interrupts import interrupts_deferred
-from lab.checkpoint import (
-    has_checkpoint,
-    load_checkpoint,
-    optimizer_state,
-    restore_optimizer,
-    save_checkpoint,
-)
+from agents.saving import COUNTERS, read_meta, restore, write_save
 from lab.checks import (
     check_finite,
     check_in_range,
@@ -206,15 +196,13 @@ class Reinforce:
         # act's own stream: a child of the seed that no update's (seed, updates) collides with.
         self._act_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
         self.envs = None
-        self.env_steps = 0
-        self.episodes = 0
-        self.updates = 0
+        self.env_steps = self.episodes = self.updates = 0
         # Updates skipped as non-finite since the last applied one (saved with the agent).
         self.consecutive_skipped_updates = 0
-
-    # -- compiled functions ------------------------------------------------------------------
+        self._updating = False
 
     def _build_functions(self, obs_size):
+        """The compiled functions: acting through a hook, the policy and value steps."""
         config, policy = self.config, self.policy
         self.generator = tf.random.Generator.from_seed(config.seed)
         obs_spec = tf.TensorSpec([None, obs_size], tf.float32)
@@ -374,41 +362,29 @@ class Reinforce:
         A step with a NaN or infinite loss or gradient is skipped (``lab.training``): the
         policy keeps its weights, the update still counts, ``skipped_updates`` in the metrics
         (the total so far) goes up, and so does ``consecutive_skipped_updates``, which an
-        applied step puts back to 0.
-
-        Ctrl-C is held until the update is complete (``lab.interrupts``): the agent is never
-        left with new weights and old counters.
+        applied step puts back to 0. An exception inside (a Ctrl-C) can leave new weights with
+        old counters: ``consistent`` is then False. A run that saves to resume holds Ctrl-C
+        back around training (``experiments.interrupts``).
         """
-        with interrupts_deferred():
-            self._updating = True
-            metrics = self._update(batch)
-            self._updating = False
-        return metrics
-
-    @property
-    def consistent(self) -> bool:
-        """False only if an update was interrupted half-way (a second Ctrl-C): then weights,
-        optimizer and counters may disagree, and the agent should not be saved to resume."""
-        return not getattr(self, "_updating", False)
-
-    def _update(self, batch) -> dict:
-        valid = batch.valid
+        self._updating = True
+        valid, config = batch.valid, self.config
         obs = batch.obs[valid]
-        bootstrap = None
-        values = None
+        x = tf.constant(obs)
+        # Returns-to-go; with a baseline, truncated episodes bootstrap from V(final_obs).
+        bootstrap = values = None
         if self.value is not None:
             flat_final = batch.final_obs.reshape(-1, batch.final_obs.shape[-1])
             bootstrap = self._value(tf.constant(flat_final)).numpy().reshape(valid.shape)
-            values = self._value(tf.constant(obs)).numpy()
+            values = self._value(x).numpy()
         returns = discounted_returns(batch.rewards, batch.terminated, batch.truncated,
-                                     self.config.gamma, bootstrap)[valid]
+                                     config.gamma, bootstrap)[valid]
         advantages = returns - values if values is not None else returns
-        if self.config.normalize_returns:
+        if config.normalize_returns:
             advantages = normalize(advantages)
         # The entropy of the policy that collected the batch, over the batch's states.
         self._host.sync()
         entropy = float(self.policy.host_entropy(self._host.forward(obs)).mean())
-        x = tf.constant(obs)
+        # Policy step on the REINFORCE loss (skipped if non-finite), then the value step.
         step = self._policy_step(x, (tf.constant(batch.raw_actions[valid]),
                                      tf.constant(advantages, tf.float32)))
         self.consecutive_skipped_updates = (
@@ -416,12 +392,19 @@ class Reinforce:
         metrics = {"loss": float(step.loss), "grad_norm": float(step.grad_norm),
                    "entropy": entropy, "skipped_updates": int(self._policy_step.skipped)}
         if self.value is not None:
-            value_step = self._value_step(x, tf.constant(returns, tf.float32))
-            metrics["value_loss"] = float(value_step.loss)
+            metrics["value_loss"] = float(self._value_step(x, tf.constant(returns,
+                                                                          tf.float32)).loss)
         self.updates += 1
         self.env_steps += batch.env_steps
-        self.episodes += batch.valid.shape[1]
+        self.episodes += valid.shape[1]
+        self._updating = False
         return metrics
+
+    @property
+    def consistent(self) -> bool:
+        """False only if an update was interrupted half-way: then weights, optimizer and
+        counters may disagree, and the agent should not be saved to resume."""
+        return not self._updating
 
     def train(self, total_steps: int, *, callback: Callable[[dict], None] | None = None,
               progress: bool = False) -> list[dict]:
@@ -430,9 +413,8 @@ class Reinforce:
         Args:
           total_steps: environment steps to run (every sub-environment step counts).
           callback: called after each update with its metrics row; may raise ``StopIteration``
-            to end training early (e.g. once solved). A Ctrl-C waits until the update and its
-            callback are done (a second Ctrl-C does not wait), so a callback that saves the
-            agent saves a state that resumes exactly.
+            to end training early (e.g. once solved). A callback that saves the agent saves a
+            state that resumes exactly.
           progress: show a tqdm progress bar with the mean return of the last 100 episodes
             (on a terminal only).
 
@@ -441,7 +423,8 @@ class Reinforce:
           update's episodes), ``mean_length``, ``loss``, ``grad_norm``, ``entropy`` (of the
           policy that collected the batch, mean over its states), ``skipped_updates`` (updates
           skipped so far for a NaN or infinite loss or gradient, counted over the agent's
-          life), ``value_loss`` with a baseline, and ``wall_seconds`` since ``train`` started.
+          life), ``value_loss`` with a baseline, ``wall_seconds`` since ``train`` started, and
+          ``episode_returns`` (the returns of the update's episodes).
 
         Raises:
           NonFiniteUpdatesError: ``MAX_CONSECUTIVE_SKIPPED_UPDATES`` updates in a row were
@@ -450,35 +433,24 @@ class Reinforce:
         """
         check_positive_int("total_steps", total_steps)
         history, start, target = [], time.perf_counter(), self.env_steps + total_steps
-        last_100 = deque(maxlen=100)  # for the progress bar: gymnasium's "solved" window
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            # disable=None: quiet when output is not a terminal (a log, CI).
-            bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, leave=False,
-                       disable=None)
+        bar = _ProgressBar(total_steps) if progress else None
         try:
             while self.env_steps < target:
                 batch = self.collect()
-                # The update and its callback run whole or not at all under Ctrl-C, so a
-                # callback that checkpoints sees every update it is told of, and only those.
-                with interrupts_deferred():
-                    metrics = self.update(batch)
-                    row = {"env_steps": self.env_steps, "episodes": self.episodes,
-                           "mean_return": float(batch.returns.mean()),
-                           "mean_length": float(batch.lengths.mean()), **metrics,
-                           "wall_seconds": time.perf_counter() - start,
-                           "episode_returns": batch.returns.tolist()}
-                    history.append(row)
-                    if bar is not None:
-                        last_100.extend(row["episode_returns"])
-                        bar.update(min(batch.env_steps, bar.total - bar.n))  # last overshoots
-                        bar.set_postfix(mean_return_last_100=f"{np.mean(last_100):.1f}")
-                    if callback is not None:
-                        try:
-                            callback(row)
-                        except StopIteration:
-                            break
+                metrics = self.update(batch)
+                row = {"env_steps": self.env_steps, "episodes": self.episodes,
+                       "mean_return": float(batch.returns.mean()),
+                       "mean_length": float(batch.lengths.mean()), **metrics,
+                       "wall_seconds": time.perf_counter() - start,
+                       "episode_returns": batch.returns.tolist()}
+                history.append(row)
+                if bar is not None:
+                    bar.show(batch.env_steps, row["episode_returns"])
+                if callback is not None:
+                    try:
+                        callback(row)
+                    except StopIteration:
+                        break
                 if self.consecutive_skipped_updates >= MAX_CONSECUTIVE_SKIPPED_UPDATES:
                     raise self._non_finite_error()
         finally:
@@ -501,46 +473,36 @@ class Reinforce:
             self.envs.close()
             self.envs = None
 
+    # -- saving (agents.saving) --------------------------------------------------------------
 
-    # -- saving ------------------------------------------------------------------------------
+    def _trackables(self) -> dict:
+        """What a save holds besides the config and counters: networks, optimizers, skips."""
+        steps = {"policy": self._policy_step}
+        if self.value is not None:
+            steps["value"] = self._value_step
+        return {key: value for name, step in steps.items() for key, value in (
+            (name, step.model), (f"{name}_optimizer", step.optimizer),
+            (f"{name}_skipped", step.skipped))}
 
     def save(self, path) -> Path:
         """Saves everything the agent needs to act and to continue training into the folder
-        ``path``: the policy (and baseline) as ``.keras`` models, both optimizers' state
-        (Adam's moments and step count), the counters and the config (``agent.json``). The
-        random streams need no saving: ``collect`` seeds them from the update count.
+        ``path``: the networks, both optimizers' state (Adam's moments and step count), the
+        counters and the config (``agent.json``). The random streams need no saving:
+        ``collect`` seeds them from the update count.
 
-        The folder is replaced as a whole (``lab.atomic.atomic_directory``): a crash or
-        Ctrl-C while saving leaves the previous save complete. ``Reinforce.load(path)`` then
-        ``train(...)`` continues exactly as if training had never stopped.
+        An earlier save in ``path`` is replaced; a crash or Ctrl-C while saving leaves it
+        complete (``agents.saving``). ``Reinforce.load(path)`` then ``train(...)`` continues
+        exactly as if training had never stopped.
 
         Raises:
           ValueError: ``path`` is a folder with other files in it (not an earlier save),
             which replacing it would delete.
         """
-        path = Path(path)
-        if path.is_dir() and any(path.iterdir()) and not (path / AGENT_FILE).is_file():
-            raise ValueError(f"path must be a new or empty folder, or one written by "
-                             f"Reinforce.save (saving replaces the folder). Received: "
-                             f"path={str(path)!r}, which holds other files")
         env = self.env_factory.env
-        meta = {"format": SAVE_FORMAT, "env": env if isinstance(env, str) else None,
+        meta = {"env": env if isinstance(env, str) else None,
                 "config": dataclasses.asdict(self.config),
-                "env_steps": self.env_steps, "episodes": self.episodes, "updates": self.updates}
-        steps = [self._policy_step] + ([self._value_step] if self.value is not None else [])
-        arrays = {"optimizers": [],
-                  "skipped": [np.array([int(step.skipped.numpy()) for step in steps])]}
-        arrays["optimizer_sizes"] = [np.array([len(step.optimizer.variables) for step in steps])]
-        for step in steps:
-            arrays["optimizers"] += optimizer_state(step.optimizer)
-        with atomic_directory(path) as tmp:
-            self.policy.model.save(tmp / "policy.keras")
-            if self.value is not None:
-                self.value.save(tmp / "value.keras")
-            save_checkpoint(tmp / TRAINING_STATE_DIR, arrays, {
-                "consecutive_skipped_updates": self.consecutive_skipped_updates})
-            (tmp / AGENT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        return path
+                **{name: getattr(self, name) for name in COUNTERS}}
+        return write_save(path, meta, self._trackables())
 
     @classmethod
     def load(cls, path, env: str | Callable[[], gym.Env] | None = None, *,
@@ -555,16 +517,13 @@ class Reinforce:
           observation_hook: as for the constructor (a hook is code: it is never saved).
 
         Raises:
-          ValueError: the folder is not a save, or ``agent.json`` is malformed (invalid JSON,
-            a missing or unknown field, a value out of range); the message names the file and
-            the field.
+          ValueError: the folder is not a save, or a save of an older gradlab (format 1 or 2:
+            its policy network is in ``policy.keras``, which ``keras.models.load_model``
+            reads), or ``agent.json`` is malformed (invalid JSON, a missing or unknown field, a
+            value of the wrong type or out of range; the message names the file and the
+            field), or the state files are missing or damaged.
         """
-        path = Path(path)
-        meta_path = path / AGENT_FILE
-        if not meta_path.is_file():
-            raise ValueError(f"path must be a folder written by Reinforce.save (with "
-                             f"{AGENT_FILE}). Received: path={str(path)!r}")
-        meta = _read_agent_file(meta_path)
+        meta = read_meta(path, ReinforceConfig)
         if env is None:
             env = meta["env"]
             if env is None:
@@ -572,117 +531,30 @@ class Reinforce:
                                  "built by a callable. Received: env=None")
             if ":" in env:
                 raise ValueError(
-                    f"{meta_path}: env {env!r} names a Python module to import "
+                    f"{Path(path) / 'agent.json'}: env {env!r} names a Python module to import "
                     f"({env.split(':')[0]!r}); a saved file is never allowed to import code. "
                     f"If you trust it, pass env={env!r} to Reinforce.load.")
         agent = cls(env, meta["config"], observation_hook=observation_hook)
-        for name, model in (("policy.keras", agent.policy.model), ("value.keras", agent.value)):
-            if model is None:
-                continue
-            try:
-                model.set_weights(keras.models.load_model(path / name).get_weights())
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{path / name}: cannot load the saved {name[:-6]} network "
-                                 f"({e})") from None
-        agent._restore_training_state(path / TRAINING_STATE_DIR)
-        agent.env_steps, agent.episodes, agent.updates = (
-            meta["env_steps"], meta["episodes"], meta["updates"])
+        restore(path, meta, agent._trackables())
+        for name in COUNTERS:
+            setattr(agent, name, meta[name])
         return agent
 
-    def _restore_training_state(self, path: Path):
-        if not has_checkpoint(path):  # saved before optimizer state was kept
-            warnings.warn(f"{path} is missing: the optimizers start afresh (Adam's moments "
-                          "reset)", stacklevel=3)
-            return
-        arrays, state = load_checkpoint(path)
-        # Saves from before the count was kept have none: 0, as after an applied update.
-        consecutive = state.get("consecutive_skipped_updates", 0)
-        if not _is_json_int(consecutive) or consecutive < 0:
-            raise ValueError(f"{path}: consecutive_skipped_updates must be an integer >= 0. "
-                             f"Received: consecutive_skipped_updates={consecutive!r}")
-        steps = [self._policy_step] + ([self._value_step] if self.value is not None else [])
-        sizes = [int(n) for n in arrays["optimizer_sizes"][0]]
-        if len(sizes) != len(steps):
-            raise ValueError(f"{path}: holds {len(sizes)} optimizer states, the agent has "
-                             f"{len(steps)} networks")
-        offset = 0
-        for step, size in zip(steps, sizes):
-            try:
-                restore_optimizer(step.optimizer, arrays["optimizers"][offset:offset + size])
-            except ValueError as e:
-                raise ValueError(f"{path}: {e}") from None
-            offset += size
-        for step, skipped in zip(steps, arrays["skipped"][0]):
-            step.skipped.assign(int(skipped))
-        self.consecutive_skipped_updates = consecutive
 
+class _ProgressBar:
+    """tqdm over environment steps, with the mean return of the last 100 episodes
+    (gymnasium's "solved" window); ``disable=None``: quiet when output is not a terminal."""
 
-SAVE_FORMAT = 2
-AGENT_FILE = "agent.json"
-TRAINING_STATE_DIR = "training_state"
-_COUNTERS = ("env_steps", "episodes", "updates")
+    def __init__(self, total_steps: int):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, leave=False,
+                        disable=None)
+        self.last_100 = deque(maxlen=100)
 
+    def show(self, env_steps: int, episode_returns: list):
+        self.last_100.extend(episode_returns)
+        self.bar.update(min(env_steps, self.bar.total - self.bar.n))  # the last overshoots
+        self.bar.set_postfix(mean_return_last_100=f"{np.mean(self.last_100):.1f}")
 
-def _is_json_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _read_agent_file(meta_path: Path) -> dict:
-    """``agent.json`` checked field by field: the config as a ``ReinforceConfig`` with every
-    field present (a missing hyperparameter must not fall back to today's default)."""
-    def bad(what):
-        return ValueError(f"{meta_path}: {what}")
-
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise bad(f"not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise bad(f"must hold a JSON object. Received: {type(meta).__name__}")
-    for key in ("env", "config", *_COUNTERS):
-        if key not in meta:
-            raise bad(f"field {key!r} is missing")
-    if not _is_json_int(meta.get("format", 1)) or meta.get("format", 1) not in (1, SAVE_FORMAT):
-        raise bad(f"format must be 1 or {SAVE_FORMAT} (a newer gradlab wrote it?). "
-                  f"Received: format={meta['format']!r}")
-    if meta["env"] is not None and not isinstance(meta["env"], str):
-        raise bad(f"env must be a gymnasium id or null. Received: env={meta['env']!r}")
-    for key in _COUNTERS:
-        value = meta[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise bad(f"{key} must be an integer >= 0. Received: {key}={value!r}")
-    config = meta["config"]
-    if not isinstance(config, dict):
-        raise bad(f"config must be a JSON object. Received: config={config!r}")
-    names = [f.name for f in dataclasses.fields(ReinforceConfig)]
-    missing = [n for n in names if n not in config]
-    unknown = sorted(set(config) - set(names))
-    if missing:
-        raise bad(f"config field {missing[0]!r} is missing (every hyperparameter is saved; "
-                  "a default would silently change the agent)")
-    if unknown:
-        raise bad(f"config field {unknown[0]!r} is not a ReinforceConfig field")
-    for f in dataclasses.fields(ReinforceConfig):
-        value, default = config[f.name], f.default
-        if f.name == "hidden_sizes":
-            ok = isinstance(value, list) and all(_is_json_int(v) for v in value)
-            kind = "a list of integers"
-        elif default is None:  # optional numbers: max_grad_norm, max_episode_steps
-            ok = value is None or _is_json_int(value) or isinstance(value, float)
-            kind = "a number or null"
-        elif isinstance(default, bool):
-            ok, kind = isinstance(value, bool), "true or false"
-        elif isinstance(default, int):
-            ok, kind = _is_json_int(value), "an integer"
-        elif isinstance(default, float):
-            ok, kind = _is_json_int(value) or isinstance(value, float), "a number"
-        else:
-            ok, kind = isinstance(value, type(default)), type(default).__name__
-        if not ok:
-            raise bad(f"config field {f.name!r} must be {kind}. Received: {value!r}")
-    try:
-        meta["config"] = ReinforceConfig(**{**config,
-                                            "hidden_sizes": tuple(config["hidden_sizes"])})
-    except (ValueError, TypeError) as e:
-        raise bad(f"config: {e}") from None
-    return meta
+    def close(self):
+        self.bar.close()

@@ -19,24 +19,24 @@ into DIR (default ``results/reinforce/<env>/``):
 - ``agents/seed_<k>/``: each trained agent (``Reinforce.load`` reads it back).
 
 The run is written into ``DIR.partial/`` and moved over DIR only when complete, so DIR always
-holds one whole run. Every ``--checkpoint-every`` updates (and on Ctrl-C) the agent in
-training and the metrics so far are checkpointed there; ``--resume`` continues an
-interrupted or killed run from that checkpoint and ends with the same numbers as a run that
-was never stopped (wall times aside).
+holds one whole run. Every ``--checkpoint-every`` updates, and on Ctrl-C once the update
+under way is complete, the agent in training and the metrics so far are saved there
+(``progress/``); ``--resume`` continues an interrupted or killed run from that save and ends
+with the same numbers as a run that was never stopped (wall times aside). A second Ctrl-C
+stops at once; the last save stands.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 from collections import deque
 from dataclasses import field
 from pathlib import Path
 
 from agents import Reinforce, ReinforceConfig
-from experiments.atomic import atomic_directory
 from experiments.cli import run_command
+from experiments.interrupts import interrupts_deferred
 from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
 from experiments.skeleton import run_experiment
 from lab.checks import check_positive_int, check_seeds
@@ -82,58 +82,21 @@ class ExperimentConfig:
         return Path(self.out) if self.out else Path("results") / "reinforce" / self.env
 
 
-CHECKPOINT = "checkpoint"   # in the partial folder: the agent in training and progress.json
-
-
-class Progress:
-    """What the run has done so far: metrics rows, finished seeds' summaries, and the state
-    of the seed in training (its last 100 returns, when it solved, its wall time so far).
-    Saved with the agent in one checkpoint folder, so the two always agree."""
-
-    def __init__(self, state: dict | None = None):
-        state = state or {}
-        self.rows: list[dict] = state.get("rows", [])
-        self.per_seed: dict = state.get("per_seed", {})
-        self.current: dict | None = state.get("current")
-
-    def state(self) -> dict:
-        return {"rows": self.rows, "per_seed": self.per_seed, "current": self.current}
-
-    def start_seed(self, seed: int):
-        if self.current is None or self.current["seed"] != seed:
-            self.current = {"seed": seed, "recent": [], "solved_at_env_steps": None,
-                            "wall_seconds_to_solve": None, "wall_seconds": 0.0, "updates": 0}
-
-    def save(self, run, agent=None):
-        """Checkpoints the progress, with ``agent`` (the seed in training) if given."""
-        with atomic_directory(run.path / CHECKPOINT) as tmp:
-            if agent is not None:
-                agent.save(tmp / "agent")
-            (tmp / "progress.json").write_text(json.dumps(self.state()) + "\n")
-        write_csv(run.path / "metrics.csv", self.rows)
-
-    @classmethod
-    def load(cls, run) -> tuple[Progress, Path | None]:
-        """The run's progress and its agent checkpoint (``None`` if none or a new run)."""
-        state = run.read_json(f"{CHECKPOINT}/progress.json", None)
-        if state is None:
-            return cls(), None
-        progress = cls(state)
-        agent = run.path / CHECKPOINT / "agent"
-        return progress, agent if progress.current is not None and agent.is_dir() else None
-
-
-def run_seed(config: ExperimentConfig, seed: int, progress: Progress, run,
-             checkpoint: Path | None = None, tensorboard: TensorBoardLog | None = None) -> dict:
-    """Trains one agent (from ``checkpoint`` when resuming); appends its metrics rows to
-    ``progress``; saves the agent into ``agents/seed_<k>``; returns its summary."""
-    progress.start_seed(seed)
-    if checkpoint is not None:
-        with run.reading(checkpoint):
-            agent = Reinforce.load(checkpoint, env=config.env)
+def run_seed(config: ExperimentConfig, seed: int, state: dict, folder, save, deferred,
+             tensorboard: TensorBoardLog | None = None) -> dict:
+    """Trains one agent (from the run's saved agent when resuming this seed), appending its
+    metrics rows to ``state["rows"]``; ``save(agent)`` every ``checkpoint_every`` updates and
+    where a Ctrl-C waits (``deferred``); saves the agent into ``agents/seed_<k>``; returns its
+    summary."""
+    current = state["current"]
+    saved = folder.saved_learner("agent") if current and current["seed"] == seed else None
+    if saved is not None:
+        with folder.reading(saved):
+            agent = Reinforce.load(saved, env=config.env)
     else:
+        current = state["current"] = {"seed": seed, "recent": [], "solved_at_env_steps": None,
+                                      "wall_seconds_to_solve": None, "wall_seconds": 0.0}
         agent = Reinforce(config.env, dataclasses.replace(config.agent, seed=seed))
-    current = progress.current
     threshold = agent.reward_threshold
     recent = deque(current["recent"], maxlen=100)
     wall_offset = current["wall_seconds"]
@@ -142,31 +105,26 @@ def run_seed(config: ExperimentConfig, seed: int, progress: Progress, run,
         recent.extend(row.pop("episode_returns"))
         row["wall_seconds"] += wall_offset
         running = sum(recent) / len(recent)
-        progress.rows.append({"seed": seed, **row, "running_mean_return": running})
+        state["rows"].append({"seed": seed, **row, "running_mean_return": running})
         if tensorboard is not None:
-            tensorboard.add(progress.rows[-1])
+            tensorboard.add(state["rows"][-1])
         current.update(recent=list(recent), wall_seconds=row["wall_seconds"])
         if (threshold is not None and current["solved_at_env_steps"] is None
                 and len(recent) == 100 and running >= threshold):
             current["solved_at_env_steps"] = row["env_steps"]
             current["wall_seconds_to_solve"] = row["wall_seconds"]
-        current["updates"] = agent.updates  # last: the row and the window are in
-        if agent.updates % config.checkpoint_every == 0:
-            progress.save(run, agent)
+        # The update and its row are complete: a state that resumes exactly.
+        if agent.updates % config.checkpoint_every == 0 or deferred.received:
+            save(agent)
+        deferred.raise_if_received()
 
     try:
         if agent.env_steps < config.total_steps:
             agent.train(config.total_steps - agent.env_steps, callback=record,
                         progress=config.progress)
-    except KeyboardInterrupt:
-        # A first Ctrl-C waits for the update and its row: that state resumes exactly. A
-        # second one may land mid-update; then the last periodic checkpoint stands.
-        if agent.consistent and current["updates"] == agent.updates:
-            progress.save(run, agent)
-        raise
     finally:
         agent.close()
-    agent.save(run.path / "agents" / f"seed_{seed}")
+    agent.save(folder.path / "agents" / f"seed_{seed}")
     summary = {key: current[key] for key in ("solved_at_env_steps", "wall_seconds_to_solve")}
     summary["final_mean_return"] = sum(recent) / len(recent)
     summary["eval_mean_return"] = float(agent.evaluate(episodes=config.eval_episodes,
@@ -229,21 +187,29 @@ def start(config: ExperimentConfig):
 def run(config: ExperimentConfig, folder, started=None) -> dict:
     import gymnasium as gym
 
-    progress, checkpoint = Progress.load(folder)
-    with folder.tensorboard(("seed",), "env_steps", progress.rows) as tensorboard:
+    # What the run has done: metrics rows, finished seeds' summaries, and the seed in
+    # training (its last 100 returns, when it solved, its wall time so far), saved with that
+    # seed's agent in one store, so the two always agree.
+    state = folder.progress({"rows": [], "per_seed": {}, "current": None})
+
+    def save(agent=None):
+        folder.save_progress(state, {"agent": agent.save} if agent is not None else {})
+        write_csv(folder.path / "metrics.csv", state["rows"])
+
+    with folder.tensorboard(("seed",), "env_steps", state["rows"]) as tensorboard, \
+            interrupts_deferred() as deferred:
         for seed in config.seeds:
-            if str(seed) in progress.per_seed:
+            if str(seed) in state["per_seed"]:
                 continue  # finished before the interruption
-            resume_from = checkpoint if progress.current and \
-                progress.current["seed"] == seed else None
-            progress.per_seed[str(seed)] = run_seed(config, seed, progress, folder,
-                                                    resume_from, tensorboard)
-            progress.current = None
-            progress.save(folder)
+            state["per_seed"][str(seed)] = run_seed(config, seed, state, folder, save,
+                                                    deferred, tensorboard)
+            state["current"] = None
+            save()
+            deferred.raise_if_received()
     threshold = gym.spec(config.env).reward_threshold
-    summary = summarize(config, progress.per_seed, threshold)
+    summary = summarize(config, state["per_seed"], threshold)
     write_json(folder.path / "summary.json", summary)
-    plot_learning_curve(progress.rows, config, threshold, folder.path / "learning_curve.png")
+    plot_learning_curve(state["rows"], config, threshold, folder.path / "learning_curve.png")
     return summary
 
 
@@ -258,8 +224,7 @@ def main(argv=None) -> dict:
     import gymnasium as gym
 
     return run_experiment(ExperimentConfig, argv, name="reinforce", start=start, run=run,
-                          start_errors=(gym.error.Error,), resumable=True,
-                          leftovers=(CHECKPOINT,), report=report)
+                          start_errors=(gym.error.Error,), resumable=True, report=report)
 
 
 if __name__ == "__main__":

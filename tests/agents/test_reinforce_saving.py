@@ -38,6 +38,12 @@ def test_a_saved_and_loaded_agent_continues_exactly_as_one_that_never_stopped(tm
         np.testing.assert_array_equal(a, b)
     # Adam continues: its step count and moments came back.
     assert int(resumed._policy_step.optimizer.iterations) == 6
+    steps = [(straight._policy_step, resumed._policy_step)]
+    if baseline:
+        steps.append((straight._value_step, resumed._value_step))
+    for a, b in steps:
+        for x, y in zip(a.optimizer.variables, b.optimizer.variables, strict=True):
+            np.testing.assert_array_equal(x.numpy(), y.numpy())
     assert resumed.updates == 6 and resumed.trace_counts["policy_update"] == 1
     straight.close()
     resumed.close()
@@ -55,6 +61,35 @@ def test_saving_replaces_the_folder_as_a_whole_and_refuses_a_foreign_one(tmp_pat
     with pytest.raises(ValueError, match="path must be a new or empty folder"):
         agent.save(tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "a user's file"
+
+
+def test_a_crash_while_saving_leaves_the_previous_save(tmp_path, monkeypatch):
+    config = ReinforceConfig(seed=1, num_envs=2)
+    agent = Reinforce("CartPole-v1", config)
+    _train(agent, 1)
+    agent.save(tmp_path / "agent")
+    expected = _train(Reinforce.load(tmp_path / "agent"), 2)
+    _train(agent, 1)
+
+    def crash(*args):  # Ctrl-C after the new state files, before agent.json is replaced
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("agents.saving.os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        agent.save(tmp_path / "agent")
+    monkeypatch.undo()
+    assert _train(Reinforce.load(tmp_path / "agent"), 2) == expected  # the first save, whole
+    agent.save(tmp_path / "agent")  # and the next save cleans up after the crashed one
+    assert sorted(p.name for p in (tmp_path / "agent").iterdir()) == [
+        "agent.json", "state-3.data-00000-of-00001", "state-3.index"]
+    assert Reinforce.load(tmp_path / "agent").updates == 2
+
+
+def test_damaged_state_files_are_named(tmp_path):
+    path = Reinforce("CartPole-v1", ReinforceConfig(seed=0, num_envs=2)).save(tmp_path / "a")
+    (path / "state-1.index").unlink()
+    with pytest.raises(ValueError, match=r"state-1: cannot restore the saved networks"):
+        Reinforce.load(path)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +131,15 @@ def _json_edit(change):
      r"agent\.json: config field 'normalize_returns' must be true or false"),
     (_json_edit(lambda m: m["config"].update(hidden_sizes=[32.5])),
      r"agent\.json: config field 'hidden_sizes' must be a list of integers"),
-    (_json_edit(lambda m: m.update(format=True)), r"agent\.json: format must be 1 or 2"),
+    (_json_edit(lambda m: m["config"].update(learning_rate="0.03")),
+     r"agent\.json: config field 'learning_rate' must be a number"),
+    (_json_edit(lambda m: m["config"].update(max_grad_norm="1")),
+     r"agent\.json: config field 'max_grad_norm' must be a number or null"),
+    (_json_edit(lambda m: m.pop("state")), r"agent\.json: field 'state' is missing"),
+    (_json_edit(lambda m: m.update(format=True)), r"agent\.json: format must be 3"),
+    (_json_edit(lambda m: m.update(format=2)),
+     r"agent\.json: written by an older gradlab \(format 2\).*policy\.keras "
+     r"\(keras\.models\.load_model reads it\)"),
     (_json_edit(lambda m: m.update(env="os:system")),
      r"agent\.json: env 'os:system' names a Python module to import \('os'\)"),
 ])

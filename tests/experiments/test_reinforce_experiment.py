@@ -1,5 +1,7 @@
 import csv
 import json
+import os
+import signal
 
 import pytest
 
@@ -62,10 +64,10 @@ def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(tmp_path, 
     calls = []
     original = Reinforce.collect
 
-    def interrupted_collect(self):  # Ctrl-C while collecting seed 1's fourth batch
+    def interrupted_collect(self):  # Ctrl-C while collecting seed 1's third batch
         calls.append(self.config.seed)
-        if calls.count(1) == 4:
-            raise KeyboardInterrupt
+        if calls.count(1) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
         return original(self)
 
     monkeypatch.setattr(Reinforce, "collect", interrupted_collect)
@@ -77,14 +79,14 @@ def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(tmp_path, 
     partial = tmp_path / "out.partial"
     assert (partial / "agents" / "seed_0" / "agent.json").exists()
     assert not (partial / "agents" / "seed_1").exists()  # not under a finished agent's name
-    # Saved on Ctrl-C after three updates (the last periodic checkpoint had two).
-    assert json.loads((partial / "checkpoint" / "agent" / "agent.json").read_text())[
+    # The Ctrl-C waited for the third update, which was saved (the last periodic save had two).
+    assert json.loads((partial / "progress" / "agent" / "agent.json").read_text())[
         "updates"] == 3
     with pytest.raises(SystemExit, match="Pass --resume to continue it"):
         experiment.main(args + ["--out", str(out)])
 
     experiment.main(args + ["--out", str(out), "--resume"])
-    assert not partial.exists() and not (out / "checkpoint").exists()
+    assert not partial.exists() and not (out / "progress").exists()
     assert _metrics(out) == _metrics(straight)
     assert _summary_without_times(out) == _summary_without_times(straight)
     assert sorted(p.name for p in (out / "agents").iterdir()) == ["seed_0", "seed_1"]
@@ -137,7 +139,7 @@ def test_a_run_killed_outright_resumes_from_its_last_checkpoint(tmp_path, kill_w
     experiment.main(args + ["--out", str(straight)])
 
     out = tmp_path / "out"
-    progress = tmp_path / "out.partial" / "checkpoint" / "progress.json"
+    progress = tmp_path / "out.partial" / "progress" / "progress.json"
 
     def seed_0_checkpointed_twice():
         state = json.loads(progress.read_text())
@@ -158,7 +160,7 @@ def test_a_second_ctrl_c_mid_update_keeps_the_last_periodic_checkpoint(tmp_path,
     straight = tmp_path / "straight"
     experiment.main(args + ["--out", str(straight)])
     calls = []
-    original = Reinforce._update
+    original = Reinforce.update
 
     def torn_update(self, batch):  # as a second Ctrl-C would, inside the third update
         calls.append(1)
@@ -170,12 +172,12 @@ def test_a_second_ctrl_c_mid_update_keeps_the_last_periodic_checkpoint(tmp_path,
             raise KeyboardInterrupt
         return original(self, batch)
 
-    monkeypatch.setattr(Reinforce, "_update", torn_update)
+    monkeypatch.setattr(Reinforce, "update", torn_update)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         experiment.main(args + ["--out", str(out)])
     monkeypatch.undo()
-    checkpoint = tmp_path / "out.partial" / "checkpoint" / "agent" / "agent.json"
+    checkpoint = tmp_path / "out.partial" / "progress" / "agent" / "agent.json"
     assert json.loads(checkpoint.read_text())["updates"] == 2  # not the torn state
     experiment.main(args + ["--out", str(out), "--resume"])
     assert _metrics(out) == _metrics(straight)

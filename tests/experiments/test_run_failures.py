@@ -3,6 +3,8 @@ user's files and the last finished run intact, and the partial run kept for --re
 
 import errno
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,7 +89,7 @@ def test_a_folder_it_may_not_write_is_one_line_and_writes_nothing(experiment, tm
 
 
 @pytest.mark.parametrize("experiment, progress", [
-    (reinforce, "checkpoint/progress.json"), (policy_attacks, "progress/progress.json")],
+    (reinforce, "progress/progress.json"), (policy_attacks, "progress/progress.json")],
     ids=["reinforce", "policy_attacks"])
 def test_a_truncated_progress_file_is_one_line_naming_it(experiment, progress, tmp_path):
     out = tmp_path / "out"
@@ -164,15 +166,15 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, monkeypatch):
             calls = []
             original = reinforce.Reinforce.collect
 
-            def interrupted(self):  # Ctrl-C in the third batch: the agent is checkpointed
+            def interrupted(self):  # Ctrl-C in the third batch: the agent is saved after it
                 calls.append(1)
                 if len(calls) == 3:
-                    raise KeyboardInterrupt
+                    os.kill(os.getpid(), signal.SIGINT)
                 return original(self)
 
             patch.setattr(reinforce.Reinforce, "collect", interrupted)
             reinforce.main(QUICK[reinforce] + ["--out", str(out)])
-    agent = partial_path(out) / "checkpoint" / "agent" / "agent.json"
+    agent = partial_path(out) / "progress" / "agent" / "agent.json"
     agent.write_text(agent.read_text()[:30])
     with pytest.raises(SystemExit) as exit_info:
         reinforce.main(QUICK[reinforce] + ["--out", str(out), "--resume"])
