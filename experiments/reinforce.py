@@ -37,7 +37,15 @@ from pathlib import Path
 from agents import Reinforce, ReinforceConfig
 from experiments.cli import run_command
 from experiments.interrupts import interrupts_deferred
-from experiments.records import TensorBoardLog, pyplot, save_figure, write_csv, write_json
+from experiments.records import (
+    TensorBoardLog,
+    band,
+    runs_by_seed,
+    save_figure,
+    subplots,
+    write_csv,
+    write_json,
+)
 from experiments.skeleton import run_experiment
 from lab.checks import check_positive_int, check_seeds
 
@@ -153,21 +161,15 @@ def summarize(config: ExperimentConfig, per_seed: dict, threshold) -> dict:
 
 
 def plot_learning_curve(rows, config: ExperimentConfig, threshold, path):
-    plt = pyplot()
     import numpy as np
 
-    runs = {}
-    for r in rows:
-        steps, values = runs.setdefault(r["seed"], ([], []))
-        steps.append(r["env_steps"])
-        values.append(r["running_mean_return"])
+    runs = [([r["env_steps"] for r in seed_rows], [r["running_mean_return"] for r in seed_rows])
+            for seed_rows in runs_by_seed(rows).values()]
     # Start where every seed has data, so the mean and band never extrapolate backwards.
-    grid = np.linspace(max(steps[0] for steps, _ in runs.values()), config.total_steps, 200)
-    curves = np.array([np.interp(grid, steps, values) for steps, values in runs.values()])
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.fill_between(grid, curves.min(axis=0), curves.max(axis=0), alpha=0.25,
-                    label=f"min-max over {len(curves)} seeds")
-    ax.plot(grid, curves.mean(axis=0), lw=2, label="mean over seeds")
+    grid = np.linspace(max(steps[0] for steps, _ in runs), config.total_steps, 200)
+    fig, ax = subplots(figsize=(7, 4.2))
+    band(ax, grid, [np.interp(grid, steps, values) for steps, values in runs], "C0", lw=2,
+         label=f"mean over seeds, band: min-max over {len(runs)}")
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=1, label=f"reward threshold {threshold:g}")
     ax.set(title=f"REINFORCE on {config.env}",
