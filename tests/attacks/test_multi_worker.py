@@ -131,15 +131,27 @@ def test_slow_two_workers_match_one_process_on_the_same_global_batch(tmp_path):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
 
 
+def _fgsm_mnist_command(out, *extra):
+    return lambda i: [sys.executable, "-m", "experiments.fgsm_mnist", "--quick", "--methods",
+                      "clean", "fgsm_rs", "--epochs", "3", "--strategy", "multi_worker",
+                      "--no-progress", "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(tmp_path_factory):
+    """One unbroken two-worker fgsm_mnist run: its own test checks what it wrote, and the
+    kill-and-resume test compares with it (one run of two workers fewer)."""
+    root = tmp_path_factory.mktemp("two_workers")
+    _run_workers(_fgsm_mnist_command(root / "results"), cwd=root)
+    return root
+
+
 @pytest.mark.slow
-def test_slow_fgsm_mnist_runs_on_two_workers_and_only_the_chief_writes(tmp_path):
+def test_slow_fgsm_mnist_runs_on_two_workers_and_only_the_chief_writes(two_worker_run):
     """``python -m experiments.fgsm_mnist --strategy multi_worker`` on two localhost workers:
     both finish, the chief writes the whole results folder, the other writes nothing there."""
-    out = tmp_path / "results"
-    _run_workers(lambda i: [sys.executable, "-m", "experiments.fgsm_mnist", "--quick",
-                            "--methods", "clean", "fgsm_rs", "--strategy", "multi_worker",
-                            "--no-progress", "--out", str(out)], cwd=tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no partial, no extra
+    out = two_worker_run / "results"
+    assert sorted(p.name for p in two_worker_run.iterdir()) == ["results"]  # no partial, no extra
     assert {"config.json", "summary.json", "metrics.csv", "models"} <= {
         p.name for p in out.iterdir()}
     assert json.loads((out / "config.json").read_text())["config"]["strategy"] == \
@@ -148,29 +160,22 @@ def test_slow_fgsm_mnist_runs_on_two_workers_and_only_the_chief_writes(tmp_path)
     assert set(summary["methods"]) == {"clean", "fgsm_rs"}
 
 
-def _fgsm_mnist_command(out, *extra):
-    return lambda i: [sys.executable, "-m", "experiments.fgsm_mnist", "--quick", "--methods",
-                      "clean", "fgsm_rs", "--epochs", "3", "--strategy", "multi_worker",
-                      "--no-progress", "--out", str(out), *extra]
-
-
 @pytest.mark.slow
-def test_slow_fgsm_mnist_on_two_workers_resumes_after_both_are_killed(tmp_path):
+def test_slow_fgsm_mnist_on_two_workers_resumes_after_both_are_killed(tmp_path, two_worker_run):
     """Both workers are killed once the first method is done (the chief's partial run then
     holds its results, and maybe a checkpoint of the second); the same command with
     ``--resume`` on two new workers ends with the results of a run never stopped."""
-    reference, out = tmp_path / "reference", tmp_path / "results"
-    _run_workers(_fgsm_mnist_command(reference), cwd=tmp_path)
+    out = tmp_path / "results"
     progress = out.with_name(out.name + ".partial") / "progress" / "progress.json"
     _run_workers(_fgsm_mnist_command(out), cwd=tmp_path, kill_when=progress.is_file)
     assert not out.exists()
     _run_workers(_fgsm_mnist_command(out, "--resume"), cwd=tmp_path)
-    expected = json.loads((reference / "summary.json").read_text())["methods"]
+    expected = json.loads((two_worker_run / "results" / "summary.json").read_text())["methods"]
     resumed = json.loads((out / "summary.json").read_text())["methods"]
     for method in ("clean", "fgsm_rs"):
         for key in ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "curve"):
             assert resumed[method][key] == expected[method][key], (method, key)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference", "results"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
 
 
 @pytest.mark.slow
