@@ -197,6 +197,13 @@ class CategoricalPolicy:
         logp = tf.nn.log_softmax(out)
         return -tf.reduce_sum(tf.exp(logp) * logp, axis=-1)
 
+    def kl(self, out_p, out_q):
+        """``KL(p || q) = sum_a p(a) (log p(a) - log q(a))`` per state, between the softmax
+        policies of two outputs (logits), ``[batch]``. Zero for equal logits, never negative
+        (up to rounding)."""
+        logp, logq = tf.nn.log_softmax(out_p), tf.nn.log_softmax(out_q)
+        return tf.reduce_sum(tf.exp(logp) * (logp - logq), axis=-1)
+
     def to_env(self, raw_actions: np.ndarray) -> np.ndarray:
         return raw_actions.astype(np.int64) + int(self.action_space.start)
 
@@ -262,6 +269,22 @@ class GaussianPolicy:
         """Entropy of the Gaussian over ``u`` (the squashed one has no closed form)."""
         _, log_std = self._split(out)
         return tf.reduce_sum(log_std + 0.5 * math.log(2 * math.pi * math.e), axis=-1)
+
+    def kl(self, out_p, out_q):
+        """``KL(p || q)`` per state, ``[batch]``, between the diagonal Gaussians over the
+        pre-squash ``u`` of two outputs:
+
+            sum_i log(sigma_q / sigma_p) + (sigma_p^2 + (mu_p - mu_q)^2) / (2 sigma_q^2) - 1/2
+
+        The tanh squash is the same invertible map for both, so this is also the KL between
+        the squashed action distributions. With the state-independent ``log_std`` of
+        ``GaussianHead`` the log terms cancel, leaving ``sum_i (mu_p - mu_q)^2 / (2 sigma^2)``.
+        """
+        mean_p, log_std_p = self._split(out_p)
+        mean_q, log_std_q = self._split(out_q)
+        ratio = tf.exp(2.0 * (log_std_p - log_std_q))  # sigma_p^2 / sigma_q^2
+        shift = tf.square(mean_p - mean_q) * tf.exp(-2.0 * log_std_q)
+        return tf.reduce_sum(log_std_q - log_std_p + 0.5 * (ratio + shift - 1.0), axis=-1)
 
     def to_env(self, raw_actions: np.ndarray) -> np.ndarray:
         u = raw_actions.reshape(raw_actions.shape[0], -1).astype(np.float64)

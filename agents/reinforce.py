@@ -14,19 +14,24 @@ over all steps of those episodes, where ``A_t`` is, by option:
   Time-limit truncations then bootstrap: ``G`` at the cut is ``r + gamma * V(final_obs)``.
 
 ``normalize_returns=True`` (default) standardizes ``A_t`` over the batch. ``max_grad_norm``
-clips the policy gradient's global norm and ``l2`` adds a weight penalty, both through
-``lab``. Both updates are ``tf.function``s with fixed input signatures. A policy step whose
-loss or gradient is NaN or infinite is skipped by ``lab.training`` (the weights stay as they
-were) and counted in the metrics (``skipped_updates``); ``MAX_CONSECUTIVE_SKIPPED_UPDATES`` in
-a row stop ``train`` with ``NonFiniteUpdatesError`` naming the environment. Acting runs the
-policy network's forward pass in NumPy (``agents.policies.HostForward``: the network is tiny
-and a TensorFlow call costs ten times its arithmetic), with the weights the update just
-wrote; with an observation hook, acting is one XLA-compiled TensorFlow call.
+clips the policy gradient's global norm and ``l2`` adds a weight penalty, both through ``lab``.
+An optional ``state_regularizer`` (``agents.regularizers``) adds the state-adversarial penalty
+of Zhang et al. 2020 to the policy loss: the largest KL divergence between the policy at a
+state and at a perturbed state in a small ball. Both updates are ``tf.function``s with fixed
+input signatures. A policy step whose loss or gradient is NaN or infinite is skipped by
+``lab.training`` (the weights stay as they were) and counted in the metrics
+(``skipped_updates``); ``MAX_CONSECUTIVE_SKIPPED_UPDATES`` in a row stop ``train`` with
+``NonFiniteUpdatesError`` naming the environment. Acting runs the policy network's forward pass
+in NumPy (``agents.policies.HostForward``: the network is tiny and a TensorFlow call costs ten
+times its arithmetic), with the weights the update just wrote; with an observation hook, acting
+is one XLA-compiled TensorFlow call.
 
 References:
   Williams. Simple statistical gradient-following algorithms for connectionist
   reinforcement learning. Machine Learning 1992.
   Sutton, Barto. Reinforcement Learning: An Introduction, 2nd ed., 2018, section 13.4.
+  Zhang, Chen, Xiao, Li, Liu, Boning, Hsieh. Robust deep reinforcement learning against
+  adversarial perturbations on state observations. NeurIPS 2020. arXiv:2003.08938.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from agents.policies import HostForward, mlp, observation_size, policy_class, preprocess
+from agents.regularizers import StateAdversarialRegularizer
 from agents.returns import discounted_returns, normalize
 from agents.rollout import VECTORIZATION_MODES, EnvFactory, collect_episodes, make_vector_env
 from agents.saving import COUNTERS, read_meta, restore, write_save
@@ -155,20 +161,36 @@ class Reinforce:
         experiences: actions, log-probabilities and the update use them. An adversarial attack
         here gives adversarial training (``attacks.observation.ObservationAttack``). Evaluation
         and ``act`` do not apply it.
+      state_regularizer: optional ``agents.regularizers.StateAdversarialRegularizer``, whose
+        penalty the policy step adds to the loss (its random starts are seeded per update
+        from ``(config.seed, updates)``, so runs stay reproducible and resumable). Each
+        update's metrics then hold ``adversarial_kl``, the batch mean of the largest KL found
+        (the penalty is ``kappa`` times it, and is part of ``loss``). Composes with
+        ``observation_hook``: the penalty is taken on the observations the agent acted on.
+        Default ``None``: the policy step is exactly the plain one.
 
     Raises:
       ValueError: for an unsupported observation or action space, or an environment with no
-        time limit and no ``max_episode_steps``, before anything is trained.
+        time limit and no ``max_episode_steps``, or a ``state_regularizer`` on observations
+        that are not a floating-point Box (or whose ``eps_scale`` does not fit them), before
+        anything is trained.
     """
 
     def __init__(self, env: str | Callable[[], gym.Env],
                  config: ReinforceConfig = ReinforceConfig(),
-                 *, observation_hook: Callable | None = None):
+                 *, observation_hook: Callable | None = None,
+                 state_regularizer: StateAdversarialRegularizer | None = None):
         if observation_hook is not None and not callable(observation_hook):
             raise ValueError(f"observation_hook must be callable as hook(model, obs, generator). "
                              f"Received: observation_hook={observation_hook!r}")
+        if state_regularizer is not None and not isinstance(state_regularizer,
+                                                            StateAdversarialRegularizer):
+            raise ValueError(f"state_regularizer must be an agents.regularizers."
+                             f"StateAdversarialRegularizer or None. Received: "
+                             f"state_regularizer={state_regularizer!r}")
         self.config = config
         self.observation_hook = observation_hook
+        self.state_regularizer = state_regularizer
         self.env_factory = EnvFactory(env, config.max_episode_steps)
         probe = self.env_factory()
         try:
@@ -186,6 +208,15 @@ class Reinforce:
         if self.max_steps is None:
             raise ValueError("the environment has no time limit: set max_episode_steps. "
                              "Received: max_episode_steps=None")
+        if state_regularizer is not None:
+            space = self.observation_space
+            # An integer Box or a one-hot Discrete observation has no neighbourhood to search.
+            if not (isinstance(space, gym.spaces.Box)
+                    and np.issubdtype(space.dtype, np.floating)):
+                raise ValueError(f"a state_regularizer needs observations from a floating-point "
+                                 f"Box space. Received: observation space {space} "
+                                 f"({self.env_name})")
+            state_regularizer.check_observation_size(obs_size)
         keras.utils.set_random_seed(config.seed)
         self.policy = build_policy(
             obs_size, self.action_space, config.hidden_sizes, config.activation,
@@ -227,11 +258,18 @@ class Reinforce:
 
         self._hooked_function = sample_through_hook if hook is not None else None
         self._hooked = sample_through_hook.get_concrete_function() if hook is not None else None
+        penalties = [WeightPenalty(l2=config.l2)] if config.l2 else []
+        if self.state_regularizer is not None:
+            # Variables, so that a new seed per update and the reported value need no retrace.
+            self._regularizer_seed = tf.Variable(tf.zeros([2], tf.int64), trainable=False,
+                                                 name="state_regularizer_seed")
+            self._adversarial_kl = tf.Variable(0.0, trainable=False, name="adversarial_kl")
+            penalties.append(self.state_regularizer.as_penalty(
+                policy.kl, self._regularizer_seed, record=self._adversarial_kl))
         self._policy_step = make_train_step(
             policy.model, policy_loss, keras.optimizers.Adam(config.learning_rate),
             transform=ClipByGlobalNorm(config.max_grad_norm) if config.max_grad_norm else None,
-            penalties=[WeightPenalty(l2=config.l2)] if config.l2 else (),
-            input_signature=(obs_spec, (raw_spec, adv_spec)))
+            penalties=penalties, input_signature=(obs_spec, (raw_spec, adv_spec)))
         if self.value is not None:
             value = self.value
 
@@ -384,6 +422,10 @@ class Reinforce:
         # The entropy of the policy that collected the batch, over the batch's states.
         self._host.sync()
         entropy = float(self.policy.host_entropy(self._host.forward(obs)).mean())
+        if self.state_regularizer is not None:
+            # The penalty's random starts: a child of (seed, updates), apart from collect's.
+            self._regularizer_seed.assign(np.random.SeedSequence(
+                [config.seed, self.updates]).spawn(1)[0].generate_state(2).astype(np.int64))
         # Policy step on the REINFORCE loss (skipped if non-finite), then the value step.
         step = self._policy_step(x, (tf.constant(batch.raw_actions[valid]),
                                      tf.constant(advantages, tf.float32)))
@@ -391,6 +433,8 @@ class Reinforce:
             0 if bool(step.applied) else self.consecutive_skipped_updates + 1)
         metrics = {"loss": float(step.loss), "grad_norm": float(step.grad_norm),
                    "entropy": entropy, "skipped_updates": int(self._policy_step.skipped)}
+        if self.state_regularizer is not None:
+            metrics["adversarial_kl"] = float(self._adversarial_kl)
         if self.value is not None:
             metrics["value_loss"] = float(self._value_step(x, tf.constant(returns,
                                                                           tf.float32)).loss)
@@ -423,7 +467,8 @@ class Reinforce:
           update's episodes), ``mean_length``, ``loss``, ``grad_norm``, ``entropy`` (of the
           policy that collected the batch, mean over its states), ``skipped_updates`` (updates
           skipped so far for a NaN or infinite loss or gradient, counted over the agent's
-          life), ``value_loss`` with a baseline, ``wall_seconds`` since ``train`` started, and
+          life), ``value_loss`` with a baseline, ``adversarial_kl`` with a
+          ``state_regularizer``, ``wall_seconds`` since ``train`` started, and
           ``episode_returns`` (the returns of the update's episodes).
 
         Raises:
@@ -488,7 +533,7 @@ class Reinforce:
         """Saves everything the agent needs to act and to continue training into the folder
         ``path``: the networks, both optimizers' state (Adam's moments and step count), the
         counters and the config (``agent.json``). The random streams need no saving:
-        ``collect`` seeds them from the update count.
+        ``collect`` (and ``update``, for a state regularizer) seeds them from the update count.
 
         An earlier save in ``path`` is replaced; a crash or Ctrl-C while saving leaves it
         complete (``agents.saving``). ``Reinforce.load(path)`` then ``train(...)`` continues
@@ -506,7 +551,8 @@ class Reinforce:
 
     @classmethod
     def load(cls, path, env: str | Callable[[], gym.Env] | None = None, *,
-             observation_hook: Callable | None = None) -> Reinforce:
+             observation_hook: Callable | None = None,
+             state_regularizer: StateAdversarialRegularizer | None = None) -> Reinforce:
         """Loads an agent saved with ``save``, ready to act or to continue training.
 
         Args:
@@ -515,6 +561,8 @@ class Reinforce:
             form ``"module:Env"`` is not used unless passed here: gymnasium would import
             ``module``, and loading a file must not run code it names.
           observation_hook: as for the constructor (a hook is code: it is never saved).
+          state_regularizer: as for the constructor; not saved either (nor its ``eps``, which
+            a schedule sets): a resumed run passes the one it trained with.
 
         Raises:
           ValueError: the folder is not a save, or a save of an older gradlab (format 1 or 2:
@@ -534,7 +582,8 @@ class Reinforce:
                     f"{Path(path) / 'agent.json'}: env {env!r} names a Python module to import "
                     f"({env.split(':')[0]!r}); a saved file is never allowed to import code. "
                     f"If you trust it, pass env={env!r} to Reinforce.load.")
-        agent = cls(env, meta["config"], observation_hook=observation_hook)
+        agent = cls(env, meta["config"], observation_hook=observation_hook,
+                    state_regularizer=state_regularizer)
         restore(path, meta, agent._trackables())
         for name in COUNTERS:
             setattr(agent, name, meta[name])

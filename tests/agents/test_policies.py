@@ -173,3 +173,57 @@ def test_host_categorical_entropy(rng):
 def test_unsupported_action_spaces(space):
     with pytest.raises(ValueError, match="action space must be Discrete or a floating-point Box"):
         policy_class(space)
+
+
+def _softmax(logits):
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_categorical_kl_is_the_kl_of_the_two_softmaxes(rng):
+    policy = CategoricalPolicy.build(3, gym.spaces.Discrete(5), (8,), "tanh")
+    logits_p, logits_q = rng.normal(size=(2, 200, 5)) * 3.0
+    p, q = _softmax(logits_p), _softmax(logits_q)
+    expected = np.sum(p * np.log(p / q), axis=-1)  # float64, the textbook form
+    kl = policy.kl(tf.constant(logits_p, tf.float32), tf.constant(logits_q, tf.float32))
+    np.testing.assert_allclose(kl, expected, rtol=1e-4, atol=1e-6)
+    assert np.all(np.asarray(kl) >= -1e-6)
+    np.testing.assert_array_equal(policy.kl(tf.constant(logits_p), tf.constant(logits_p)), 0.0)
+    # Logits shifted by a constant are the same policy.
+    np.testing.assert_allclose(policy.kl(tf.constant(logits_p), tf.constant(logits_p + 7.0)),
+                               0.0, atol=1e-5)
+
+
+def test_gaussian_kl_is_the_closed_form_and_reduces_with_a_shared_std(rng):
+    policy = _gaussian(gym.spaces.Box(-np.inf, np.inf, (3,), np.float32))
+    mean_p, mean_q = rng.normal(size=(2, 50, 3))
+    log_std_p, log_std_q = rng.normal(size=(2, 50, 3)) * 0.5
+    out = lambda mean, log_std: tf.constant(np.concatenate([mean, log_std], 1), tf.float32)
+    # The multivariate form, with diagonal covariance matrices:
+    # 0.5 (tr(Sq^-1 Sp) + (mq - mp)^T Sq^-1 (mq - mp) - k + log det Sq - log det Sp).
+    expected = []
+    for mp, mq, lp, lq in zip(mean_p, mean_q, log_std_p, log_std_q):
+        cov_p, cov_q = np.diag(np.exp(2 * lp)), np.diag(np.exp(2 * lq))
+        inv_q, d = np.linalg.inv(cov_q), mq - mp
+        expected.append(0.5 * (np.trace(inv_q @ cov_p) + d @ inv_q @ d - 3
+                               + np.log(np.linalg.det(cov_q) / np.linalg.det(cov_p))))
+    kl = policy.kl(out(mean_p, log_std_p), out(mean_q, log_std_q))
+    np.testing.assert_allclose(kl, expected, rtol=1e-4, atol=1e-6)
+    assert np.all(np.asarray(kl) >= -1e-6)
+    shared = policy.kl(out(mean_p, log_std_p), out(mean_q, log_std_p))
+    np.testing.assert_allclose(
+        shared, np.sum((mean_p - mean_q) ** 2 / (2 * np.exp(2 * log_std_p)), 1), rtol=1e-4)
+    np.testing.assert_array_equal(policy.kl(out(mean_p, log_std_p), out(mean_p, log_std_p)),
+                                  0.0)
+
+
+def test_gaussian_kl_is_the_kl_of_the_squashed_actions(rng):
+    # Monte Carlo: E_p[log p(a) - log q(a)] over actions in the bounds, with log_prob's
+    # change of variables; a bijection leaves the KL unchanged.
+    policy = _gaussian(gym.spaces.Box(np.float32(-2.0), np.float32(1.0), (2,), np.float32))
+    out_p = tf.constant([[0.4, -0.3, -0.2, 0.1]], tf.float32)
+    out_q = tf.constant([[-0.1, 0.2, 0.1, -0.3]], tf.float32)
+    u = policy.sample(tf.repeat(out_p, 200_000, axis=0), tf.random.Generator.from_seed(0))
+    monte_carlo = tf.reduce_mean(policy.log_prob(out_p, u) - policy.log_prob(out_q, u))
+    np.testing.assert_allclose(float(policy.kl(out_p, out_q)[0]), float(monte_carlo),
+                               rtol=0.03)
