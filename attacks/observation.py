@@ -13,7 +13,12 @@ Methods:
 - ``"random"``: uniform noise in the same budget: the control (a policy that falls to it is
   fragile, not attacked);
 - ``"fgsm"``: one signed-gradient step of the full budget;
-- ``"pgd"``: ``steps`` projected steps of ``step_size`` from a random point in the ball.
+- ``"pgd"``: ``steps`` projected steps of ``step_size`` from a random point in the ball;
+  with ``restarts`` > 1, from that many random points, keeping for each observation the
+  result with the highest objective (Madry et al. 2018's restarts; ``attacks.pgd.pgd`` does
+  the same for classifiers). The objectives are not concave in the perturbation: a
+  corner of the ball can be a local maximum far below the best one, and one start finds
+  the nearest.
 
 Objectives, what the attack ascends on the policy network's output:
 
@@ -25,7 +30,15 @@ Objectives, what the attack ascends on the policy network's output:
 - ``"mean_shift"``: the squared distance between the attacked and the clean action mean, the
   first ``action_size`` outputs (a Gaussian policy; Zhang et al. 2020's objective for
   continuous actions). Its gradient is zero at the clean observation, so FGSM and PGD start
-  from a random point of the ball for it.
+  from a random point of the ball for it;
+- ``"kl"``: the KL divergence ``D(pi(.|s) || pi(.|s + delta))`` from the clean to the
+  attacked action distribution, the maximal action difference (MAD) attack of Zhang et al.
+  2020. Without ``action_size`` the outputs are a Discrete policy's logits
+  (``categorical_kl``); with it they are ``concat([mean, log_std])`` of a diagonal Gaussian
+  policy, ``action_size`` of each (``gaussian_kl``). It uses the whole distribution, so it
+  needs no greedy action and weighs each action dimension by how sure the policy is of it.
+  Like ``"mean_shift"`` its gradient is zero at the clean observation (a minimum of the
+  KL): FGSM and PGD start from a random point of the ball.
 
 ``eps`` is in units of ``eps_scale`` per feature (e.g. each observation feature's standard
 deviation: CartPole's pole angle and cart position live on scales a hundred times apart), and
@@ -44,6 +57,8 @@ References:
   2017. arXiv:1702.02284.
   Pattanaik, Tang, Liu, Bommannan, Chowdhary. Robust deep reinforcement learning with
   adversarial attacks. AAMAS 2018. arXiv:1712.03632.
+  Madry, Makelov, Schmidt, Tsipras, Vladu. Towards deep learning models resistant to
+  adversarial attacks. ICLR 2018. arXiv:1706.06083.
   Lin, Hong, Liao, Shih, Liu, Sun. Tactics of adversarial attack on deep reinforcement
   learning agents. IJCAI 2017. arXiv:1703.06748.
   Zhang, Chen, Xiao, Li, Liu, Boning, Hsieh. Robust deep reinforcement learning against
@@ -71,7 +86,9 @@ from lab.checks import (
 from lab.compile_cache import cached_function
 
 METHODS = ("random", "fgsm", "pgd")
-OBJECTIVES = ("away", "toward", "mean_shift")
+OBJECTIVES = ("away", "toward", "mean_shift", "kl")
+# Objectives whose gradient vanishes at the clean observation: the attack starts at random.
+RANDOM_START_OBJECTIVES = ("mean_shift", "kl")
 
 
 class ObservationAttack:
@@ -81,12 +98,16 @@ class ObservationAttack:
       method: ``"random"``, ``"fgsm"`` or ``"pgd"``.
       eps: budget, >= 0, in units of ``eps_scale``; ``attack.eps`` is a ``tf.Variable`` to
         assign (an eps ramp) without retracing.
-      objective: ``"away"``, ``"toward"`` or ``"mean_shift"`` (module docstring).
+      objective: ``"away"``, ``"toward"``, ``"mean_shift"`` or ``"kl"`` (module docstring).
       eps_scale: optional per-feature scale of the flat observation (e.g. standard deviations).
       clip: optional ``(lo, hi)`` bounds of the flat observation; default unbounded.
       target: the action ``"toward"`` pushes to (an index into the logits).
-      action_size: the number of action-mean outputs, for ``"mean_shift"``.
+      action_size: the number of action-mean outputs, for ``"mean_shift"`` (required) and
+        ``"kl"`` against a Gaussian policy (whose outputs are then ``2 * action_size``: means,
+        then log standard deviations); ``"kl"`` without it treats the outputs as logits.
       steps: PGD steps.
+      restarts: PGD runs from independent random starts, >= 1; per observation the one with
+        the highest objective is kept (``restarts`` times the cost).
       step_size: PGD step in units of ``eps_scale``; default ``2.5 eps / steps``.
       fraction: probability that an observation is attacked, in (0, 1].
       seed: seed of the attack's own random stream (used when no generator is passed).
@@ -94,22 +115,25 @@ class ObservationAttack:
 
     def __init__(self, method: str, eps, *, objective: str = "away", eps_scale=None, clip=None,
                  target: int | None = None, action_size: int | None = None, steps: int = 10,
-                 step_size: float | None = None, fraction: float = 1.0, seed: int = 0):
+                 restarts: int = 1, step_size: float | None = None, fraction: float = 1.0,
+                 seed: int = 0):
         check_one_of("method", method, METHODS)
         check_one_of("objective", objective, OBJECTIVES)
         check_eps(eps, clip, eps_scale=eps_scale)
         check_positive_int("steps", steps)
+        check_positive_int("restarts", restarts)
         check_in_range("fraction", fraction, 0.0, 1.0, lo_open=True)
         check_nonnegative_int("seed", seed)
         if objective == "toward":
             check_nonnegative_int("target", target)
-        if objective == "mean_shift":
+        if objective == "mean_shift" or (objective == "kl" and action_size is not None):
             check_positive_int("action_size", action_size)
         if step_size is not None:
             check_positive("step_size", step_size)
         self.method, self.objective = method, objective
         self.target, self.action_size = target, action_size
-        self.steps, self.step_size, self.fraction = steps, step_size, fraction
+        self.steps, self.restarts = steps, restarts
+        self.step_size, self.fraction = step_size, fraction
         self.eps = tf.Variable(float(eps), trainable=False, dtype=tf.float32, name="attack_eps")
         self.scale = None if eps_scale is None else tf.constant(eps_scale, tf.float32)
         self.clip = None if clip is None else tuple(tf.constant(b, tf.float32) for b in clip)
@@ -122,10 +146,36 @@ class ObservationAttack:
         if self.objective == "toward":
             return tf.fill(tf.shape(clean)[:1], tf.constant(self.target, tf.int32)), cross_entropy
         k = self.action_size
+        if self.objective == "kl":
+            if k is None:
+                return tf.stop_gradient(clean), categorical_kl
+            return tf.stop_gradient(clean), lambda p, q: gaussian_kl(p, q, k)
 
         def mean_shift(clean_mean, outputs):
             return tf.reduce_sum(tf.square(outputs[:, :k] - clean_mean), axis=-1)
         return tf.stop_gradient(clean[:, :k]), mean_shift
+
+    def _pgd_restarts(self, model, obs, y, loss, eps, step, seeds):
+        """PGD from each seed's random start; per observation, the result with the highest
+        objective (the lowest target loss for ``"toward"``); ties keep the earlier start."""
+        targeted = self.objective == "toward"
+
+        def run(r):
+            candidate = pgd_steps(model, obs, y, eps, self.steps, step, seeds[:, r],
+                                  random_start=True, targeted=targeted, clip=self.clip,
+                                  scale=self.scale, loss=loss)
+            if self.restarts == 1:
+                return candidate, None  # nothing to compare: no extra forward pass
+            score = loss(y, model(candidate, training=False))
+            return candidate, -score if targeted else score
+
+        best, best_score = run(0)
+        for r in range(1, self.restarts):  # few: unrolled in the graph
+            candidate, score = run(r)
+            better = score > best_score
+            best = tf.where(better[:, None], candidate, best)
+            best_score = tf.where(better, score, best_score)
+        return best
 
     def __call__(self, model, obs, generator: tf.random.Generator | None = None):
         """The attacked batch (graph-friendly: trace it into a ``tf.function``).
@@ -138,16 +188,17 @@ class ObservationAttack:
         """
         generator = generator or self.generator
         eps = self.eps
-        seed = generator.make_seeds(1)[:, 0]
+        seeds = generator.make_seeds(self.restarts if self.method == "pgd" else 1)
+        seed = seeds[:, 0]
         if self.method == "random":
             attacked = uniform_start(obs, eps, seed, self.clip, self.scale)
         else:
             clean = model(obs, training=False)
             y, loss = self._reference_and_loss(clean)
             targeted = self.objective == "toward"
-            random_start = self.method == "pgd" or self.objective == "mean_shift"
+            random_start = self.method == "pgd" or self.objective in RANDOM_START_OBJECTIVES
             if self.method == "fgsm":
-                # With a random start (mean_shift), a step of 1.25 eps as in Wong et al.
+                # With a random start (mean_shift, kl), a step of 1.25 eps as in Wong et al.
                 start = uniform_start(obs, eps, seed, self.clip, self.scale) if random_start \
                     else obs
                 step = 1.25 * eps if random_start else eps
@@ -156,13 +207,67 @@ class ObservationAttack:
             else:
                 step = (default_step_size(eps, self.steps) if self.step_size is None
                         else tf.constant(self.step_size, tf.float32))
-                attacked = pgd_steps(model, obs, y, eps, self.steps, step, seed,
-                                     random_start=True, targeted=targeted, clip=self.clip,
-                                     scale=self.scale, loss=loss)
+                attacked = self._pgd_restarts(model, obs, y, loss, eps, step, seeds)
         if self.fraction < 1.0:
             chosen = generator.uniform(tf.shape(obs)[:1]) < self.fraction
             attacked = tf.where(chosen[:, None], attacked, obs)
         return attacked
+
+
+def categorical_kl(clean_logits, logits):
+    """Per-example ``D(softmax(clean_logits) || softmax(logits))``, the KL divergence from the
+    clean to the attacked action distribution of a Discrete policy.
+
+    ``sum_a p(a) (log p(a) - log q(a))`` with both log-probabilities from ``log_softmax``
+    (no ``log(0)`` where a probability underflows).
+
+    Args:
+      clean_logits: ``[batch, actions]``, the policy's logits on the clean observations.
+      logits: ``[batch, actions]``, its logits on the attacked ones.
+
+    Returns:
+      ``[batch]``, each >= 0 (up to rounding).
+
+    References:
+      Zhang et al. Robust deep reinforcement learning against adversarial perturbations on
+      state observations. NeurIPS 2020. arXiv:2003.08938.
+    """
+    log_p = tf.nn.log_softmax(clean_logits)
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - tf.nn.log_softmax(logits)), axis=-1)
+
+
+def gaussian_kl(clean, outputs, action_size: int):
+    """Per-example ``D(N(m1, s1) || N(m2, s2))`` between diagonal Gaussian policies whose
+    outputs are ``concat([mean, log_std])``, ``action_size`` of each (``agents.policies``'
+    ``GaussianHead`` layout):
+
+        sum_i  log(s2_i / s1_i) + (s1_i^2 + (m1_i - m2_i)^2) / (2 s2_i^2) - 1/2.
+
+    The KL between the pre-squash Gaussians equals the KL between the tanh-squashed action
+    distributions (KL is invariant under the same invertible map of both).
+
+    Args:
+      clean: ``[batch, 2 * action_size]``, the outputs on the clean observations.
+      outputs: ``[batch, 2 * action_size]``, the outputs on the attacked ones.
+      action_size: the number of action dimensions, >= 1.
+
+    Returns:
+      ``[batch]``, each >= 0 (up to rounding).
+
+    Raises:
+      ValueError: the outputs' width (when known at trace time) is not ``2 * action_size``.
+    """
+    width = outputs.shape[-1]
+    if width is not None and width != 2 * action_size:
+        raise ValueError(f"a Gaussian policy's outputs must be concat([mean, log_std]), "
+                         f"2 * action_size = {2 * action_size} wide. Received: outputs of "
+                         f"width {width} with action_size={action_size}")
+    m1, log_s1 = clean[:, :action_size], clean[:, action_size:]
+    m2, log_s2 = outputs[:, :action_size], outputs[:, action_size:]
+    # Ratios through exp of log differences: no division by a variance that underflows.
+    ratio = tf.exp(2.0 * (log_s1 - log_s2))
+    shift = tf.square(m1 - m2) * tf.exp(-2.0 * log_s2)
+    return tf.reduce_sum(log_s2 - log_s1 + 0.5 * (ratio + shift) - 0.5, axis=-1)
 
 
 def check_attackable(space: gym.Space, env_id: str | None = None) -> None:
@@ -248,6 +353,28 @@ class ObjectivePerEnvironment:
         self.eps = attacks[0].eps
         for attack in attacks[1:]:
             attack.eps = self.eps
+
+    def _pgd_restarts(self, model, obs, y, loss, eps, step, seeds):
+        """PGD from each seed's random start; per observation, the result with the highest
+        objective (the lowest target loss for ``"toward"``); ties keep the earlier start."""
+        targeted = self.objective == "toward"
+
+        def run(r):
+            candidate = pgd_steps(model, obs, y, eps, self.steps, step, seeds[:, r],
+                                  random_start=True, targeted=targeted, clip=self.clip,
+                                  scale=self.scale, loss=loss)
+            if self.restarts == 1:
+                return candidate, None  # nothing to compare: no extra forward pass
+            score = loss(y, model(candidate, training=False))
+            return candidate, -score if targeted else score
+
+        best, best_score = run(0)
+        for r in range(1, self.restarts):  # few: unrolled in the graph
+            candidate, score = run(r)
+            better = score > best_score
+            best = tf.where(better[:, None], candidate, best)
+            best_score = tf.where(better, score, best_score)
+        return best
 
     def __call__(self, model, obs, generator=None):
         attacked = tf.stack([attack(model, obs, generator) for attack in self.attacks])

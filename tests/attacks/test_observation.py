@@ -12,6 +12,8 @@ from attacks.observation import (
     ObjectivePerEnvironment,
     ObservationAttack,
     ObservationRecorder,
+    categorical_kl,
+    gaussian_kl,
 )
 
 SCALE = np.array([0.5, 2.0, 0.01], np.float32)
@@ -37,11 +39,14 @@ def observations():
                        tf.float32)
 
 
+@pytest.mark.parametrize("objective", ["away", "kl"])
 @pytest.mark.parametrize("method", ["random", "fgsm", "pgd"])
-def test_every_method_stays_within_its_budget_and_bounds(policy, observations, method):
+def test_every_method_stays_within_its_budget_and_bounds(policy, observations, method,
+                                                         objective):
     lo, hi = np.array([-np.inf, -2.0, -np.inf]), np.array([np.inf, 2.0, np.inf])
     clipped = tf.clip_by_value(observations, lo, hi)
-    attack = ObservationAttack(method, 0.3, eps_scale=SCALE, clip=(lo, hi), seed=1)
+    attack = ObservationAttack(method, 0.3, objective=objective, eps_scale=SCALE,
+                               clip=(lo, hi), seed=1)
     attacked = attack(policy, clipped).numpy()
     delta = np.abs(attacked - clipped.numpy())
     assert np.all(delta <= 0.3 * SCALE + 1e-6)
@@ -104,6 +109,104 @@ def test_the_gaussian_objective_moves_the_action_mean_as_far_as_the_budget_allow
     assert np.mean(shift["random"]) < 0.6 * largest
 
 
+def _numpy_categorical_kl(p_logits, q_logits):
+    """KL(softmax(p) || softmax(q)) in float64, straight from the definition."""
+    p = np.exp(p_logits - p_logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    q = np.exp(q_logits - q_logits.max(-1, keepdims=True))
+    q /= q.sum(-1, keepdims=True)
+    return np.sum(p * np.log(p / q), axis=-1)
+
+
+def test_categorical_kl_is_numpys_kl_of_the_softmaxes():
+    clean = np.array([[0.0, 0.0, 0.0], [2.0, -1.0, 0.5], [10.0, 0.0, -10.0], [1.0, 2.0, 3.0]])
+    attacked = np.array([[0.0, 0.0, 0.0], [-1.0, 2.0, 0.5], [0.0, 10.0, -10.0], [3.0, 2.0, 1.0]])
+    got = categorical_kl(tf.constant(clean, tf.float32), tf.constant(attacked, tf.float32))
+    np.testing.assert_allclose(got.numpy(), _numpy_categorical_kl(clean, attacked), rtol=1e-5,
+                               atol=1e-6)
+    assert got.numpy()[0] == 0.0  # the same distribution
+    # Softmax ignores a shift of every logit: the KL does too.
+    np.testing.assert_allclose(categorical_kl(clean, clean + 5.0).numpy(), 0.0, atol=1e-5)
+
+
+def test_gaussian_kl_is_the_closed_form_of_diagonal_gaussians():
+    # Two action dimensions: [m1, m2, log_s1, log_s2] per row.
+    clean = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, -2.0, -0.5, 0.3], [0.5, 0.5, -3.0, 1.0]])
+    attacked = np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.2, 0.3], [-0.5, 0.5, -1.0, -1.0]])
+    m1, s1 = clean[:, :2], np.exp(clean[:, 2:])
+    m2, s2 = attacked[:, :2], np.exp(attacked[:, 2:])
+    expected = np.sum(np.log(s2 / s1) + (s1**2 + (m1 - m2)**2) / (2 * s2**2) - 0.5, axis=-1)
+    got = gaussian_kl(tf.constant(clean, tf.float32), tf.constant(attacked, tf.float32), 2)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+    # Monte Carlo check of the formula itself on row 1: E_p[log p(x) - log q(x)].
+    rng = np.random.default_rng(0)
+    x = m1[1] + s1[1] * rng.standard_normal((400_000, 2))
+    log_p = -0.5 * ((x - m1[1]) / s1[1])**2 - np.log(s1[1])
+    log_q = -0.5 * ((x - m2[1]) / s2[1])**2 - np.log(s2[1])
+    assert np.mean(np.sum(log_p - log_q, axis=1)) == pytest.approx(expected[1], rel=0.02)
+    with pytest.raises(ValueError, match="2 \\* action_size = 2 wide"):
+        gaussian_kl(tf.constant(clean, tf.float32), tf.constant(attacked, tf.float32), 1)
+
+
+def _tiny_mlp(outputs, seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(8, activation="tanh"),
+                             keras.layers.Dense(outputs)])
+
+
+@pytest.mark.parametrize("action_size", [None, 2])
+def test_pgd_on_the_kl_beats_the_best_of_many_random_points_of_the_ball(action_size):
+    # Discrete (3 logits) or Gaussian (2 means, 2 state-dependent log stds) outputs.
+    model = _tiny_mlp(3 if action_size is None else 4, seed=7)
+    obs = tf.constant(np.random.default_rng(8).normal(size=(32, 3)), tf.float32)
+    lo, hi = np.array([-np.inf, -1.0, -np.inf]), np.array([np.inf, 1.0, np.inf])
+    obs = tf.clip_by_value(obs, lo, hi)
+    eps = 0.4
+
+    def kl(attacked):  # attacked: [..., 32, 3], any number of candidates per observation
+        out = model(attacked.reshape(-1, 3)).numpy()
+        clean = np.tile(model(obs).numpy(), (len(out) // len(obs), 1))
+        return (categorical_kl(clean, out) if action_size is None
+                else gaussian_kl(clean, out, action_size)).numpy().reshape(attacked.shape[:-1])
+
+    def pgd(restarts):
+        attack = ObservationAttack("pgd", eps, objective="kl", action_size=action_size,
+                                   eps_scale=SCALE, clip=(lo, hi), steps=20, restarts=restarts,
+                                   seed=9)
+        attacked = attack(model, obs).numpy()
+        assert np.all(np.abs(attacked - obs.numpy()) <= eps * SCALE + 1e-6)
+        assert np.all(attacked >= lo) and np.all(attacked <= hi)
+        return kl(attacked)
+
+    # The reference: 2000 uniform points of the ball (and box) per observation, half of them
+    # corners, where a signed-gradient attack ends.
+    noise = np.random.default_rng(10).uniform(-1, 1, size=(2000, *obs.shape))
+    noise[1::2] = np.sign(noise[1::2])
+    best_random = kl(np.clip(obs.numpy() + eps * SCALE * noise, lo, hi)).max(axis=0)
+    # The KL is not concave in the perturbation: one start climbs to the nearest local
+    # maximum, restarts find the best.
+    single, restarted = pgd(1), pgd(8)
+    print(f"KL: pgd {single.mean():.4f}, pgd x8 {restarted.mean():.4f}, best of 2000 random "
+          f"{best_random.mean():.4f}; one start reaches it on "
+          f"{np.mean(single >= best_random * (1 - 1e-3)):.0%} of observations")
+    assert np.all(restarted >= best_random * (1 - 1e-3) - 1e-7), np.min(restarted - best_random)
+    assert np.all(restarted >= single * (1 - 1e-3) - 1e-7)
+    assert np.mean(kl(ObservationAttack("random", eps, eps_scale=SCALE, clip=(lo, hi))(
+        model, obs).numpy())) < 0.5 * np.mean(single)  # not an easy maximum
+
+
+def test_fgsm_on_the_kl_starts_at_random_the_clean_gradient_being_zero(policy, observations):
+    # From the clean observation the KL's gradient is exactly 0 and sign(0) = 0: a plain step
+    # would not move. From a random start it does, and raises the KL above the start's.
+    attack = ObservationAttack("fgsm", 0.3, objective="kl", eps_scale=SCALE, seed=11)
+    attacked = attack(policy, observations)
+    start = ObservationAttack("random", 0.3, eps_scale=SCALE, seed=11)(policy, observations)
+    clean = policy(observations)
+    assert np.all(np.abs(attacked.numpy() - observations.numpy()) <= 0.3 * SCALE + 1e-6)
+    assert (np.mean(categorical_kl(clean, policy(attacked)))
+            > 2 * np.mean(categorical_kl(clean, policy(start))))
+
+
 def test_the_environment_keeps_its_true_state_only_the_agent_sees_the_attack():
     model = _linear(np.array([[0.0, 0.0], [0.0, 0.0], [1.0, -1.0], [0.0, 0.0]]))
     scale = np.array([0.1, 0.1, 0.01, 0.1], np.float32)
@@ -134,6 +237,8 @@ def test_the_vector_wrapper_attacks_all_sub_environments_in_one_call():
     ({"method": "cw"}, "method must be one of"),
     ({"objective": "toward"}, "target must be an integer >= 0"),
     ({"objective": "mean_shift"}, "action_size must be an integer >= 1"),
+    ({"objective": "kl", "action_size": 0}, "action_size must be an integer >= 1"),
+    ({"restarts": 0}, "restarts must be an integer >= 1"),
     ({"fraction": 0.0}, r"fraction must be in \(0\.0, 1\.0\]"),
     ({"eps": -0.1}, "eps must be"),
     ({"eps_scale": [1.0, -1.0, 1.0]}, "eps_scale must be finite and > 0"),

@@ -1,0 +1,224 @@
+"""A learned adversary: the environment in which an RL agent learns to perturb a fixed victim
+policy's observations (SA-RL, Zhang et al. 2021's "optimal attack").
+
+For a fixed victim policy ``pi`` and an L-infinity budget, the strongest observation attack is
+itself the optimal policy of an MDP (shown by Zhang et al. 2020, learned by Zhang et al.
+2021): its states are the true
+states ``s``, its actions the perturbations ``delta`` with ``|delta_i| <= eps * scale_i``, the
+victim then acts on ``s + delta``, the environment moves on with that action, and the
+adversary's reward is the victim's reward negated. Unlike the gradient attacks of
+``attacks.observation``, it needs no gradient of the victim (any callable will do) and it
+plans: a perturbation that costs the victim nothing now but leads it somewhere it cannot
+recover from is worth as much as the fall itself.
+
+``AdversaryEnv`` is that MDP as a gymnasium environment. Any RL agent can learn in it (an
+experiment trains ``agents.Reinforce`` there: ``attacks`` never imports ``agents``):
+
+- observations: the victim environment's true observations (its flat float ``Box``);
+- actions: ``Box(-1, 1, (features,))``, the perturbation in units of the budget:
+  ``perturbed = clip(obs + eps * eps_scale * clip(action, -1, 1), lo, hi)``;
+- reward: minus the victim's reward; ``info["victim_reward"]`` holds the victim's own, and
+  ``info["perturbed_observation"]`` what the victim saw;
+- episodes end when the victim's do (terminated or truncated as the victim environment);
+  ``spec.max_episode_steps`` is the victim environment's time limit, which an agent such as
+  ``Reinforce`` reads.
+
+An adversary's undiscounted return is exactly minus the victim's return in the same episodes:
+``-Reinforce.evaluate`` on an ``AdversaryEnv`` is the victim's return under the learned
+adversary. ``victim_returns`` plays any adversary callable and sums ``info["victim_reward"]``
+directly; ``random_adversary`` is the control, uniform noise of the same budget (the
+``"random"`` method of ``attacks.observation.ObservationAttack``).
+
+References:
+  Zhang, Chen, Boning, Hsieh. Robust reinforcement learning on state observations with learned
+  optimal adversary. ICLR 2021. arXiv:2101.08452.
+  Zhang, Chen, Xiao, Li, Liu, Boning, Hsieh. Robust deep reinforcement learning against
+  adversarial perturbations on state observations. NeurIPS 2020. arXiv:2003.08938.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.registration import EnvSpec
+
+from attacks.observation import check_attackable
+from attacks.validation import check_eps
+from lab.checks import check_nonnegative_int, check_positive_int
+
+
+class AdversaryEnv(gym.Env):
+    """The victim's environment seen from the adversary: act by perturbing what the victim
+    sees, earn what the victim loses.
+
+    Args:
+      env: the victim's environment: a ``gym.Env`` (this environment then owns and closes
+        it), a gymnasium id, or a callable returning a ``gym.Env``. Its observations must be
+        a floating-point ``Box``.
+      victim: the victim's policy, ``victim(obs) -> actions`` on a float32 batch ``[1,
+        features]`` of (perturbed, flattened) observations, returning a batch of actions the
+        environment takes (e.g. ``lambda obs: agent.act(obs, deterministic=True)`` for a
+        trained ``agents.Reinforce``, or the argmax of a Keras policy's logits). A fixed
+        policy: it should be greedy, or seeded, for episodes to repeat.
+      eps: the budget, >= 0, in units of ``eps_scale``; a settable attribute (an eps ramp:
+        ``envs.set_attr("eps", value)`` on the vector environment an agent trains in).
+      eps_scale: optional positive per-feature scale of the flat observation (e.g. each
+        feature's standard deviation under the victim's clean play); default 1.
+      clip: optional ``(lo, hi)`` bounds of the perturbed observation (numbers or per-feature
+        arrays, e.g. the observation space's ``low`` and ``high``), which must hold every
+        true observation the victim acts on; default unbounded.
+
+    Raises:
+      ValueError: the observations are not a floating-point ``Box``, ``victim`` is not
+        callable, or ``eps``, ``eps_scale`` or ``clip`` are invalid (naming the argument and
+        the value received).
+
+    An ``AsyncVectorEnv`` (``Reinforce``'s ``vectorization="async"``) sends the factory to
+    worker processes: pass ``functools.partial(AdversaryEnv, env_id, victim, eps=...)`` with
+    a picklable victim (a module-level function or a picklable object, not a lambda); each
+    worker then holds its own copy of the victim. ``"sync"`` (the default for an environment
+    built by a callable) has no such constraint.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, env: gym.Env | str | Callable[[], gym.Env],
+                 victim: Callable[[np.ndarray], np.ndarray], eps, *, eps_scale=None,
+                 clip=None):
+        if not callable(victim):
+            raise ValueError(f"victim must be callable as victim(obs_batch) -> actions. "
+                             f"Received: victim={victim!r}")
+        self.env = (env if isinstance(env, gym.Env)
+                    else gym.make(env) if isinstance(env, str) else env())
+        check_attackable(self.env.observation_space,
+                         self.env.spec.id if self.env.spec is not None else None)
+        self.victim = victim
+        self.observation_space = self.env.observation_space
+        self._size = int(np.prod(self.observation_space.shape))
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self._size,), np.float32)
+        self._clip, self._eps_scale = clip, eps_scale
+        lo, hi, scale = check_eps(eps, clip, eps_scale=eps_scale, feature_shape=(self._size,))
+        # float32 like the perturbed observation: a float64 bound would round past itself.
+        self._lo, self._hi = (np.broadcast_to(b, self._size).astype(np.float32) for b in (lo, hi))
+        self.scale = np.broadcast_to(scale, self._size).astype(np.float32)
+        self.eps = eps
+        victim_spec = self.env.spec
+        # Agents read the time limit from the spec (Reinforce: spec.max_episode_steps). No
+        # reward_threshold: when an attack has "solved" a victim is the experiment's call.
+        self.spec = EnvSpec(
+            id=f"{victim_spec.id}-adversary" if victim_spec is not None else "Adversary",
+            max_episode_steps=victim_spec.max_episode_steps if victim_spec else None)
+        self._obs = None
+
+    @property
+    def eps(self) -> float:
+        """The budget, in units of ``eps_scale``; assign to ramp it (checked as at
+        construction)."""
+        return self._eps
+
+    @eps.setter
+    def eps(self, value):
+        check_eps(value, self._clip, eps_scale=self._eps_scale, feature_shape=(self._size,))
+        self._eps = float(value)
+
+    def perturb(self, action) -> np.ndarray:
+        """The observation the victim sees when the adversary plays ``action`` now: the
+        current true observation plus ``eps * eps_scale * clip(action, -1, 1)``, inside
+        ``clip``; flat, float32.
+
+        Raises:
+          ValueError: ``action`` does not hold ``features`` finite numbers, or the true
+            observation lies outside ``clip`` (clipping would then move it past the budget:
+            the bounds must hold every observation the victim acts on).
+        """
+        action = np.asarray(action, np.float32)
+        if action.size != self._size or not np.all(np.isfinite(action)):
+            raise ValueError(f"action must hold {self._size} finite numbers (one per "
+                             f"observation feature). Received: action={action!r}")
+        obs = self._obs.reshape(-1).astype(np.float32)
+        outside = np.flatnonzero((obs < self._lo) | (obs > self._hi))
+        if outside.size:
+            i = outside[0]
+            raise ValueError(f"clip must hold every true observation. Received: clip bounds "
+                             f"[{self._lo[i]:.4g}, {self._hi[i]:.4g}] for feature {i}, whose "
+                             f"true value is {obs[i]:.4g}")
+        delta = np.float32(self._eps) * self.scale * np.clip(action.reshape(-1), -1.0, 1.0)
+        return np.clip(obs + delta, self._lo, self._hi).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Resets the victim's environment (``seed`` and ``options`` go to it)."""
+        super().reset(seed=seed)
+        self._obs, info = self.env.reset(seed=seed, options=options)
+        return self._obs, info
+
+    def step(self, action):
+        """The victim acts on the perturbed observation; the true environment steps.
+
+        Returns:
+          ``(true next observation, -victim reward, terminated, truncated, info)``, with
+          ``info`` the victim environment's plus ``victim_reward`` and
+          ``perturbed_observation``.
+        """
+        if self._obs is None:
+            raise RuntimeError("AdversaryEnv.step called before reset")
+        perturbed = self.perturb(action)
+        victim_action = np.asarray(self.victim(perturbed[None]))[0]
+        if isinstance(self.env.action_space, gym.spaces.Discrete):
+            victim_action = int(victim_action)
+        self._obs, reward, terminated, truncated, info = self.env.step(victim_action)
+        info = {**info, "victim_reward": float(reward),
+                "perturbed_observation": perturbed.reshape(self.observation_space.shape)}
+        return self._obs, -float(reward), terminated, truncated, info
+
+    def close(self):
+        self.env.close()
+
+
+def random_adversary(size: int, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """The control adversary: ``adversary(obs_batch)`` draws each perturbation uniformly from
+    the budget, ``[-1, 1]`` per feature (as ``ObservationAttack("random", ...)``).
+
+    Args:
+      size: the number of observation features, >= 1.
+      seed: seed of its NumPy stream, >= 0.
+
+    Returns:
+      A callable mapping ``[batch, ...]`` observations to ``[batch, size]`` actions.
+    """
+    check_positive_int("size", size)
+    check_nonnegative_int("seed", seed)
+    rng = np.random.default_rng(seed)
+    return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), size)).astype(np.float32)
+
+
+def victim_returns(env: AdversaryEnv, adversary: Callable[[np.ndarray], np.ndarray],
+                   episodes: int = 10, seed: int = 0) -> np.ndarray:
+    """The victim's undiscounted returns in ``episodes`` episodes against ``adversary``.
+
+    Args:
+      env: an ``AdversaryEnv`` (not closed here).
+      adversary: ``adversary(obs_batch) -> actions``, a ``[1, ...]`` batch of true
+        observations to a batch of perturbations in ``[-1, 1]`` (e.g. ``lambda obs:
+        agent.act(obs, deterministic=True)`` for a ``Reinforce`` agent trained in ``env``,
+        ``random_adversary``, or ``lambda obs: np.zeros((len(obs), size))``: no attack).
+      episodes: number of episodes, >= 1.
+      seed: episode ``k`` resets with ``seed + k``, >= 0.
+
+    Returns:
+      float64 ``[episodes]``: sums of ``info["victim_reward"]`` (equal to minus the
+      adversary's returns).
+    """
+    check_positive_int("episodes", episodes)
+    check_nonnegative_int("seed", seed)
+    returns = np.zeros(episodes)
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        done = False
+        while not done:
+            action = np.asarray(adversary(np.asarray(obs)[None]))[0]
+            obs, _, terminated, truncated, info = env.step(action)
+            returns[k] += info["victim_reward"]
+            done = terminated or truncated
+    return returns
