@@ -354,28 +354,6 @@ class ObjectivePerEnvironment:
         for attack in attacks[1:]:
             attack.eps = self.eps
 
-    def _pgd_restarts(self, model, obs, y, loss, eps, step, seeds):
-        """PGD from each seed's random start; per observation, the result with the highest
-        objective (the lowest target loss for ``"toward"``); ties keep the earlier start."""
-        targeted = self.objective == "toward"
-
-        def run(r):
-            candidate = pgd_steps(model, obs, y, eps, self.steps, step, seeds[:, r],
-                                  random_start=True, targeted=targeted, clip=self.clip,
-                                  scale=self.scale, loss=loss)
-            if self.restarts == 1:
-                return candidate, None  # nothing to compare: no extra forward pass
-            score = loss(y, model(candidate, training=False))
-            return candidate, -score if targeted else score
-
-        best, best_score = run(0)
-        for r in range(1, self.restarts):  # few: unrolled in the graph
-            candidate, score = run(r)
-            better = score > best_score
-            best = tf.where(better[:, None], candidate, best)
-            best_score = tf.where(better, score, best_score)
-        return best
-
     def __call__(self, model, obs, generator=None):
         attacked = tf.stack([attack(model, obs, generator) for attack in self.attacks])
         rows = tf.range(tf.shape(obs)[0])
