@@ -170,3 +170,17 @@ def pytest_collection_modifyitems(items):
     if unmarked:
         raise pytest.UsageError("tests named test_slow_* must carry @pytest.mark.slow: "
                                 + ", ".join(unmarked))
+
+
+@pytest.fixture(autouse=True)
+def interactive_ctrl_c():
+    """Ctrl-C as in a terminal, even when the suite runs in the background (``cmd &``).
+
+    A shell starts background jobs with SIGINT ignored, and Python then leaves it ignored;
+    the run layer rightly leaves such a process alone, but the tests send SIGINT to check it.
+    """
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
