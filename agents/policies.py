@@ -204,6 +204,12 @@ class CategoricalPolicy:
         logp, logq = tf.nn.log_softmax(out_p), tf.nn.log_softmax(out_q)
         return tf.reduce_sum(tf.exp(logp) * (logp - logq), axis=-1)
 
+    def imitation_loss(self, out, actions):
+        """Mean cross-entropy of the logits ``out`` against ``actions`` as ``env.step`` takes
+        them (behaviour cloning: minimized, the greedy action becomes ``actions``)."""
+        labels = tf.cast(actions, tf.int32) - int(self.action_space.start)
+        return -tf.reduce_mean(self.log_prob(out, labels))
+
     def to_env(self, raw_actions: np.ndarray) -> np.ndarray:
         return raw_actions.astype(np.int64) + int(self.action_space.start)
 
@@ -285,6 +291,17 @@ class GaussianPolicy:
         ratio = tf.exp(2.0 * (log_std_p - log_std_q))  # sigma_p^2 / sigma_q^2
         shift = tf.square(mean_p - mean_q) * tf.exp(-2.0 * log_std_q)
         return tf.reduce_sum(log_std_q - log_std_p + 0.5 * (ratio + shift - 1.0), axis=-1)
+
+    def imitation_loss(self, out, actions):
+        """Mean squared distance between the greedy action (the squashed mean) and
+        ``actions`` as ``env.step`` takes them, per unit of each bounded dimension's
+        half-width (behaviour cloning). Targets at a bound pull the mean to infinity, where
+        tanh's gradient vanishes: keep them a little inside."""
+        mean, _ = self._split(out)
+        mid, half = (tf.constant(v, tf.float32) for v in (self.mid, self.half))
+        mode = tf.where(self._bounded, mid + half * tf.tanh(mean), mean)
+        target = tf.reshape(tf.cast(actions, tf.float32), tf.shape(mean))
+        return tf.reduce_mean(tf.reduce_sum(tf.square((mode - target) / half), axis=-1))
 
     def to_env(self, raw_actions: np.ndarray) -> np.ndarray:
         u = raw_actions.reshape(raw_actions.shape[0], -1).astype(np.float64)

@@ -111,6 +111,29 @@ def over_seeds(values, center: str = "mean") -> dict:
             "max": float(np.max(numbers)), "per_seed": per_seed}
 
 
+def bootstrap_interval(values, confidence: float = 0.95, resamples: int = 10_000,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (one number per seed): the
+    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of the means of
+    ``resamples`` resamples with replacement, drawn from a stream seeded by ``seed`` (so the
+    interval is a function of the values alone). Efron & Tibshirani 1993, ch. 13."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"values must be a non-empty list of numbers. Received: {values!r}")
+    draws = np.random.default_rng(seed).integers(0, values.size, (resamples, values.size))
+    means = values[draws].mean(axis=1)
+    tail = (1.0 - confidence) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
+def with_interval(values) -> dict:
+    """``{"mean", "median", "ci95": [lo, hi], "per_seed"}`` of one number per seed, the
+    interval by ``bootstrap_interval``."""
+    values = [float(v) for v in values]
+    return {"mean": float(np.mean(values)), "median": float(np.median(values)),
+            "ci95": list(bootstrap_interval(values)), "per_seed": values}
+
+
 def subplots(*args, **kwargs):
     """``(figure, axes)``: ``matplotlib.pyplot.subplots`` on the file-only backend."""
     return pyplot().subplots(*args, **kwargs)

@@ -208,3 +208,49 @@ def test_an_observation_hook_decides_what_the_agent_acts_on_and_learns_from():
     agent.close()
     with pytest.raises(ValueError, match="observation_hook must be callable"):
         Reinforce("CartPole-v1", observation_hook="fgsm")
+
+
+def test_imitate_fits_the_greedy_policy_to_a_discrete_controller(rng):
+    """Behaviour cloning of a known rule (push toward the pole's lean) on random states: the
+    greedy action then follows the rule on held-out states, and training counters stay put."""
+    agent = Reinforce("CartPole-v1", ReinforceConfig(seed=0))
+    scale = np.array([0.5, 0.5, 0.05, 0.5], np.float32)
+    obs = (rng.normal(size=(512, 4)) * scale).astype(np.float32)
+    rule = lambda o: (o[:, 2] + 0.3 * o[:, 3] > 0).astype(np.int64)
+    before = (agent.act(obs, deterministic=True) == rule(obs)).mean()
+    loss = agent.imitate(obs, rule(obs), steps=300)
+    held_out = (rng.normal(size=(512, 4)) * scale).astype(np.float32)
+    agreement = (agent.act(held_out, deterministic=True) == rule(held_out)).mean()
+    assert agreement > 0.95 > before + 0.2 and np.isfinite(loss)
+    assert agent.updates == agent.env_steps == 0
+
+
+def test_imitate_fits_the_squashed_mean_of_a_box_policy(rng):
+    """Pendulum's torque in [-2, 2]: the greedy action (mid + half * tanh(mean)) is fitted to
+    a linear controller's clipped output in the action's own units."""
+    agent = Reinforce("Pendulum-v1", ReinforceConfig(seed=0))
+    obs = rng.uniform(-1, 1, size=(512, 3)).astype(np.float32)
+    controller = lambda o: np.clip(o @ np.array([[1.5], [-1.0], [0.8]]), -1.8, 1.8)
+    agent.imitate(obs, controller(obs), steps=500)
+    error = np.abs(agent.act(obs, deterministic=True) - controller(obs))
+    assert error.mean() < 0.1
+
+
+def test_imitate_rejects_mismatched_batches():
+    agent = Reinforce("CartPole-v1", ReinforceConfig(seed=0))
+    with pytest.raises(ValueError, match="same number .* 3 observations, 2 actions"):
+        agent.imitate(np.zeros((3, 4), np.float32), np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="steps must be"):
+        agent.imitate(np.zeros((3, 4), np.float32), np.zeros(3, np.int64), steps=0)
+
+
+def test_greedy_policy_acts_as_act_and_keeps_the_weights_it_was_made_with(rng):
+    agent = Reinforce("CartPole-v1", ReinforceConfig(seed=0))
+    obs = rng.normal(size=(64, 4)).astype(np.float32)
+    greedy = agent.greedy_policy()
+    before = agent.act(obs, deterministic=True)
+    assert np.array_equal(greedy(obs), before)
+    agent.train(2_000)
+    assert not np.array_equal(agent.act(obs, deterministic=True), before)  # it learned
+    assert np.array_equal(greedy(obs), before)  # frozen: training moved the agent, not it
+    assert np.array_equal(agent.greedy_policy()(obs), agent.act(obs, deterministic=True))

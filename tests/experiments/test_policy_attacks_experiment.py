@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from experiments import policy_attacks as experiment
+from experiments import records
 
 QUICK = ["--seeds", "0", "1", "--total-steps", "4000", "--eval-episodes", "2",
-         "--eps-values", "0", "0.5", "--no-progress"]
+         "--eps-values", "0", "0.5", "--adversary-steps", "2000", "--no-progress"]
+ATTACKS = {"random", "fgsm", "pgd", "mad", "pgd_toward_0", "pgd_toward_1", "learned"}
 
 
 @pytest.fixture(scope="module")
@@ -20,27 +22,74 @@ def test_quick_run_writes_every_file_and_per_seed_returns(quick_run):
     out, summary = quick_run
     assert {p.name for p in out.iterdir()} == {
         "config.json", "training.csv", "metrics.csv", "summary.json", "return_vs_eps.png",
-        "episode.png", "agents", "tensorboard", "run.json"}
+        "episode.png", "agents", "adversaries", "tensorboard", "run.json"}
     assert json.loads((out / "summary.json").read_text()) == summary
-    attacks = {"random", "fgsm", "pgd", "pgd_toward_0", "pgd_toward_1"}
-    for kind in ("standard", "adversarial"):
-        assert set(summary["returns"][kind]) == attacks
+    for kind in ("standard", "adversarial", "regularized"):
+        assert set(summary["returns"][kind]) == ATTACKS
+        assert (out / "adversaries" / kind / "seed_1" / "agent.json").exists()
         for per_eps in summary["returns"][kind].values():
             assert set(per_eps) == {"0.0", "0.5"} and all(len(v) == 2 for v in per_eps.values())
-        # The worst case is the minimum over the adversarial attacks, seed by seed.
+        # The worst case is the minimum over every attack but noise, seed by seed; the
+        # gradient worst case leaves the learned adversary out.
         for i in range(2):
             assert summary["worst"][kind]["0.5"][i] == min(
-                summary["returns"][kind][a]["0.5"][i] for a in attacks - {"random"})
+                summary["returns"][kind][a]["0.5"][i] for a in ATTACKS - {"random"})
+            assert summary["gradient_worst"][kind]["0.5"][i] == min(
+                summary["returns"][kind][a]["0.5"][i] for a in ATTACKS - {"random", "learned"})
         # Every attack's eps-0 entry is the same clean evaluation.
         assert len({tuple(v["0.0"]) for v in summary["returns"][kind].values()}) == 1
+        interval = summary["intervals"][kind]["worst"]["0.5"]
+        assert interval["per_seed"] == summary["worst"][kind]["0.5"]
+        assert interval["ci95"][0] <= interval["mean"] <= interval["ci95"][1]
+    # Two seeds are too few for an interval: no difference is called significant.
+    assert len(summary["comparisons"]) == 3 and not any(
+        c["significant"] for c in summary["comparisons"])
     assert len(summary["obs_std"]) == 4 and all(s > 0 for s in summary["obs_std"])
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * 5 * 2  # kinds x seeds x attacks x eps
+    assert len(rows) == 3 * 2 * len(ATTACKS) * 2  # kinds x seeds x attacks x eps
     with open(out / "training.csv") as f:
         training = list(csv.DictReader(f))
-    adversarial = [float(r["train_eps"]) for r in training if r["kind"] == "adversarial"]
-    assert adversarial[0] == 0.0 and max(adversarial) == pytest.approx(0.5)  # the ramp
+    for kind in ("adversarial", "regularized"):  # the ramp
+        ramp = [float(r["train_eps"]) for r in training if r["kind"] == kind]
+        assert ramp[0] == 0.0 and max(ramp) == pytest.approx(0.5)
+    assert {float(r["train_eps"]) for r in training if r["kind"] == "standard"} == {0.0}
+
+
+def test_comparisons_call_a_difference_significant_only_when_intervals_part():
+    def kind(values):
+        return {"worst": {"0.0": records.with_interval([500] * len(values)),
+                          "0.5": records.with_interval(values)}}
+    intervals = {"standard": kind([100, 120, 90, 110, 105, 95]),
+                 "adversarial": kind([400, 380, 420, 410, 390, 405]),
+                 "regularized": kind([130, 90, 400, 80, 120, 100])}
+    found = {(c["higher"], c["lower"]): c for c in
+             experiment.compare_kinds(intervals, ["0.0", "0.5"])}
+    assert set(found) == {("adversarial", "standard"), ("regularized", "standard"),
+                          ("adversarial", "regularized")}
+    assert found[("adversarial", "standard")]["significant"]
+    assert found[("adversarial", "standard")]["difference"] == pytest.approx(2405 / 6 - 620 / 6)
+    assert not found[("regularized", "standard")]["significant"]  # one lucky seed
+    few = {k: {"worst": {"0.0": v["worst"]["0.0"], "0.5": records.with_interval(
+        v["worst"]["0.5"]["per_seed"][:4])}} for k, v in intervals.items()}
+    assert not any(c["significant"] for c in experiment.compare_kinds(few, ["0.0", "0.5"]))
+
+
+def test_targets_follow_the_issue_thresholds_on_cartpole():
+    config = experiment.ExperimentConfig(seeds=tuple(range(10)))
+    worst = {"standard": {"0.0": [500.0] * 10, "0.5": [100.0] * 10},
+             "adversarial": {"0.0": [500.0] * 10, "0.5": [460.0] * 9 + [300.0]},
+             "regularized": {"0.0": [500.0] * 9 + [499.0], "0.5": [460.0] * 8 + [300.0] * 2}}
+    returns = {"standard": {"learned": {"0.0": [500.0] * 10, "0.5": [90.0] * 10}}}
+    targets = experiment.targets(config, worst, worst, returns, 500.0)
+    adversarial, regularized = targets["adversarial"], targets["regularized"]
+    assert adversarial["eps 0.5: median >= 450"] == {"value": 460.0, "met": True}
+    assert adversarial["eps 0.5: seeds >= 400 (need 90%)"] == {"value": 9, "met": True}
+    assert adversarial["clean: every seed at the maximum"]["met"]
+    assert regularized["eps 0.5: seeds >= 400 (need 90%)"] == {"value": 8, "met": False}
+    assert not regularized["clean: every seed at the maximum"]["met"]
+    assert targets["learned_vs_gradient_standard"]["0.5"] == {
+        "learned": 90.0, "best_gradient": 100.0, "learned_lower": True}
 
 
 def test_bad_flags_are_usage_errors(read_error, tmp_path):
@@ -51,7 +100,11 @@ def test_bad_flags_are_usage_errors(read_error, tmp_path):
                            (["--eps-values", "0", "nan"],
                             "eps_values[1] must be a finite number >= 0. Received: "
                             "eps_values[1]=nan"),
-                           (["--train-eps", "inf"], "train_eps must be a finite number > 0")):
+                           (["--train-eps", "inf"], "train_eps must be a finite number > 0"),
+                           (["--kinds", "regularized", "standard"],
+                            "kinds must start with standard"),
+                           (["--kinds", "standard", "sa"], "kinds[1] must be one of"),
+                           (["--adversary-steps", "-1"], "adversary_steps must be")):
         with pytest.raises(SystemExit):
             experiment.main(flags + ["--out", str(tmp_path / "out")])
         assert message in read_error()
@@ -68,14 +121,15 @@ def test_slow_adversarial_training_withstands_the_attacks_standard_training_fall
     budget is not a faithful stand-in: at 150,000 steps adversarial training helped seed 1
     (280 -> 451) but not seed 3 (328 -> 188)."""
     config = experiment.ExperimentConfig(seeds=(0,), eval_episodes=10, eps_values=(0.0, 0.5),
-                                         progress=False)
+                                         adversary_steps=0, progress=False)
     scale = [0.6022727272935179, 0.180780374225117, 0.012352016599329389, 0.1949966278909232]
     worst = {}
-    for kind in experiment.KINDS:
+    for kind in ("standard", "adversarial"):
         rows = []
         probe = experiment.Reinforce("CartPole-v1")
         agent = experiment.train_agent(config, kind, 0, scale, probe.action_space, rows)
-        returns = experiment.evaluate_agent(agent, config, scale, 0)
+        evaluation = experiment.Evaluation(config, scale, probe.action_space)
+        returns = experiment.evaluate_agent(agent, config, evaluation, 0)
         worst[kind] = min(np.mean(r["0.5"]) for name, r in returns.items() if name != "random")
         assert agent.trace_counts.get("act_through_hook", 1) == 1
     print(worst)
@@ -86,6 +140,7 @@ def test_quick_caps_what_runs():
     config = experiment.ExperimentConfig(quick=True).resolved()
     assert config.seeds == (0,) and config.total_steps == 10_000
     assert config.eps_values == (0.0, 0.5) and config.eval_episodes == 1
+    assert config.adversary_steps == 5_000
     assert experiment.ExperimentConfig().resolved() == experiment.ExperimentConfig()
 
 

@@ -58,3 +58,18 @@ def test_summary_helpers_group_and_spread_over_seeds(tmp_path):
     records.band(ax, [1, 2], [[1.0, 2.0], [3.0, 6.0]], "C0", "mean")
     assert list(ax.lines[0].get_ydata()) == [2.0, 4.0]
     records.save_figure(fig, tmp_path / "band.png")
+
+
+def test_bootstrap_interval_of_the_mean_matches_the_normal_theory_interval():
+    """For 200 normal draws the percentile bootstrap of the mean is close to mean +- 1.96 s /
+    sqrt(n) (the textbook interval), is repeatable, and shrinks to a point for constants."""
+    values = np.random.default_rng(3).normal(10.0, 2.0, 200)
+    lo, hi = records.bootstrap_interval(values)
+    half = 1.96 * values.std(ddof=1) / np.sqrt(values.size)
+    assert abs(lo - (values.mean() - half)) < 0.1 * half
+    assert abs(hi - (values.mean() + half)) < 0.1 * half
+    assert records.bootstrap_interval(values) == (lo, hi)
+    assert records.bootstrap_interval([500.0] * 10) == (500.0, 500.0)
+    summary = records.with_interval([1, 2, 3, 10])
+    assert summary["mean"] == 4.0 and summary["median"] == 2.5
+    assert summary["ci95"][0] < 4.0 < summary["ci95"][1] and summary["per_seed"] == [1, 2, 3, 10]
