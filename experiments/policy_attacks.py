@@ -554,9 +554,6 @@ def start(config: ExperimentConfig):
     probe = Reinforce(config.env, dataclasses.replace(config.agent, seed=config.seeds[0]))
     probe.close()
     check_attackable(probe.observation_space, config.env)
-    # Deterministic kernels: a rerun on this machine is bit-identical (it costs little
-    # here; measured in the README). Process-wide, as TensorFlow allows nothing narrower.
-    tf.config.experimental.enable_op_determinism()
     return probe, {}
 
 

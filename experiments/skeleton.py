@@ -13,7 +13,8 @@ record for ``config.json``; opens the run folder (``experiments.run_folder``: lo
 with ``--resume`` where the experiment is resumable); calls ``run(config, folder, started)``,
 which writes the metrics, ``summary.json`` and plots into ``folder.path`` and returns the
 summary; moves the finished run into place; and prints ``report(config, summary, out)``.
-Errors before the folder opens are one line and write nothing; Ctrl-C and failed writes after
+TensorFlow's op determinism is on for every run. Errors before the folder opens are one line
+and write nothing; Ctrl-C and failed writes after
 are handled by the run folder, in one place for every experiment.
 
 Processes running one command in step (``workers``: a ``tf.distribute`` multi-worker job)
@@ -30,6 +31,8 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+import tensorflow as tf
 
 from experiments.cli import parse_config
 from experiments.run_folder import copy_partial_run, errors_before_start, open_run
@@ -63,6 +66,11 @@ def run_experiment(config_cls, argv=None, *, name: str, run: Callable,
     """
     description = sys.modules[config_cls.__module__].__doc__.split("\n")[0]
     config = parse_config(config_cls, argv, description=description).resolved()
+    # Deterministic kernels, for every experiment alike: a rerun on this machine is
+    # bit-identical, and a run's numbers do not depend on which experiments ran before it in
+    # the process (the flag is process-wide and cannot be turned off). Its cost is measured
+    # in benchmarks/bench_robust_training.py.
+    tf.config.experimental.enable_op_determinism()
     chief, barrier = (workers(config) if workers else None) or (True, None)
     out = getattr(config, "out_dir", None) or config.out
     with contextlib.ExitStack() as scratch:

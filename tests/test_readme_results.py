@@ -84,6 +84,17 @@ class Points:
 
 
 @dataclass(frozen=True)
+class Range:
+    """An interval [low, high] as "low-high", each a ``Number``: [114.0, 175.9] <-> "114-176"."""
+    decimals: int = 0
+
+    def render(self, value) -> str:
+        if not isinstance(value, list) or len(value) != 2:
+            raise ValueError(f"not an interval: {value!r}")
+        return "-".join(Number(self.decimals).render(v) for v in value)
+
+
+@dataclass(frozen=True)
 class Plain:
     """A setting as written, without padding: 0.001 <-> "0.001", 0.01 <-> "0.01", 3 <-> "3"."""
 
@@ -136,7 +147,8 @@ class Loose:
         return 1 / self.factor <= ratio <= self.factor
 
 
-Format = Number | Percent | PercentBelow | PercentAtMost | Points | Plain | Words | Loose
+Format = (Number | Percent | PercentBelow | PercentAtMost | Points | Range | Plain | Words
+          | Loose)
 
 
 def _matches(fmt: Format, shown: str, value) -> bool:
@@ -278,6 +290,16 @@ class ResultTable:
     after: str | None = None
 
 
+def worst_rows(summary: dict) -> dict[str, tuple]:
+    """policy_attacks' worst case per kind and eps: "standard, eps 0.5" -> its interval."""
+    return {f"{kind}, eps {float(eps):g}": ("intervals", kind, "worst", eps)
+            for kind, per_attack in summary["intervals"].items()
+            for eps in per_attack["worst"]}
+
+
+WORST_COLUMNS = {"mean": (("mean",), Number(0)), "95% interval": (("ci95",), Range(0)),
+                 "median": (("median",), Number(0))}
+
 TABLES = {
     "main_job": ResultTable(
         heading=EXPERIMENTS_HEADING,
@@ -389,14 +411,33 @@ TABLES = {
         },
         cells=4 * 7,   # 24 exact, 4 loose (cost)
     ),
-    "policy_attacks": ResultTable(
+    "policy_attacks_worst": ResultTable(
         heading="### Attacks on policies",
         summary="policy_attacks/CartPole-v1/summary.json",
-        header=("agents, attack", "eps 0", "eps 0.1", "eps 0.25", "eps 0.5", "eps 1"),
+        after="The worst case over seeds (the maximum is 500)",
+        header=("agents, eps", "mean", "95% interval", "median"),
+        rows=lambda s: worst_rows(s),
+        columns=WORST_COLUMNS,
+        cells=12 * 3,
+    ),
+    "policy_attacks_mean": ResultTable(
+        heading="### Attacks on policies",
+        summary="policy_attacks/CartPole-v1/summary.json",
+        after="Mean return per attack over the 10 seeds",
+        header=("agents, attack", "eps 0", "eps 0.1", "eps 0.3", "eps 0.5"),
         rows=lambda s: {f"{kind}, {name}": ("mean", kind, name)
                         for kind, per_attack in s["mean"].items() for name in per_attack},
-        columns={f"eps {e:g}": ((str(e),), Number(0)) for e in (0.0, 0.1, 0.25, 0.5, 1.0)},
-        cells=12 * 5,
+        columns={f"eps {e:g}": ((str(e),), Number(0)) for e in (0.0, 0.1, 0.3, 0.5)},
+        cells=24 * 4,
+    ),
+    "policy_attacks_inverted_pendulum": ResultTable(
+        heading="### Attacks on policies",
+        summary="policy_attacks/InvertedPendulum-v5/summary.json",
+        after="The worst case over its ten seeds",
+        header=("agents, eps", "mean", "95% interval", "median"),
+        rows=lambda s: worst_rows(s),
+        columns=WORST_COLUMNS,
+        cells=12 * 3,
     ),
 }
 
@@ -575,6 +616,43 @@ def _clipping_entries(summary):
             for lr, entry in m["per_learning_rate"].items()]
 
 
+def worst(kind: str, eps: str, field: str) -> tuple:
+    """policy_attacks' worst-case ``mean``, ``median`` or ``ci95`` of ``kind`` at ``eps``."""
+    return ("intervals", kind, "worst", eps, field)
+
+
+def training_mean(kind: str) -> Derived:
+    """The mean over seeds of ``kind``'s last-100-episode training return."""
+    def compute(summary):
+        values = [v["final_mean_return"] for k, v in summary["training"].items()
+                  if k.split("/")[0] == kind]
+        return sum(values) / len(values)
+    return Derived(f"mean of training.{kind}/*.final_mean_return", compute)
+
+
+def verdicts(*expected, pair: tuple[str, str]) -> Callable[[dict], bool]:
+    """Whether ``comparisons`` says, for each (eps, higher, lower, significant), that
+    ``higher`` is above ``lower`` at ``eps`` with that verdict; ``None`` for higher and lower
+    checks only the verdict between the two kinds of ``pair``, whichever is higher."""
+    def holds(summary):
+        found = {(float(c["eps"]), frozenset((c["higher"], c["lower"]))): c
+                 for c in summary["comparisons"]}
+        for eps, higher, lower, significant in expected:
+            c = found.get((eps, frozenset(pair)))
+            if c is None or c["significant"] != significant:
+                return False
+            if higher is not None and (c["higher"], c["lower"]) != (higher, lower):
+                return False
+        return True
+    return holds
+
+
+def overlap(summary: dict, kind: str, a: str, b: str, eps: str) -> bool:
+    """Whether the 95% intervals of attacks ``a`` and ``b`` on ``kind`` at ``eps`` overlap."""
+    (lo_a, hi_a), (lo_b, hi_b) = (summary["intervals"][kind][x][eps]["ci95"] for x in (a, b))
+    return lo_a <= hi_b and lo_b <= hi_a
+
+
 PROSE = {
     "curvature": Prose(
         heading="### Edge of stability",
@@ -599,8 +677,15 @@ PROSE = {
                   holds=lambda s: s["seeds_solved"] == s["seeds"]),
             Claim("score a median of {} (the maximum)",
                   ((("median", "eval_mean_return"), Number(0)),)),
+            Claim("before every seed ends above {}.",
+                  ((Derived("min(per_seed.*.final_mean_return), floored to tens",
+                            lambda s: math.floor(min(p["final_mean_return"]
+                                                     for p in s["per_seed"].values()) / 10) * 10),
+                    Number(0)),)),
+            Claim("turning determinism on here moved it to {}.",
+                  ((("per_seed", "0", "solved_at_env_steps"), Number(0)),)),
         ),
-        checks=5,
+        checks=7,
     ),
     "fgsm_mnist": Prose(
         heading="### Adversarial training on MNIST",
@@ -806,54 +891,130 @@ PROSE = {
         heading="### Attacks on policies",
         summary="policy_attacks/CartPole-v1/summary.json",
         claims=(
-            Claim("attack that flips the greedy action drops them to {} on average ({}-{} "
-                  "over seeds)",
-                  ((("mean", "standard", "pgd", "0.5"), Number(0)),
-                   (extreme(min, ("worst", "standard", "0.5")), Number(0)),
-                   (extreme(max, ("worst", "standard", "0.5")), Number(0)))),
-            Claim("{} on average ({}-{} over seeds) against {}, with clean play intact ({} on "
-                  "every seed)",
-                  ((("mean", "adversarial", "worst", "0.5"), Number(0)),
-                   (extreme(min, ("worst", "adversarial", "0.5")), Number(0)),
-                   (extreme(max, ("worst", "adversarial", "0.5")), Number(0)),
-                   (("mean", "standard", "worst", "0.5"), Number(0)),
-                   (extreme(min, ("worst", "adversarial", "0.0")), Number(0)))),
-            Claim("is missed: two seeds of five get there",
-                  holds=lambda s: (s["targets"]["adversarial_seeds_at_80_percent"] == 2
-                                   and not s["targets"]["adversarial_robust"])),
-            Claim("The targets' first condition is met at eps {} (`targets`",
-                  ((("targets", "eps"), Number(1)),)),
-            Claim("fall lower than the standard ones ({} against {})",
-                  ((("mean", "adversarial", "worst", "1.0"), Number(0)),
-                   (("mean", "standard", "worst", "1.0"), Number(0)))),
+            Claim("For each of {} seeds,", ((count("seeds"), Words()),)),
+            Claim("budget leaves the standard agents at {}, while PGD drops them to {} and the "
+                  "worst attack to {} ({}).",
+                  ((("mean", "standard", "random", "0.5"), Number(0)),
+                   (("mean", "standard", "pgd", "0.5"), Number(0)),
+                   (worst("standard", "0.5", "mean"), Number(0)),
+                   (worst("standard", "0.5", "ci95"), Range(0)))),
+            Claim("Its agents' worst case, {} ({}), is above the standard agents' {} ({}): the "
+                  "intervals part. At 0.1 and 0.3 the difference with standard agents is not "
+                  "significant.",
+                  ((worst("regularized", "0.5", "mean"), Number(0)),
+                   (worst("regularized", "0.5", "ci95"), Range(0)),
+                   (worst("standard", "0.5", "mean"), Number(0)),
+                   (worst("standard", "0.5", "ci95"), Range(0))),
+                  holds=verdicts((0.5, "regularized", "standard", True),
+                                 (0.1, None, None, False), (0.3, None, None, False),
+                                 pair=("regularized", "standard"))),
+            Claim("significant at any eps** ({} against {} at 0.3, {} against {} at 0.5, "
+                  "intervals overlapping).",
+                  ((worst("adversarial", "0.3", "mean"), Number(0)),
+                   (worst("standard", "0.3", "mean"), Number(0)),
+                   (worst("adversarial", "0.5", "mean"), Number(0)),
+                   (worst("standard", "0.5", "mean"), Number(0))),
+                  holds=verdicts(*((e, "adversarial", "standard", False) for e in (0.3, 0.5)),
+                                 (0.1, None, None, False), pair=("adversarial", "standard"))),
+            Claim("At 0.3, adversarial training beats the regularizer ({} against {}, "
+                  "significant); at 0.5 their difference is not significant.",
+                  ((worst("adversarial", "0.3", "mean"), Number(0)),
+                   (worst("regularized", "0.3", "mean"), Number(0))),
+                  holds=verdicts((0.3, "adversarial", "regularized", True),
+                                 (0.5, None, None, False), pair=("adversarial", "regularized"))),
+            Claim("The regularized agents' median is {}, with {} seeds at 400.",
+                  ((("targets", "regularized", "eps 0.5: median >= 450", "value"), Number(0)),
+                   (("targets", "regularized", "eps 0.5: seeds >= 400 (need 90%)", "value"),
+                    Number(0))),
+                  holds=lambda s: not any(
+                      t["eps 0.5: median >= 450"]["met"]
+                      and t["eps 0.5: seeds >= 400 (need 90%)"]["met"]
+                      for kind, t in s["targets"].items() if kind in s["intervals"])),
+            Claim("FGSM and PGD leave them at {} at eps 0.5, and so does the learned adversary "
+                  "that starts from PGD ({}), while noise of the same budget costs them more "
+                  "({}) and pushing one action drops them to {}.",
+                  ((("mean", "regularized", "pgd", "0.5"), Number(0)),
+                   (("mean", "regularized", "learned", "0.5"), Number(0)),
+                   (("mean", "regularized", "random", "0.5"), Number(0)),
+                   (Derived("min(mean.regularized.pgd_toward_*.0.5)", lambda s: min(
+                       s["mean"]["regularized"][f"pgd_toward_{k}"]["0.5"] for k in (0, 1))),
+                    Number(0))),
+                  holds=lambda s: (s["mean"]["regularized"]["fgsm"]["0.5"]
+                                   == s["mean"]["regularized"]["pgd"]["0.5"])),
+            Claim("their training return ends at {} on average, where the standard agents' ends "
+                  "at {}",
+                  ((training_mean("regularized"), Number(0)),
+                   (training_mean("standard"), Number(0)))),
+            Claim("agents at every eps** ({} against the best gradient attack's {} at 0.5, on "
+                  "average), so that target is missed. It beats the best gradient attack on {} "
+                  "of {} seeds at 0.5.",
+                  ((("targets", "learned_vs_gradient_standard", "0.5", "learned"), Number(0)),
+                   (("targets", "learned_vs_gradient_standard", "0.5", "best_gradient"),
+                    Number(0)),
+                   (Derived("seeds where learned < gradient_worst (standard, 0.5)", lambda s: sum(
+                       a < b for a, b in zip(s["returns"]["standard"]["learned"]["0.5"],
+                                             s["gradient_worst"]["standard"]["0.5"]))),
+                    Number(0)),
+                   (count("seeds"), Number(0))),
+                  holds=lambda s: not any(v["learned_lower"] for v in
+                                          s["targets"]["learned_vs_gradient_standard"].values())),
         ),
-        # Not checked: the variants (other runs, given as commands) and the episode's length
-        # (the plot's legend).
-        checks=12,
+        checks=33,
+    ),
+    "policy_attacks_cost": Prose(
+        heading="### Attacks on policies",
+        summary="main_job.json",
+        claims=(
+            Claim("The experiment took {} minutes on 2 CPU cores (the main job's figure",
+                  ((("minutes", "policy_attacks"), Loose(1)),)),
+        ),
+        checks=1,
     ),
     "policy_attacks_inverted_pendulum": Prose(
         heading="### Attacks on policies",
         summary="policy_attacks/InvertedPendulum-v5/summary.json",
         claims=(
-            Claim("same-budget noise leaves the standard agents at {} (the maximum is 1,000), "
-                  "while PGD drops them to {} on average ({}-{} over seeds",
-                  ((("mean", "standard", "random", "0.5"), Number(0)),
-                   (("mean", "standard", "pgd", "0.5"), Number(0)),
-                   (extreme(min, ("worst", "standard", "0.5")), Number(0)),
-                   (extreme(max, ("worst", "standard", "0.5")), Number(0)))),
-            Claim("agents keep {} under the worst attack ({}-{}), with {} clean on every seed; {} "
-                  "of 5 seeds stay above 80%, so on this run the target (4 of 5) is met",
-                  ((("mean", "adversarial", "worst", "0.5"), Number(0)),
-                   (extreme(min, ("worst", "adversarial", "0.5")), Number(0)),
-                   (extreme(max, ("worst", "adversarial", "0.5")), Number(0)),
-                   (extreme(min, ("worst", "adversarial", "0.0")), Number(0)),
-                   (("targets", "adversarial_seeds_at_80_percent"), Number(0))),
-                  holds=lambda s: s["targets"]["adversarial_robust"]),
-            Claim("At eps 1 both fall: {} for standard agents, {} for adversarially trained",
-                  ((("mean", "standard", "worst", "1.0"), Number(0)),
-                   (("mean", "adversarial", "worst", "1.0"), Number(0)))),
+            Claim("**Adversarial training helps at 0.5** ({} against {}, significant); at 0.3 "
+                  "the difference is not significant.",
+                  ((worst("adversarial", "0.5", "mean"), Number(0)),
+                   (worst("standard", "0.5", "mean"), Number(0))),
+                  holds=verdicts((0.5, "adversarial", "standard", True),
+                                 (0.3, None, None, False), pair=("adversarial", "standard"))),
+            Claim("{} and {} of {} seeds get there, and one seed does not balance even clean.",
+                  ((("targets", "adversarial", "eps 0.3: seeds >= 950 (need 100%)", "value"),
+                    Number(0)),
+                   (("targets", "adversarial", "eps 0.5: seeds >= 800 (need 100%)", "value"),
+                    Number(0)),
+                   (count("seeds"), Number(0))),
+                  holds=lambda s: sum(v < s["targets"]["max_return"] / 2
+                                      for v in s["worst"]["adversarial"]["0.0"]) == 1),
+            Claim("to balance**: {} clean, far below both other kinds at 0.1 and 0.3 "
+                  "(significant).",
+                  ((worst("regularized", "0.0", "mean"), Number(0)),),
+                  holds=lambda s: all(
+                      verdicts((e, other, "regularized", True), pair=(other, "regularized"))(s)
+                      for e in (0.1, 0.3) for other in ("standard", "adversarial"))),
+            Claim("it is the worst attack, {} at 0.3 where PGD leaves {}, and {} at 0.5 against "
+                  "{}, though over ten seeds those intervals overlap.",
+                  ((("mean", "adversarial", "learned", "0.3"), Number(0)),
+                   (("mean", "adversarial", "pgd", "0.3"), Number(0)),
+                   (("mean", "adversarial", "learned", "0.5"), Number(0)),
+                   (("mean", "adversarial", "pgd", "0.5"), Number(0))),
+                  holds=lambda s: all(
+                      s["mean"]["adversarial"]["learned"][e] == min(
+                          v[e] for a, v in s["mean"]["adversarial"].items()
+                          if a not in ("random", "worst"))
+                      and overlap(s, "adversarial", "learned", "pgd", e) for e in ("0.3", "0.5"))),
+            Claim("it is lower than the best gradient attack at 0.3 on average ({} against {}), "
+                  "not significantly.",
+                  ((("targets", "learned_vs_gradient_standard", "0.3", "learned"), Number(0)),
+                   (("targets", "learned_vs_gradient_standard", "0.3", "best_gradient"),
+                    Number(0))),
+                  holds=lambda s: (s["targets"]["learned_vs_gradient_standard"]["0.3"]
+                                   ["best_gradient"] == s["mean"]["standard"]["pgd"]["0.3"]
+                                   and overlap(s, "standard", "learned", "pgd", "0.3"))),
         ),
-        checks=12,
+        checks=17,
     ),
 }
 
