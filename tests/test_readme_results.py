@@ -297,8 +297,14 @@ def worst_rows(summary: dict) -> dict[str, tuple]:
             for eps in per_attack["worst"]}
 
 
-WORST_COLUMNS = {"mean": (("mean",), Number(0)), "95% interval": (("ci95",), Range(0)),
-                 "median": (("median",), Number(0))}
+def worst_table(env: str, after: str) -> ResultTable:
+    """policy_attacks' worst-case table of ``env``: per kind and eps, mean, interval, median."""
+    return ResultTable(
+        heading="### Attacks on policies", summary=f"policy_attacks/{env}/summary.json",
+        after=after, header=("agents, eps", "mean", "95% interval", "median"), rows=worst_rows,
+        columns={"mean": (("mean",), Number(0)), "95% interval": (("ci95",), Range(0)),
+                 "median": (("median",), Number(0))},
+        cells=12 * 3)
 
 TABLES = {
     "main_job": ResultTable(
@@ -411,15 +417,8 @@ TABLES = {
         },
         cells=4 * 7,   # 24 exact, 4 loose (cost)
     ),
-    "policy_attacks_worst": ResultTable(
-        heading="### Attacks on policies",
-        summary="policy_attacks/CartPole-v1/summary.json",
-        after="The worst case over seeds (the maximum is 500)",
-        header=("agents, eps", "mean", "95% interval", "median"),
-        rows=lambda s: worst_rows(s),
-        columns=WORST_COLUMNS,
-        cells=12 * 3,
-    ),
+    "policy_attacks_worst": worst_table("CartPole-v1",
+                                        "The worst case over seeds (the maximum is 500)"),
     "policy_attacks_mean": ResultTable(
         heading="### Attacks on policies",
         summary="policy_attacks/CartPole-v1/summary.json",
@@ -430,15 +429,8 @@ TABLES = {
         columns={f"eps {e:g}": ((str(e),), Number(0)) for e in (0.0, 0.1, 0.3, 0.5)},
         cells=24 * 4,
     ),
-    "policy_attacks_inverted_pendulum": ResultTable(
-        heading="### Attacks on policies",
-        summary="policy_attacks/InvertedPendulum-v5/summary.json",
-        after="The worst case over its ten seeds",
-        header=("agents, eps", "mean", "95% interval", "median"),
-        rows=lambda s: worst_rows(s),
-        columns=WORST_COLUMNS,
-        cells=12 * 3,
-    ),
+    "policy_attacks_inverted_pendulum": worst_table("InvertedPendulum-v5",
+                                                    "The worst case over its ten seeds"),
 }
 
 
