@@ -4,12 +4,13 @@ Reruns ``python -m experiments.policy_attacks`` with the configuration of a fini
 (``--reference``, default the committed CartPole-v1 run) in a fresh process with one
 TensorFlow thread of each kind and a fixed ``PYTHONHASHSEED``
 (``TF_NUM_INTEROP_THREADS=1 TF_NUM_INTRAOP_THREADS=1 PYTHONHASHSEED=12345``), the reference
-having run with TensorFlow's default threads and a random hash seed. Prints, side by side,
-each comparison between kinds (which is higher at which eps, and whether the 95% intervals
-part), how many per-seed numbers are bit-identical, and the largest change of a worst-case
-mean. The conclusions are the same when every comparison's verdict is.
+having run with TensorFlow's default threads and a random hash seed. Prints each kind's
+worst-case mean and interval in both runs, how many per-seed numbers are bit-identical, and
+each comparison's conclusion in both: the kind that is more robust where the 95% intervals
+part, else no significant difference. The conclusions are the same when every one is.
 
-    python benchmarks/bench_policy_conclusions.py      # one full experiment run: ~15 minutes
+    python benchmarks/bench_policy_conclusions.py      # one full experiment run: ~12 minutes
+    python benchmarks/bench_policy_conclusions.py --out /tmp/rerun  # kept; read if finished
 """
 
 from __future__ import annotations
@@ -41,9 +42,19 @@ def flags(config: dict) -> list[str]:
     return args
 
 
-def verdicts(summary: dict) -> dict:
-    return {(c["eps"], c["higher"], c["lower"]): c["significant"]
+def conclusions(summary: dict) -> dict:
+    """``{(eps, pair): verdict}``: the kind whose worst case is higher where the 95% intervals
+    part, else ``"no significant difference"`` (a difference inside the noise may turn either
+    way from one run to the next: that is no change of conclusion)."""
+    return {(c["eps"], tuple(sorted((c["higher"], c["lower"])))):
+            f"{c['higher']} > {c['lower']}" if c["significant"] else "no significant difference"
             for c in summary["comparisons"]}
+
+
+def worst_case(summary: dict, kind: str, eps: float) -> str:
+    interval = summary["intervals"][kind]["worst"][str(float(eps))]
+    low, high = interval["ci95"]
+    return f"{interval['mean']:.0f} [{low:.0f}-{high:.0f}]"
 
 
 def main(argv=None):
@@ -51,15 +62,20 @@ def main(argv=None):
     parser.add_argument("--reference", type=Path,
                         default=Path("results/policy_attacks/CartPole-v1"),
                         help="a finished run folder of experiments.policy_attacks")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the rerun is written and kept (default: a temporary "
+                             "folder); a finished rerun already there is read, not run again")
     args = parser.parse_args(argv)
     reference = json.loads((args.reference / "summary.json").read_text())
     config = json.loads((args.reference / "config.json").read_text())["config"]
     with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "rerun"
+        out = args.out or Path(scratch) / "rerun"
         command = [sys.executable, "-m", "experiments.policy_attacks", *flags(config),
                    "--no-progress", "--out", str(out)]
         start = time.perf_counter()
-        subprocess.run(command, check=True, env={**os.environ, **ENV}, capture_output=True)
+        if not (out / "summary.json").exists():
+            subprocess.run(command, check=True, env={**os.environ, **ENV},
+                           capture_output=True)
         minutes = (time.perf_counter() - start) / 60
         rerun = json.loads((out / "summary.json").read_text())
         rerun_config = json.loads((out / "config.json").read_text())["config"]
@@ -70,25 +86,25 @@ def main(argv=None):
     print(f"bench_policy_conclusions: {config['env']}, {len(config['seeds'])} seeds; reference "
           f"{args.reference} (default threads, random hash seed) vs a rerun with "
           f"{' '.join(f'{k}={v}' for k, v in ENV.items())} ({minutes:.1f} min)")
-    same, numbers, identical, largest = True, 0, 0, 0.0
+    print("  worst-case mean [bootstrap 95% interval], reference -> rerun")
+    for kind in reference["worst"]:
+        print(f"    {kind:12s}" + "  ".join(
+            f"eps {eps:g}: {worst_case(reference, kind, eps)} -> {worst_case(rerun, kind, eps)}"
+            for eps in config["eps_values"][1:]))
+    numbers = identical = 0
     for kind, per_eps in reference["worst"].items():
         for eps, values in per_eps.items():
-            again = rerun["worst"][kind][eps]
             numbers += len(values)
-            identical += sum(a == b for a, b in zip(values, again))
-            largest = max(largest, abs(sum(values) / len(values) - sum(again) / len(again)))
-    ours, theirs = verdicts(reference), verdicts(rerun)
-    for key, significant in ours.items():
-        eps, higher, lower = key
-        other = theirs.get(key)
-        agree = other == significant
-        same &= agree
-        word = lambda s: "significant" if s else "not significant"
-        print(f"  eps {eps:g}: {higher} > {lower}: reference {word(significant)}, rerun "
-              f"{'reversed' if other is None else word(other)}{'' if agree else '  <- differs'}")
-    print(f"  worst-case returns bit-identical: {identical} of {numbers} per-seed numbers; "
-          f"largest change of a worst-case mean: {largest:.1f}")
-    print(f"  same conclusions: {'yes' if same else 'no'}")
+            identical += sum(a == b for a, b in zip(values, rerun["worst"][kind][eps]))
+    ours, theirs = conclusions(reference), conclusions(rerun)
+    same = 0
+    for (eps, pair), verdict in ours.items():
+        agree = theirs[(eps, pair)] == verdict
+        same += agree
+        print(f"  eps {eps:g}, {pair[0]} vs {pair[1]}: reference {verdict}; rerun "
+              f"{theirs[(eps, pair)]}{'' if agree else '  <- differs'}")
+    print(f"  worst-case returns bit-identical: {identical} of {numbers} per-seed numbers")
+    print(f"  same conclusions: {same} of {len(ours)} comparisons")
 
 
 if __name__ == "__main__":

@@ -908,7 +908,7 @@ PROSE = {
                    (worst("standard", "0.5", "mean"), Number(0))),
                   holds=verdicts(*((e, "adversarial", "standard", False) for e in (0.3, 0.5)),
                                  (0.1, None, None, False), pair=("adversarial", "standard"))),
-            Claim("At 0.3, adversarial training beats the regularizer ({} against {}, "
+            Claim("At 0.3, adversarial training beats the regularizer here ({} against {}, "
                   "significant); at 0.5 their difference is not significant.",
                   ((worst("adversarial", "0.3", "mean"), Number(0)),
                    (worst("regularized", "0.3", "mean"), Number(0))),

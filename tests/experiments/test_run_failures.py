@@ -17,8 +17,9 @@ from experiments.run_folder import partial_path
 QUICK = {
     reinforce: ["--seeds", "0", "--total-steps", "1000", "--eval-episodes", "1",
                 "--no-progress"],
-    policy_attacks: ["--seeds", "0", "--total-steps", "500", "--eval-episodes", "1",
-                     "--eps-values", "0", "0.5", "--no-progress"],
+    policy_attacks: ["--seeds", "0", "--kinds", "standard", "--total-steps", "500",
+                     "--eval-episodes", "1", "--eps-values", "0", "0.5",
+                     "--adversary-steps", "0", "--no-progress"],
     curvature: ["--quick", "--learning-rates", "0.01", "--seeds", "0"],
 }
 EXPERIMENTS = pytest.mark.parametrize("experiment", list(QUICK),
