@@ -2,7 +2,8 @@
 
     python -m experiments.reinforce --env CartPole-v1 --seeds 0 1 2 3 4 --out DIR
 
-For each seed, trains ``agents.Reinforce`` for ``--total-steps`` environment steps and writes
+For each seed, trains ``agents.Reinforce`` (its defaults, or the environment's ``PRESETS``
+entry on the fields left at their defaults) for ``--total-steps`` environment steps and writes
 into DIR (default ``results/reinforce/<env>/``):
 
 - ``config.json``: the resolved config and library versions;
@@ -52,6 +53,11 @@ from lab.checks import check_positive_int, check_seeds
 # --quick caps these, so that a smoke test writes every file in seconds.
 QUICK = {"seeds": 2, "total_steps": 10_000, "eval_episodes": 2}
 
+# Agent settings per environment where ReinforceConfig's defaults (tuned on CartPole-v1) serve
+# it badly, chosen by benchmarks/bench_reinforce_presets.py (its docstring holds the sweep).
+# --preset applies them to the agent fields a run leaves at their defaults.
+PRESETS = {"Acrobot-v1": {"entropy_coef": 0.01}}
+
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
@@ -67,6 +73,9 @@ class ExperimentConfig:
     quick: bool = field(default=False, metadata={
         "help": f"smoke test: the first {QUICK['seeds']} seeds, at most {QUICK['total_steps']:,} "
                 f"steps and {QUICK['eval_episodes']} evaluation episodes each"})
+    preset: bool = field(default=True, metadata={
+        "help": "apply the environment's agent preset (experiments.reinforce.PRESETS) to the "
+                "agent fields left at their defaults; --no-preset keeps every default"})
     agent: ReinforceConfig = field(default=ReinforceConfig(),
                                    metadata={"cli_exclude": ("seed",)})
 
@@ -77,13 +86,20 @@ class ExperimentConfig:
         check_positive_int("checkpoint_every", self.checkpoint_every)
 
     def resolved(self) -> ExperimentConfig:
-        """This config with the ``--quick`` caps applied (what actually runs and is saved)."""
-        if not self.quick:
-            return self
+        """This config with the environment's preset and the ``--quick`` caps applied (what
+        actually runs and is saved in ``config.json``)."""
+        config = self
+        if self.preset and self.env in PRESETS:
+            defaults = ReinforceConfig()
+            config = dataclasses.replace(self, agent=dataclasses.replace(self.agent, **{
+                name: value for name, value in PRESETS[self.env].items()
+                if getattr(self.agent, name) == getattr(defaults, name)}))
+        if not config.quick:
+            return config
         return dataclasses.replace(
-            self, seeds=self.seeds[:QUICK["seeds"]],
-            total_steps=min(self.total_steps, QUICK["total_steps"]),
-            eval_episodes=min(self.eval_episodes, QUICK["eval_episodes"]))
+            config, seeds=config.seeds[:QUICK["seeds"]],
+            total_steps=min(config.total_steps, QUICK["total_steps"]),
+            eval_episodes=min(config.eval_episodes, QUICK["eval_episodes"]))
 
     @property
     def out_dir(self) -> Path:

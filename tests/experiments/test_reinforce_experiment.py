@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -189,6 +190,27 @@ def test_quick_caps_what_runs():
     assert config.eval_episodes == 2
     assert experiment.ExperimentConfig().resolved() == \
         experiment.ExperimentConfig()
+
+
+def test_an_environments_preset_fills_the_agent_fields_left_at_their_defaults(tmp_path):
+    preset = experiment.PRESETS["Acrobot-v1"]
+    agent = experiment.ExperimentConfig(env="Acrobot-v1").resolved().agent
+    assert {name: getattr(agent, name) for name in preset} == preset
+    assert dataclasses.replace(agent, **{name: getattr(experiment.ReinforceConfig(), name)
+                                         for name in preset}) == experiment.ReinforceConfig()
+    mine = experiment.ReinforceConfig(entropy_coef=0.05)  # the user's value stands
+    agent = experiment.ExperimentConfig(env="Acrobot-v1", agent=mine).resolved().agent
+    assert agent == mine
+    plain = experiment.ExperimentConfig(env="Acrobot-v1", preset=False)
+    assert plain.resolved().agent == experiment.ReinforceConfig()
+    # What ran is what config.json says, and a resume resolves to the same config.
+    out = tmp_path / "out"
+    experiment.main(["--env", "Acrobot-v1", "--seeds", "0", "--total-steps", "1000",
+                     "--eval-episodes", "1", "--no-progress", "--out", str(out)])
+    saved = json.loads((out / "config.json").read_text())["config"]["agent"]
+    assert {name: saved[name] for name in preset} == preset
+    assert experiment.ExperimentConfig(env="Acrobot-v1").resolved().resolved() == \
+        experiment.ExperimentConfig(env="Acrobot-v1").resolved()
 
 
 def test_writes_every_update_to_tensorboard(tmp_path, tensorboard_holds):
