@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,11 +78,9 @@ def run(env: str, seeds, steps: int, preset: bool, out: Path) -> dict:
 
 def describe(result: dict, env: str) -> str:
     summary = result["summary"]
-    steps = [s["solved_at_env_steps"] for s in summary["per_seed"].values()]
-    ranked = sorted(float("inf") if s is None else s for s in steps)
-    median = statistics.median(ranked)
+    median = summary["median"]["solved_at_env_steps"]  # None: half or more never solved
     text = (f"solved {summary['seeds_solved']}/{summary['seeds']}, median steps to solve "
-            f"{'never' if median == float('inf') else f'{median:,.0f}'}")
+            f"{'never' if median is None else f'{median:,.0f}'}")
     if env in MAX_RETURN:
         reached = sum(b >= MAX_RETURN[env] for b in result["best"].values())
         text += f", last-100 mean reached {MAX_RETURN[env]:,.0f} on {reached}"
