@@ -9,6 +9,11 @@ model with ``training=False``, the update with ``training=True``):
   mean over one batch of clean and FGSM examples.
 - ``"fgsm_rs"``: Wong et al. 2020's fast recipe: FGSM from a uniform random start in the
   eps-ball with step ``1.25 eps``, training on the adversarial examples only.
+- ``"n_fgsm"``: de Jorge et al. 2022's N-FGSM: uniform noise in ``[-k eps, k eps]``
+  (``n_fgsm_noise`` k = 2), then one signed step of ``n_fgsm_step`` eps (1) from the noisy
+  point, *not* projected back onto the eps-ball (only into [0, 1]): the training point may lie
+  up to 3 eps away. The stronger noise, not a projection, is what keeps single-step training
+  from catastrophic overfitting, at the cost of one gradient, as FGSM-RS.
 - ``"pgd"``: Madry et al. 2018: training on PGD examples (random start, ``pgd_steps`` steps
   of ``2.5 eps / pgd_steps``).
 
@@ -43,6 +48,8 @@ References:
   adversarial attacks. ICLR 2018. arXiv:1706.06083.
   Wong, Rice, Kolter. Fast is better than free: revisiting adversarial training. ICLR 2020.
   arXiv:2001.03994.
+  de Jorge, Bibi, Volpi, Sanyal, Torr, Rogez, Dokania. Make some noise: reliable and
+  efficient single-step adversarial training. NeurIPS 2022. arXiv:2202.01181.
   Drucker, LeCun. Improving generalization performance using double backpropagation. IEEE
   Trans. Neural Networks 1992.
   Ross, Doshi-Velez. Improving the adversarial robustness and interpretability of deep neural
@@ -64,9 +71,10 @@ import numpy as np
 import tensorflow as tf
 
 from attacks.evaluation import accuracy, pgd_accuracy
-from attacks.fgsm import cross_entropy, sign_step, uniform_start
+from attacks.fgsm import cross_entropy, gradient_step
 from attacks.pgd import default_step_size, pgd_steps
 from attacks.validation import check_labels, check_nonempty_batch, num_classes
+from lab.ball import uniform_in_ball
 from lab.checks import (
     check_in_range,
     check_nonnegative_int,
@@ -77,7 +85,7 @@ from lab.checks import (
 from lab.regularizers import InputGradientPenalty, WeightPenalty
 from lab.training import make_train_step
 
-METHODS = ("clean", "fgsm", "fgsm_rs", "pgd")
+METHODS = ("clean", "fgsm", "fgsm_rs", "n_fgsm", "pgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
 
 
@@ -94,6 +102,9 @@ class AdversarialTrainingConfig:
                 "last quarter of the steps"})
     eps_ramp_epochs: int = field(default=5, metadata={"help": "linear eps warm-up (0: none)"})
     fgsm_rs_step: float = field(default=1.25, metadata={"help": "fgsm_rs step, times eps"})
+    n_fgsm_noise: float = field(default=2.0, metadata={
+        "help": "n_fgsm noise radius, times eps"})
+    n_fgsm_step: float = field(default=1.0, metadata={"help": "n_fgsm step, times eps"})
     pgd_steps: int = field(default=7, metadata={"help": "PGD steps for method pgd"})
     shift: int = field(default=0, metadata={
         "help": "random translation of training images by up to this many pixels (0: none)"})
@@ -116,7 +127,8 @@ class AdversarialTrainingConfig:
         for name in ("epochs", "batch_size", "pgd_steps", "guard_examples", "guard_pgd_steps"):
             check_positive_int(name, getattr(self, name))
         check_positive("learning_rate", self.learning_rate)
-        check_positive("fgsm_rs_step", self.fgsm_rs_step)
+        for name in ("fgsm_rs_step", "n_fgsm_noise", "n_fgsm_step"):
+            check_positive(name, getattr(self, name))
         check_in_range("collapse_drop", self.collapse_drop, 0.0, 1.0, lo_open=True)
         for name in ("input_gradient_penalty", "weight_decay"):  # an infinite one: NaN steps
             check_in_range(name, getattr(self, name), 0.0, math.inf, hi_open=True)
@@ -208,12 +220,17 @@ def make_perturb(model, config: AdversarialTrainingConfig, eps: tf.Variable,
             replica > 0, tf.random.experimental.stateless_fold_in(stateless_seed, replica),
             stateless_seed)
         if method == "fgsm":
-            adversarial = sign_step(model, x, x, y, eps, eps)
+            adversarial = gradient_step(model, x, x, y, eps, eps)
             # 0.5 clean + 0.5 adversarial loss = the mean over both halves of one batch.
             return tf.concat([x, adversarial], 0), tf.concat([y, y], 0)
         if method == "fgsm_rs":
-            start = uniform_start(x, eps, stateless_seed)
-            return sign_step(model, start, x, y, eps, config.fgsm_rs_step * eps), y
+            start = uniform_in_ball(x, eps, stateless_seed, (0.0, 1.0))
+            return gradient_step(model, start, x, y, eps, config.fgsm_rs_step * eps), y
+        if method == "n_fgsm":
+            noise, step = config.n_fgsm_noise * eps, config.n_fgsm_step * eps
+            start = uniform_in_ball(x, noise, stateless_seed, (0.0, 1.0))
+            # A ball of noise + step never binds: no projection, only the clip into [0, 1].
+            return gradient_step(model, start, x, y, noise + step, step), y
         step = default_step_size(eps, config.pgd_steps)
         return pgd_steps(model, x, y, eps, config.pgd_steps, step, stateless_seed), y
 

@@ -9,6 +9,8 @@ into the experiment's results), because it means the numbers overstate robustnes
   attack can only do better);
 - PGD must not do worse than FGSM at the same eps (it starts with the same step and keeps
   going);
+- the worst case over the APGD attacks (``worst_case``) must not do worse than PGD: APGD
+  is the stronger attack, so a higher accuracy under it means one of the two is broken;
 - a large FGSM-PGD gap where the model is claimed robust (up to its training eps) is
   reported: the signature of gradient masking, as after catastrophic overfitting of
   single-step adversarial training (Wong et al. 2020). Outside that range a gap is expected
@@ -28,13 +30,16 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from attacks.apgd import apgd, apgd_targeted
 from attacks.fgsm import fgsm
 from attacks.pgd import default_step_size, pgd
 from attacks.validation import check_eps, check_labels, check_nonempty_batch, num_classes
 from lab.checks import check_positive, check_positive_int
 from lab.compile_cache import cached_function
 
-ATTACKS = ("fgsm", "pgd")
+ATTACKS = ("fgsm", "pgd", "worst_case")
+# The attacks of ``worst_case``, in the order they run (AutoAttack's gradient attacks).
+WORST_CASE_ATTACKS = ("apgd_ce", "apgd_t", "apgd_dlr", "pgd")
 
 
 def _checked_labels(model, x, y):
@@ -73,33 +78,115 @@ def attack_accuracy(model, x, y, attack, *, batch_size: int = 500) -> float:
     return correct / len(x)
 
 
-def fgsm_accuracy(model, x, y, eps, *, clip=(0.0, 1.0), eps_scale=None,
+def fgsm_accuracy(model, x, y, eps, *, norm="linf", clip=(0.0, 1.0), eps_scale=None,
                   batch_size: int = 500) -> float:
-    """Accuracy under FGSM with true labels (eps 0: clean accuracy); ``clip`` and
-    ``eps_scale`` describe the input domain as in ``attacks.fgsm.fgsm``."""
-    check_eps(eps, clip, eps_scale=eps_scale)  # before eps == 0, which a vector gets wrong
+    """Accuracy under FGSM with true labels (eps 0: clean accuracy); ``norm``, ``clip`` and
+    ``eps_scale`` describe the threat model and input domain as in ``attacks.fgsm.fgsm``."""
+    # Before eps == 0, which a vector gets wrong.
+    check_eps(eps, clip, eps_scale=eps_scale, norm=norm)
     if eps == 0:
         return accuracy(model, x, y, batch_size)
     return attack_accuracy(model, x, y, lambda xb, yb, start: fgsm(
-        model, xb, yb, eps, clip=clip, eps_scale=eps_scale), batch_size=batch_size)
+        model, xb, yb, eps, norm=norm, clip=clip, eps_scale=eps_scale), batch_size=batch_size)
 
 
-def pgd_accuracy(model, x, y, eps, *, steps: int = 40, step_size: float | None = None,
-                 restarts: int = 1, seed: int = 0, clip=(0.0, 1.0), eps_scale=None,
-                 batch_size: int = 500) -> float:
+def pgd_accuracy(model, x, y, eps, *, norm="linf", steps: int = 40,
+                 step_size: float | None = None, restarts: int = 1, seed: int = 0,
+                 clip=(0.0, 1.0), eps_scale=None, batch_size: int = 500) -> float:
     """Accuracy under PGD with true labels, random starts seeded ``seed + offset`` per batch;
     ``step_size`` defaults to ``attacks.pgd.default_step_size(eps, steps)`` (eps 0: clean
-    accuracy); ``clip`` and ``eps_scale`` as in ``attacks.pgd.pgd``."""
-    check_eps(eps, clip, eps_scale=eps_scale)  # before eps == 0 and default_step_size
+    accuracy); ``norm``, ``clip`` and ``eps_scale`` as in ``attacks.pgd.pgd``."""
+    # Before eps == 0 and default_step_size.
+    check_eps(eps, clip, eps_scale=eps_scale, norm=norm)
     check_positive_int("steps", steps)  # at eps 0 too, where no attack runs
     if eps == 0:
         return accuracy(model, x, y, batch_size)
     step_size = default_step_size(eps, steps) if step_size is None else step_size
     return attack_accuracy(
-        model, x, y, lambda xb, yb, start: pgd(model, xb, yb, eps, steps=steps,
+        model, x, y, lambda xb, yb, start: pgd(model, xb, yb, eps, norm=norm, steps=steps,
                                                step_size=step_size, restarts=restarts,
                                                clip=clip, eps_scale=eps_scale,
                                                seed=seed + start), batch_size=batch_size)
+
+
+def worst_case(model, x, y, eps, *, attacks=("apgd_ce", "apgd_t"), norm="linf", steps=100,
+               targets=3, targeted_steps=40, clip=(0.0, 1.0), eps_scale=None, seed=0):
+    """Per example, the first of ``attacks`` that fools ``model`` (Croce & Hein 2020's
+    worst case over an ensemble): each attack runs only on the examples every earlier one
+    left correctly classified, so the ensemble costs little more than its first attack on a
+    model that few examples resist, and about the sum of its attacks on a robust one.
+
+    Args:
+      model: a Keras classifier returning logits.
+      x, y: the batch and its true labels (``y=None``: the model's predictions).
+      eps: the radius (``attacks.apgd.apgd``).
+      attacks: names from ``WORST_CASE_ATTACKS``: ``"apgd_ce"`` (APGD on the cross-entropy,
+        ``steps`` iterations), ``"apgd_t"`` (APGD-T on the targeted DLR loss, ``targets``
+        classes of ``targeted_steps`` iterations), ``"apgd_dlr"`` (untargeted DLR, ``steps``),
+        ``"pgd"`` (PGD, ``steps`` of ``attacks.pgd.default_step_size``). The DLR attacks are
+        left out for a model with too few classes for them (``apgd_t`` below 4,
+        ``apgd_dlr`` below 3), where the cross-entropy is a monotone function of the margin.
+        The default suite costs 1.7 PGD-40x3 evaluations on the committed PGD-trained model
+        (``benchmarks/bench_worst_case.py``).
+      norm: ``"linf"`` or ``"l2"``.
+      steps, targets, targeted_steps: the attacks' budgets, as above.
+      clip, eps_scale: the input domain, as in ``attacks.pgd.pgd``.
+      seed: seed of every attack's random starts.
+
+    Returns:
+      The adversarial batch, shaped like ``x``: per example the first attack's fooling point,
+      else the last attack's point; an example misclassified to begin with is left as it is.
+
+    Raises:
+      ValueError: as the attacks, and for ``attacks`` empty or with an unknown name.
+
+    References:
+      Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse
+      parameter-free attacks. ICML 2020. arXiv:2003.01690.
+    """
+    if not attacks or isinstance(attacks, str) or any(a not in WORST_CASE_ATTACKS
+                                                      for a in attacks):
+        raise ValueError(f"attacks must be a non-empty sequence of names from "
+                         f"{WORST_CASE_ATTACKS}. Received: attacks={attacks!r}")
+    check_positive_int("targeted_steps", targeted_steps)
+    domain = dict(norm=norm, clip=clip, eps_scale=eps_scale, seed=seed)
+    classes = num_classes(model)
+    if classes is not None and classes < 4:  # DLR needs 3 sorted logits, targeted DLR 4
+        attacks = [a for a in attacks if a != "apgd_t" and (a != "apgd_dlr" or classes >= 3)]
+    run = {
+        "apgd_ce": lambda xs, ys: apgd(model, xs, ys, eps, loss="ce", steps=steps, **domain),
+        "apgd_dlr": lambda xs, ys: apgd(model, xs, ys, eps, loss="dlr", steps=steps, **domain),
+        "apgd_t": lambda xs, ys: apgd_targeted(model, xs, ys, eps, targets=targets,
+                                               steps=targeted_steps, **domain),
+        "pgd": lambda xs, ys: pgd(model, xs, ys, eps, steps=steps,
+                                  step_size=default_step_size(eps, steps), **domain),
+    }
+    x = np.asarray(x)
+    y = _checked_labels(model, x, y) if y is not None else np.argmax(
+        _compiled_predict(model)(tf.convert_to_tensor(x)), axis=-1).astype(np.int32)
+    result = x.copy()
+    # Examples the model already gets wrong need no attack.
+    left = np.flatnonzero(np.argmax(_compiled_predict(model)(tf.convert_to_tensor(x)), -1) == y)
+    for attack in attacks:
+        if left.size == 0:
+            break
+        found = run[attack](x[left], y[left]).numpy()
+        result[left] = found
+        correct = np.argmax(_compiled_predict(model)(tf.convert_to_tensor(found)), -1) == y[left]
+        left = left[correct]
+    return tf.constant(result)
+
+
+def worst_case_accuracy(model, x, y, eps, *, batch_size: int = 500, **options) -> float:
+    """Accuracy under ``worst_case`` with true labels (eps 0: clean accuracy); ``options``
+    as in ``worst_case``."""
+    check_eps(eps, options.get("clip", (0.0, 1.0)), eps_scale=options.get("eps_scale"),
+              norm=options.get("norm", "linf"))
+    if eps == 0:
+        return accuracy(model, x, y, batch_size)
+    seed = options.pop("seed", 0)
+    return attack_accuracy(model, x, y, lambda xb, yb, start: worst_case(
+        model, xb, yb, eps, seed=seed + start, **options), batch_size=batch_size)
 
 
 def _count_correct(model, x, y) -> int:
@@ -160,6 +247,12 @@ def sanity_warnings(eps_values, accuracies: dict, examples: int, *, gap: float =
                     f"{attack} accuracy rises with eps: {values[i - 1]:.4f} at eps="
                     f"{eps_values[i - 1]:g} to {values[i]:.4f} at eps={eps_values[i]:g} "
                     "(the attack is failing: suspect gradient masking)")
+    if "worst_case" in accuracies and "pgd" in accuracies:
+        for eps, w, p in zip(eps_values, accuracies["worst_case"], accuracies["pgd"]):
+            if w > p + tolerance:
+                warnings.append(f"the worst case does worse than PGD at eps={eps:g}: accuracy "
+                                f"{w:.4f} under the APGD ensemble vs {p:.4f} under PGD (an "
+                                "attack is misconfigured or gradients are masked)")
     if "fgsm" in accuracies and "pgd" in accuracies:
         for eps, f, p in zip(eps_values, accuracies["fgsm"], accuracies["pgd"]):
             if p > f + tolerance:
@@ -173,9 +266,9 @@ def sanity_warnings(eps_values, accuracies: dict, examples: int, *, gap: float =
     return warnings
 
 
-def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int = 40,
-                     pgd_step_size: float | None = None, pgd_restarts: int = 1,
-                     batch_size: int = 500, seed: int = 0,
+def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, norm: str = "linf",
+                     pgd_steps: int = 40, pgd_step_size: float | None = None,
+                     pgd_restarts: int = 1, batch_size: int = 500, seed: int = 0,
                      claimed_eps: float | None = None, clip=(0.0, 1.0),
                      eps_scale=None) -> RobustnessCurve:
     """Accuracy of ``model`` on ``data`` under each attack at each eps.
@@ -184,8 +277,10 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
       model: a Keras classifier returning logits.
       data: ``(x, y)`` NumPy arrays (images in [0, 1], integer labels: see
         ``attacks.validation.check_labels``).
-      eps_values: increasing L-infinity radii; 0 gives the clean accuracy.
-      attacks: names from ``("fgsm", "pgd")``.
+      eps_values: increasing radii; 0 gives the clean accuracy.
+      attacks: names from ``ATTACKS``: ``"fgsm"``, ``"pgd"``, ``"worst_case"`` (``worst_case``
+        with its defaults: APGD-CE, then APGD-T on what is left).
+      norm: the threat model, ``"linf"`` or ``"l2"``.
       pgd_steps: PGD iterations (40: Madry et al.'s MNIST evaluation).
       pgd_step_size: PGD step; default ``attacks.pgd.default_step_size(eps, pgd_steps)``
         (``2.5 * eps / pgd_steps``), so the steps can cross the ball.
@@ -203,7 +298,7 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
     x, y = data
     y = _checked_labels(model, x, y)  # before any attack runs
     for i, eps in enumerate(eps_values):
-        check_eps(eps, clip, name=f"eps_values[{i}]", eps_scale=eps_scale)
+        check_eps(eps, clip, name=f"eps_values[{i}]", eps_scale=eps_scale, norm=norm)
     eps_values = [float(e) for e in eps_values]
     if not eps_values or any(b <= a for a, b in zip(eps_values, eps_values[1:])):
         raise ValueError(f"eps_values must be non-empty and increasing. "
@@ -218,13 +313,13 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, pgd_steps: int
         check_positive("claimed_eps", claimed_eps, allow_zero=True)
     # Every attack's value at eps 0, measured once.
     clean = accuracy(model, x, y, batch_size) if 0.0 in eps_values else None
+    domain = dict(norm=norm, clip=clip, eps_scale=eps_scale, batch_size=batch_size)
     measure = {
-        "fgsm": lambda eps: fgsm_accuracy(model, x, y, eps, clip=clip, eps_scale=eps_scale,
-                                          batch_size=batch_size),
-        "pgd": lambda eps: pgd_accuracy(model, x, y, eps, steps=pgd_steps, clip=clip,
-                                        eps_scale=eps_scale,
+        "fgsm": lambda eps: fgsm_accuracy(model, x, y, eps, **domain),
+        "pgd": lambda eps: pgd_accuracy(model, x, y, eps, steps=pgd_steps,
                                         step_size=pgd_step_size, restarts=pgd_restarts,
-                                        seed=seed, batch_size=batch_size),
+                                        seed=seed, **domain),
+        "worst_case": lambda eps: worst_case_accuracy(model, x, y, eps, seed=seed, **domain),
     }
     accuracies = {attack: [clean if eps == 0 else measure[attack](eps) for eps in eps_values]
                   for attack in attacks}

@@ -1,11 +1,13 @@
-"""The fast gradient sign method (FGSM) and the one projected signed-gradient step that every
-attack in gradlab is made of.
+"""The fast gradient sign method (FGSM) and the one projected gradient step that FGSM and PGD
+are made of.
 
 For a classifier with loss ``L(x, y)``, one L-infinity step from ``x_adv`` is
 
     x_adv <- clip( proj_{||. - x||_inf <= eps}( x_adv + step * sign(grad_x L(x_adv, y)) ), lo, hi )
 
-(minus the sign for a targeted attack, which descends the loss of the target label).
+(minus the sign for a targeted attack, which descends the loss of the target label). Under
+the L2 threat model the step follows ``grad / ||grad||_2`` and the projection shortens the
+offset to length ``eps`` (the fast gradient method); both come from ``lab.ball``.
 FGSM (Goodfellow et al. 2015) is one such step from ``x`` with ``step = eps``; Wong et al.'s
 variant starts from a uniform random point in the eps-ball and steps ``1.25 eps``; PGD
 (``attacks.pgd``) repeats the step. The input gradient comes from
@@ -31,6 +33,7 @@ from attacks.validation import (
     labels_or_predictions,
     new_seed,
 )
+from lab.ball import ascent_step, project_to_ball, uniform_in_ball
 from lab.checks import check_positive
 from lab.compile_cache import cached_function
 from lab.higher_order import input_gradient
@@ -41,22 +44,10 @@ def cross_entropy(labels, logits):
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
-def project(x_adv, x, radius, clip):
-    """Onto the L-infinity ball of ``radius`` (a scalar or per-feature) around ``x``, then into
-    ``clip = (lo, hi)`` (scalars or per-feature tensors; ``None``: unbounded)."""
-    x_adv = tf.clip_by_value(x_adv, x - radius, x + radius)
-    return x_adv if clip is None else tf.clip_by_value(x_adv, clip[0], clip[1])
-
-
-def _scaled(value, scale, dtype):
-    """``value`` in input units: times the per-feature ``scale`` when there is one."""
-    value = tf.cast(value, dtype)
-    return value if scale is None else value * scale
-
-
-def sign_step(model, x_adv, x, y, eps, step, *, targeted=False, clip=(0.0, 1.0), scale=None,
-              loss=None):
-    """One projected signed-gradient step from ``x_adv`` (graph-friendly: no validation).
+def gradient_step(model, x_adv, x, y, eps, step, *, norm="linf", targeted=False,
+                  clip=(0.0, 1.0), scale=None, loss=None):
+    """One projected steepest-ascent step from ``x_adv`` (graph-friendly: no validation):
+    signed for L-infinity, along the normalized gradient for L2 (``lab.ball``).
 
     Args:
       model: callable ``model(x, training=False) -> outputs``.
@@ -64,32 +55,24 @@ def sign_step(model, x_adv, x, y, eps, step, *, targeted=False, clip=(0.0, 1.0),
       x: the clean batch (centre of the eps-ball).
       y: labels to move away from, or targets to move toward when ``targeted`` (or whatever
         reference ``loss`` compares the outputs with).
-      eps: L-infinity radius.
+      eps: the radius.
       step: step length.
+      norm: ``"linf"`` or ``"l2"``.
       targeted: descend the loss of ``y`` instead of ascending it.
       clip: the valid input range ``(lo, hi)``, scalars or per-feature; ``None``: unbounded.
-      scale: optional per-feature scale: ``eps`` and ``step`` are in its units (the radius of
-        feature ``i`` is ``eps * scale[i]``).
+      scale: optional per-feature scale: ``eps`` and ``step`` are in its units (the
+        L-infinity radius of feature ``i`` is ``eps * scale[i]``).
       loss: per-example ``loss(y, outputs)`` to ascend; default ``cross_entropy``.
 
     Returns:
       The new adversarial batch, inside the ball and the range.
     """
     grad = input_gradient(model, loss or cross_entropy, x_adv, y)
-    direction = -tf.sign(grad) if targeted else tf.sign(grad)
-    return project(x_adv + _scaled(step, scale, x.dtype) * direction, x,
-                   _scaled(eps, scale, x.dtype), clip)
+    moved = ascent_step(x_adv, -grad if targeted else grad, step, scale=scale, norm=norm)
+    return project_to_ball(moved, x, eps, clip, scale=scale, norm=norm)
 
 
-def uniform_start(x, eps, seed, clip=(0.0, 1.0), scale=None):
-    """``x`` plus uniform noise in ``[-eps, eps]`` (times ``scale`` per feature), clipped;
-    ``seed`` is a stateless pair."""
-    noise = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0, dtype=x.dtype)
-    start = x + _scaled(eps, scale, x.dtype) * noise
-    return start if clip is None else tf.clip_by_value(start, clip[0], clip[1])
-
-
-def _build_fgsm(model, dtype, targeted, random_start):
+def _build_fgsm(model, dtype, targeted, random_start, norm):
     x_spec, *signature = attack_signature(model, dtype, dtype, dtype)
     feature_spec = tf.TensorSpec(x_spec.shape[1:], dtype)
 
@@ -97,25 +80,28 @@ def _build_fgsm(model, dtype, targeted, random_start):
                                   feature_spec, feature_spec, feature_spec])
     def attack(x, y, eps, step, seed, lo, hi, scale):
         clip = (lo, hi)
-        start = uniform_start(x, eps, seed, clip, scale) if random_start else x
-        return sign_step(model, start, x, y, eps, step, targeted=targeted, clip=clip,
-                         scale=scale)
+        start = (uniform_in_ball(x, eps, seed, clip, scale=scale, norm=norm) if random_start
+                 else x)
+        return gradient_step(model, start, x, y, eps, step, norm=norm, targeted=targeted,
+                             clip=clip, scale=scale)
     return attack
 
 
-def _compiled_fgsm(model, dtype=tf.float32, *, targeted=False, random_start=False):
+def _compiled_fgsm(model, dtype=tf.float32, *, targeted=False, random_start=False,
+                   norm="linf"):
     """The compiled attack behind ``fgsm``,
     ``attack(x, y, eps, step, seed_pair, lo, hi, scale)``, cached per model and options: it is
     traced once, for any batch size, eps, step and input domain (bounds and scale are
     per-feature tensors)."""
-    key = ("fgsm", tf.as_dtype(dtype).name, targeted, random_start)
+    key = ("fgsm", tf.as_dtype(dtype).name, targeted, random_start, norm)
     return cached_function(model, key, lambda: _build_fgsm(
-        model, tf.as_dtype(dtype), targeted, random_start))
+        model, tf.as_dtype(dtype), targeted, random_start, norm))
 
 
-def fgsm(model, x, y, eps, *, targeted=False, random_start=False, step=None,
+def fgsm(model, x, y, eps, *, norm="linf", targeted=False, random_start=False, step=None,
          clip=(0.0, 1.0), eps_scale=None, seed=None):
-    """L-infinity fast gradient sign attack on a batch: ``x + step * sign(grad_x L)``, projected.
+    """Fast gradient sign attack on a batch: ``x + step * sign(grad_x L)``, projected (with
+    ``norm="l2"``, the fast gradient method: ``x + step * grad_x L / ||grad_x L||_2``).
 
     Args:
       model: a Keras classifier returning logits (called with ``training=False``, so dropout
@@ -127,7 +113,8 @@ def fgsm(model, x, y, eps, *, targeted=False, random_start=False, step=None,
         examples *better* than clean ones, "label leaking" (Kurakin et al. 2017); attacking
         its prediction adds no information the model does not already have. Predictions are
         also all there is when labels are unknown. A targeted attack needs ``y``: the targets.
-      eps: L-infinity radius, in ``[0, hi - lo]``.
+      eps: the radius: in ``[0, hi - lo]`` for L-infinity, ``>= 0`` for L2.
+      norm: the threat model, ``"linf"`` or ``"l2"`` (``lab.ball.NORMS``).
       targeted: move toward the labels ``y`` (descend their loss) instead of away from them.
       random_start: start from a uniform point in the eps-ball (Wong et al. 2020); the
         default ``step`` is then ``1.25 * eps``, and the result is projected back.
@@ -159,13 +146,15 @@ def fgsm(model, x, y, eps, *, targeted=False, random_start=False, step=None,
       arXiv:1611.01236.
     """
     x, y, bounds = check_attack_arguments(model, x, y, eps, clip=clip, targeted=targeted,
-                                          eps_scale=eps_scale)
+                                          eps_scale=eps_scale, norm=norm)
     if step is None:
         step = 1.25 * eps if random_start else eps
     else:
         check_positive("step", step)
     seed = new_seed(seed)
     y = labels_or_predictions(model, x, y)
-    attack = _compiled_fgsm(model, x.dtype, targeted=targeted, random_start=random_start)
+    attack = _compiled_fgsm(model, x.dtype, targeted=targeted, random_start=random_start,
+                            norm=norm)
     return attack(x, y, as_scalar(eps, x.dtype), as_scalar(step, x.dtype),
                   tf.constant([seed, 0], tf.int64), *bounds)
+

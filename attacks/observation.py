@@ -73,9 +73,10 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from attacks.fgsm import cross_entropy, sign_step, uniform_start
+from attacks.fgsm import cross_entropy, gradient_step
 from attacks.pgd import default_step_size, pgd_steps
 from attacks.validation import check_eps
+from lab.ball import uniform_in_ball
 from lab.checks import (
     check_in_range,
     check_nonnegative_int,
@@ -191,7 +192,7 @@ class ObservationAttack:
         seeds = generator.make_seeds(self.restarts if self.method == "pgd" else 1)
         seed = seeds[:, 0]
         if self.method == "random":
-            attacked = uniform_start(obs, eps, seed, self.clip, self.scale)
+            attacked = uniform_in_ball(obs, eps, seed, self.clip, scale=self.scale)
         else:
             clean = model(obs, training=False)
             y, loss = self._reference_and_loss(clean)
@@ -199,11 +200,11 @@ class ObservationAttack:
             random_start = self.method == "pgd" or self.objective in RANDOM_START_OBJECTIVES
             if self.method == "fgsm":
                 # With a random start (mean_shift, kl), a step of 1.25 eps as in Wong et al.
-                start = uniform_start(obs, eps, seed, self.clip, self.scale) if random_start \
-                    else obs
+                start = (uniform_in_ball(obs, eps, seed, self.clip, scale=self.scale)
+                         if random_start else obs)
                 step = 1.25 * eps if random_start else eps
-                attacked = sign_step(model, start, obs, y, eps, step, targeted=targeted,
-                                     clip=self.clip, scale=self.scale, loss=loss)
+                attacked = gradient_step(model, start, obs, y, eps, step, targeted=targeted,
+                                         clip=self.clip, scale=self.scale, loss=loss)
             else:
                 step = (default_step_size(eps, self.steps) if self.step_size is None
                         else tf.constant(self.step_size, tf.float32))

@@ -9,7 +9,14 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from lab.checks import check_in_range, check_nonnegative_int, check_positive, static_value
+from lab.ball import NORMS
+from lab.checks import (
+    check_in_range,
+    check_nonnegative_int,
+    check_one_of,
+    check_positive,
+    static_value,
+)
 
 
 def num_classes(model) -> int | None:
@@ -75,7 +82,7 @@ def check_labels(y, num_examples: int, classes: int | None = None, *,
     return labels.astype(np.int32, copy=False)
 
 
-def check_attack_arguments(model, x, y, eps, *, clip, targeted, eps_scale=None):
+def check_attack_arguments(model, x, y, eps, *, clip, targeted, eps_scale=None, norm="linf"):
     """Validates an attack call.
 
     Args:
@@ -83,13 +90,14 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted, eps_scale=None):
       x: the batch (at least one example), values in ``clip``.
       y: labels in ``[0, num_classes)``, one per example, or ``None`` (see
         ``check_labels``).
-      eps: L-infinity radius, a real number >= 0 (in units of ``eps_scale``).
+      eps: the radius, a real number >= 0 (in units of ``eps_scale``); see ``check_eps``.
       clip: ``(lo, hi)``, the valid input range: numbers, or arrays that broadcast to one
         example's shape (per-feature bounds, infinite where a feature is unbounded); ``None``
         for unbounded inputs.
       targeted: whether ``y`` holds targets (then it is required).
       eps_scale: ``None`` (eps in input units) or positive per-feature scales that broadcast
         to one example's shape: the radius of feature ``i`` is ``eps * eps_scale[i]``.
+      norm: the threat model, one of ``lab.ball.NORMS``.
 
     Returns:
       ``(x, y, bounds)``: ``x`` as a floating tensor of its own dtype (float32 if it was not
@@ -110,7 +118,8 @@ def check_attack_arguments(model, x, y, eps, *, clip, targeted, eps_scale=None):
         raise ValueError(f"x must be a batch of the model's inputs, shape {expected}. "
                          f"Received: x with shape {tuple(x.shape)}")
     check_nonempty_batch(x)
-    lo, hi, scale = check_eps(eps, clip, eps_scale=eps_scale, feature_shape=tuple(x.shape[1:]))
+    lo, hi, scale = check_eps(eps, clip, eps_scale=eps_scale, feature_shape=tuple(x.shape[1:]),
+                              norm=norm)
     if not bool(tf.reduce_all(tf.math.is_finite(x))):
         raise ValueError("x must be finite. Received: x with NaN or infinite values")
     values = x.numpy()
@@ -151,14 +160,17 @@ def _per_feature(name, value, feature_shape):
     return array
 
 
-def check_eps(eps, clip=(0.0, 1.0), *, name="eps", eps_scale=None, feature_shape=None):
+def check_eps(eps, clip=(0.0, 1.0), *, name="eps", eps_scale=None, feature_shape=None,
+              norm="linf"):
     """Checks an attack's radius against its input domain.
 
     ``clip`` is ``(lo, hi)`` (numbers or per-feature arrays, ``lo < hi`` everywhere, infinite
     for unbounded features) or ``None``; ``eps`` a real number >= 0; ``eps_scale`` ``None``
-    or finite positive per-feature scales. Where both bounds are finite, the radius ``eps *
-    eps_scale`` must not exceed ``hi - lo``: a larger ball would cover the whole range, surely
-    a unit mistake (eps=8 meant 8/255).
+    or finite positive per-feature scales; ``norm`` one of ``lab.ball.NORMS``. Under
+    L-infinity, where both bounds are finite, the radius ``eps * eps_scale`` must not exceed
+    ``hi - lo``: a larger ball would cover the whole range, surely a unit mistake (eps=8 meant
+    8/255). An L2 radius may exceed the range of one feature (2.0 is a common MNIST radius),
+    so only ``eps >= 0`` is checked.
 
     Returns:
       ``(lo, hi, scale)`` as float64 arrays (or numbers).
@@ -166,6 +178,7 @@ def check_eps(eps, clip=(0.0, 1.0), *, name="eps", eps_scale=None, feature_shape
     Raises:
       ValueError: naming the argument and the value received.
     """
+    check_one_of("norm", norm, NORMS)
     if clip is None:
         lo, hi = np.float64(-np.inf), np.float64(np.inf)
     else:
@@ -184,7 +197,9 @@ def check_eps(eps, clip=(0.0, 1.0), *, name="eps", eps_scale=None, feature_shape
             raise ValueError(f"eps_scale must be finite and > 0 in every feature. Received: "
                              f"eps_scale={eps_scale!r}")
     width = hi - lo
-    if np.ndim(width) == 0 and np.ndim(scale) == 0 and float(scale) == 1.0:
+    if norm == "l2":
+        check_positive(name, eps, allow_zero=True)
+    elif np.ndim(width) == 0 and np.ndim(scale) == 0 and float(scale) == 1.0:
         check_in_range(name, eps, 0.0, float(width))  # the classic message: eps in [0, hi - lo]
     else:
         check_positive(name, eps, allow_zero=True)

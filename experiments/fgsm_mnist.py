@@ -3,25 +3,29 @@
     python -m experiments.fgsm_mnist --source sample --out DIR
 
 Trains a clean model and one model per adversarial-training method (``--methods``, default
-clean, fgsm, fgsm_rs, pgd; see ``attacks.adversarial_training``) at L-infinity radius
-``--eps`` (0.3), then evaluates each: accuracy under FGSM and PGD-40 across ``--eval-eps``
-(the robustness curve, on ``--curve-examples`` test digits) and, at the training eps on the
-whole test split, FGSM and PGD-40 (steps of 2.5 eps / 40) with ``--restarts`` random
-restarts. Every method has its own training recipe (``RECIPES``). Every evaluation runs the
+every method of ``attacks.adversarial_training``) at L-infinity radius ``--eps`` (0.3), once
+per seed of ``--seeds`` (0 1 2), then evaluates each model at the training eps on the first
+``--eval-examples`` test digits: clean accuracy, FGSM, PGD-40 (steps of 2.5 eps / 40) with
+``--restarts`` random restarts, and the worst case over APGD-CE and APGD-T
+(``attacks.evaluation.worst_case``). The first seed's models also get the robustness curve
+(FGSM, PGD-40 and the worst case across ``--eval-eps``, on ``--curve-examples`` test digits).
+Every method has its own training recipe (``RECIPES``). Every evaluation runs the
 gradient-masking sanity checks of ``attacks.evaluation``; failures are listed under
-``warnings`` and ``curve_warnings`` in the summary.
+``warnings`` (per seed) and ``curve_warnings`` in the summary.
 
 Writes into DIR (default ``results/fgsm_mnist/``): ``config.json`` (with the data source
-actually used), ``metrics.csv`` (per method and epoch: eps, loss, clean test accuracy,
-PGD accuracy on a fixed training batch, seconds), ``summary.json`` (per method:
-``clean_accuracy``, ``fgsm_accuracy``, ``pgd_accuracy``, ``seconds_per_epoch``,
-``collapsed``, and the robustness ``curve``), ``robustness_curve.png``,
-``adversarial_examples.png``, ``training_curves.png``, and ``models/<method>.keras``.
+actually used), ``metrics.csv`` (per method, seed and epoch: eps, loss, clean test accuracy,
+PGD accuracy on a fixed training batch, seconds), ``summary.json`` (per method: the mean,
+min and max over seeds of ``clean_accuracy``, ``fgsm_accuracy``, ``pgd_accuracy``,
+``worst_case_accuracy`` and ``seconds_per_epoch``, the seeds that collapsed, the robustness
+``curve``, and every seed's results under ``per_seed``), ``robustness_curve.png``,
+``adversarial_examples.png``, ``training_curves.png``, and
+``models/<method>_seed<seed>.keras``.
 
 The run is written into ``DIR.partial/`` and moved over DIR only when complete, so DIR always
 holds one whole run. Metrics are written there after every epoch, and the training state of
-the method in training is checkpointed after every epoch (``progress/<method>/``, beside the
-finished methods' results in ``progress/progress.json``); ``--resume`` continues an
+the run in training is checkpointed after every epoch (``progress/<method>_seed<seed>/``,
+beside the finished runs' results in ``progress/progress.json``); ``--resume`` continues an
 interrupted or killed run from there, losing at most the epoch in progress, and ends with the
 numbers of a run that was never stopped (wall times aside); Ctrl-C stops at the end of the
 epoch. Under ``--strategy multi_worker`` every worker runs the same command with
@@ -29,7 +33,7 @@ epoch. Under ``--strategy multi_worker`` every worker runs the same command with
 chief has (``experiments.skeleton``), so that all restore the same state; ``--out`` must be
 readable by every worker.
 
-``--quick`` (a smoke test, about 30 seconds) trains on 2,000 digits for two epochs and
+``--quick`` (a smoke test, under a minute) trains one seed on 2,000 digits for two epochs and
 evaluates on 200.
 """
 
@@ -54,12 +58,12 @@ from attacks.adversarial_training import (
     make_strategy,
 )
 from attacks.evaluation import (
-    RobustnessCurve,
     accuracy,
     fgsm_accuracy,
     pgd_accuracy,
     robustness_curve,
     sanity_warnings,
+    worst_case_accuracy,
 )
 from attacks.mnist import SOURCES, default_source, load_mnist_arrays, resolve_mnist_source
 from attacks.models import MODELS
@@ -67,7 +71,14 @@ from attacks.pgd import default_step_size, pgd
 from experiments.atomic import atomic_path
 from experiments.cli import check_values, run_command
 from experiments.interrupts import interrupts_deferred
-from experiments.records import save_figure, subplots, write_csv, write_results
+from experiments.records import (
+    over_seeds,
+    runs_by_seed,
+    save_figure,
+    subplots,
+    write_csv,
+    write_results,
+)
 from experiments.run_folder import PROGRESS
 from experiments.skeleton import run_experiment
 from lab.checks import check_in_range, check_nonnegative_int, check_one_of, check_positive_int
@@ -81,6 +92,7 @@ RECIPES = {
     "clean": {"epochs": 16, "learning_rate": 2e-3, "lr_schedule": "cosine", "shift": 2},
     "fgsm": {"epochs": 10},
     "fgsm_rs": {"epochs": 10},
+    "n_fgsm": {"epochs": 10},
     "pgd": {"epochs": 20},
 }
 DEFAULT_EPOCHS = {method: recipe["epochs"] for method, recipe in RECIPES.items()}
@@ -107,9 +119,13 @@ class ExperimentConfig:
         "help": f"epochs for every method (default per method: {DEFAULT_EPOCHS})"})
     eval_eps: tuple[float, ...] = field(default=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35),
                                         metadata={"help": "eps values of the curve"})
-    curve_examples: int = field(default=1000, metadata={"help": "test digits for the curve"})
+    curve_examples: int = field(default=500, metadata={"help": "test digits for the curve"})
     restarts: int = field(default=3, metadata={"help": "PGD-40 restarts at the training eps"})
-    seed: int = field(default=0, metadata={"help": "seeds data order, weights, attacks"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={
+        "help": "one model per method and seed (each seeds data order, weights, attacks); the "
+                "headline is the mean and range over seeds"})
+    eval_examples: int = field(default=1000, metadata={
+        "help": "test digits of the headline evaluation at --eps (at most the test split)"})
     batch_size: int | None = field(default=None, metadata={
         "help": "override every method's recipe (RECIPES): examples per step"})
     learning_rate: float | None = field(default=None, metadata={
@@ -137,7 +153,8 @@ class ExperimentConfig:
             check_positive_int("epochs", self.epochs)
         check_positive_int("curve_examples", self.curve_examples)
         check_positive_int("restarts", self.restarts)
-        check_nonnegative_int("seed", self.seed)
+        check_values("seeds", self.seeds, check_nonnegative_int)
+        check_positive_int("eval_examples", self.eval_examples)
         check_values("eval_eps", self.eval_eps, functools.partial(check_in_range, lo=0.0, hi=1.0),
                      increasing=True)
         # The training settings are checked where they are used, before anything trains.
@@ -150,7 +167,8 @@ class ExperimentConfig:
             return self
         return dataclasses.replace(
             self, epochs=self.epochs or QUICK["epochs"], restarts=QUICK["restarts"],
-            curve_examples=QUICK["curve_examples"], eval_eps=(0.0, 0.1, self.eps))
+            curve_examples=QUICK["curve_examples"], eval_eps=(0.0, 0.1, self.eps),
+            seeds=self.seeds[:1], eval_examples=QUICK["test"])
 
     @property
     def data_source(self) -> str:
@@ -163,7 +181,7 @@ class ExperimentConfig:
 RECIPE_OVERRIDES = tuple(
     sorted(({f.name for f in dataclasses.fields(ExperimentConfig)}
             & {f.name for f in dataclasses.fields(AdversarialTrainingConfig)})
-           - {"epochs", "eps", "seed"}))
+           - {"epochs", "eps", "seed", "seeds"}))
 
 
 def workers(config: ExperimentConfig):
@@ -200,76 +218,121 @@ def start(config: ExperimentConfig):
 
 
 def run(config: ExperimentConfig, folder, started) -> dict:
-    """Trains and evaluates every method not finished yet, writes the results into
+    """Trains and evaluates every (method, seed) not finished yet, writes the results into
     ``folder`` and returns the summary per method."""
     (x_train, y_train), (x_test, y_test), source = started
     strategy = _strategy(config.strategy)
-    # Methods finished before an interruption: their rows and summaries, and their models.
-    done = folder.progress({"rows": [], "summary": {}})
-    rows, summary = done["rows"], done["summary"]
-    models, saved = {}, lambda method: folder.path / "models" / f"{method}.keras"
-    for method in summary:
-        with folder.reading(saved(method)):
-            models[method] = keras.models.load_model(saved(method))
-    curves = {method: RobustnessCurve(s["curve"]["eps"],
-                                      {a: s["curve"][a] for a in ("fgsm", "pgd")},
-                                      s["curve"]["examples"], s["curve_warnings"])
-              for method, s in summary.items()}
-    with folder.tensorboard(("method",), "epoch", rows) as tensorboard:
+    # Runs finished before an interruption: their metrics rows and results.
+    done = folder.progress({"rows": [], "runs": {}})
+    rows, runs = done["rows"], done["runs"]
+    x_eval, y_eval = x_test[:config.eval_examples], y_test[:config.eval_examples]
+    with folder.tensorboard(("method", "seed"), "epoch", rows) as tensorboard:
         for method in config.methods:
-            if method in summary:
-                continue
-            keras.utils.set_random_seed(config.seed)
-            with strategy.scope() if strategy is not None else contextlib.nullcontext():
-                model = MODELS[config.model]()
-            checkpoint = folder.path / PROGRESS / method  # replaced when the method is done
-            with folder.reading(checkpoint):
-                method_rows = [{"method": method, **r} for r in checkpoint_history(checkpoint)]
-            for row in method_rows:  # epochs a resumed run restores
-                tensorboard.add(row)
-            with interrupts_deferred() as deferred:
-                def save_epoch(epoch, model, row, method=method, method_rows=method_rows,
-                               rows=rows, deferred=deferred):
-                    method_rows.append({"method": method, **row})
-                    write_csv(folder.path / "metrics.csv", rows + method_rows)
-                    tensorboard.add(method_rows[-1])
-                    deferred.raise_if_received()  # a Ctrl-C stops here: the epoch is saved
-
-                result = adversarial_train(
-                    model, x_train, y_train, training_config(method, config),
-                    validation=(x_test, y_test), progress=config.progress,
-                    on_epoch_end=save_epoch, checkpoint=checkpoint, strategy=strategy)
-            with atomic_path(saved(method)) as tmp:
-                model.save(tmp)
-            models[method] = model
-            summary[method] = evaluate(model, x_test, y_test, config, result.trained_eps)
-            summary[method].update(
-                seconds_per_epoch=sum(r["seconds"] for r in result.history) / len(
-                    result.history),
-                epochs_trained=len(result.history), collapsed=result.collapsed,
-                collapsed_at_epoch=result.collapsed_at_epoch, restored_epoch=result.best_epoch)
-            n = config.curve_examples
-            curves[method] = robustness_curve(model, (x_test[:n], y_test[:n]),
-                                              config.eval_eps, seed=config.seed,
-                                              claimed_eps=result.trained_eps)
-            summary[method]["curve"] = {"examples": curves[method].examples,
-                                        "eps": curves[method].eps_values,
-                                        **curves[method].accuracy}
-            summary[method]["curve_warnings"] = curves[method].warnings
-            rows += [{"method": method, **r} for r in result.history]
-            folder.save_progress({"rows": rows, "summary": summary})  # drops the checkpoint
-    write_results(folder.path, rows, {"eps": config.eps, "data_source": source, "methods": summary})
-    plot_robustness(curves, config, folder.path / "robustness_curve.png")
+            for seed in config.seeds:
+                if run_name(method, seed) in runs:
+                    continue
+                model, result = train(method, seed, config, folder, tensorboard, rows,
+                                      strategy, (x_train, y_train), (x_test, y_test))
+                outcome = evaluate(model, x_eval, y_eval, config, seed, result.trained_eps)
+                outcome.update(
+                    seconds_per_epoch=sum(r["seconds"] for r in result.history) / len(
+                        result.history),
+                    epochs_trained=len(result.history), collapsed=result.collapsed,
+                    collapsed_at_epoch=result.collapsed_at_epoch,
+                    restored_epoch=result.best_epoch)
+                if seed == config.seeds[0]:  # one curve per method: the first seed's
+                    n = config.curve_examples
+                    curve = robustness_curve(model, (x_test[:n], y_test[:n]), config.eval_eps,
+                                             seed=seed, claimed_eps=result.trained_eps)
+                    outcome["curve"] = {"examples": curve.examples, "eps": curve.eps_values,
+                                        **curve.accuracy}
+                    outcome["curve_warnings"] = curve.warnings
+                runs[run_name(method, seed)] = outcome
+                rows += [{"method": method, "seed": seed, **r} for r in result.history]
+                folder.save_progress({"rows": rows, "runs": runs})  # drops the checkpoint
+    summary = summarize(runs, config)
+    write_results(folder.path, rows, {"eps": config.eps, "data_source": source,
+                                      "seeds": list(config.seeds), **summary})
+    models = {}
+    for method in config.methods:
+        path = saved_model(folder.path, method, config.seeds[0])
+        with folder.reading(path):
+            models[method] = keras.models.load_model(path)
+    plot_robustness(summary["methods"], config, folder.path / "robustness_curve.png")
     plot_training(rows, config, folder.path / "training_curves.png")
     plot_examples(models, x_test, y_test, config, folder.path / "adversarial_examples.png")
-    return summary
+    return summary["methods"]
+
+
+def run_name(method: str, seed: int) -> str:
+    return f"{method}/seed_{seed}"
+
+
+def saved_model(folder, method: str, seed: int):
+    return folder / "models" / f"{method}_seed{seed}.keras"
+
+
+def train(method, seed, config, folder, tensorboard, rows, strategy, train_data, test_data):
+    """Trains ``method`` with ``seed`` from its checkpoint, if an interrupted run left one,
+    writing metrics as it goes; saves the model; returns ``(model, TrainingResult)``."""
+    keras.utils.set_random_seed(seed)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = MODELS[config.model]()
+    # Replaced by the next save_progress, once the run is done.
+    checkpoint = folder.path / PROGRESS / f"{method}_seed{seed}"
+    with folder.reading(checkpoint):
+        run_rows = [{"method": method, "seed": seed, **r}
+                    for r in checkpoint_history(checkpoint)]
+    for row in run_rows:  # epochs a resumed run restores
+        tensorboard.add(row)
+    with interrupts_deferred() as deferred:
+        def save_epoch(epoch, model, row):
+            run_rows.append({"method": method, "seed": seed, **row})
+            write_csv(folder.path / "metrics.csv", rows + run_rows)
+            tensorboard.add(run_rows[-1])
+            deferred.raise_if_received()  # a Ctrl-C stops here: the epoch is saved
+
+        result = adversarial_train(
+            model, *train_data, training_config(method, config, seed), validation=test_data,
+            progress=config.progress, on_epoch_end=save_epoch, checkpoint=checkpoint,
+            strategy=strategy)
+    with atomic_path(saved_model(folder.path, method, seed)) as tmp:
+        model.save(tmp)
+    return model, result
+
+
+# The per-seed numbers the summary gives as mean, min and max over seeds.
+HEADLINE = ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "worst_case_accuracy",
+            "seconds_per_epoch")
+
+
+def summarize(runs: dict, config: ExperimentConfig) -> dict:
+    """Per method: each ``HEADLINE`` number over seeds (``records.over_seeds``), the seeds
+    that collapsed, the first seed's curve, and every seed's results."""
+    methods = {}
+    for method in config.methods:
+        per_seed = {seed: runs[run_name(method, seed)] for seed in config.seeds}
+        first = per_seed[config.seeds[0]]
+        methods[method] = {
+            **{key: over_seeds({s: r[key] for s, r in per_seed.items()}) for key in HEADLINE},
+            "epochs": training_config(method, config, config.seeds[0]).epochs,
+            "collapsed_seeds": [s for s, r in per_seed.items() if r["collapsed"]],
+            "trained_eps": min(r["trained_eps"] for r in per_seed.values()),
+            "examples": first["examples"], "pgd": first["pgd"],
+            "worst_case": first["worst_case"], "curve": first["curve"],
+            "curve_warnings": first["curve_warnings"],
+            "warnings": {str(s): r["warnings"] for s, r in per_seed.items()},
+            "per_seed": {str(s): r for s, r in per_seed.items()},
+        }
+    return {"methods": methods}
 
 
 def report(config: ExperimentConfig, summary: dict, out) -> None:
     for method, s in summary.items():
-        print(f"{method:8s} clean {s['clean_accuracy']:.4f}  fgsm {s['fgsm_accuracy']:.4f}  "
-              f"pgd {s['pgd_accuracy']:.4f}  {s['seconds_per_epoch']:.1f} s/epoch"
-              f"{'  COLLAPSED' if s['collapsed'] else ''}")
+        print(f"{method:8s} " + "  ".join(
+            f"{key.split('_')[0]} {s[key]['mean']:.4f}" for key in HEADLINE[:-1])
+            + f"  {s['seconds_per_epoch']['mean']:.1f} s/epoch"
+            + (f"  COLLAPSED (seeds {s['collapsed_seeds']})" if s["collapsed_seeds"] else ""))
 
 
 def main(argv=None) -> dict:
@@ -277,7 +340,8 @@ def main(argv=None) -> dict:
                           resumable=True, report=report, workers=workers)
 
 
-def training_config(method: str, config: ExperimentConfig) -> AdversarialTrainingConfig:
+def training_config(method: str, config: ExperimentConfig,
+                    seed: int | None = None) -> AdversarialTrainingConfig:
     """The method's recipe; ``--epochs`` (else ``--quick``'s two) and the other override flags
     win. ``config``: resolved (``ExperimentConfig.resolved``)."""
     recipe = dict(RECIPES[method])
@@ -285,51 +349,60 @@ def training_config(method: str, config: ExperimentConfig) -> AdversarialTrainin
     for name in RECIPE_OVERRIDES:
         if getattr(config, name) is not None:
             recipe[name] = getattr(config, name)
-    return AdversarialTrainingConfig(method=method, eps=config.eps, seed=config.seed, **recipe)
+    seed = config.seeds[0] if seed is None else seed
+    return AdversarialTrainingConfig(method=method, eps=config.eps, seed=seed, **recipe)
 
 
-def evaluate(model, x, y, config, trained_eps) -> dict:
-    """Headline accuracies at the experiment's eps on the whole test split; the gap check
-    applies up to ``trained_eps``, the eps the model's weights were trained at (the ramp and
-    a collapse guard's restore both count)."""
+def evaluate(model, x, y, config, seed, trained_eps) -> dict:
+    """Headline accuracies at the experiment's eps on the evaluation digits: clean, FGSM,
+    PGD-40 with restarts, and the APGD worst case (``attacks.evaluation.worst_case``); the
+    masking checks' gap check applies up to ``trained_eps``, the eps the model's weights were
+    trained at (the ramp and a collapse guard's restore both count)."""
     eps = config.eps
     clean = accuracy(model, x, y)
     fgsm = fgsm_accuracy(model, x, y, eps)
-    pgd = pgd_accuracy(model, x, y, eps, steps=PGD_STEPS, restarts=config.restarts,
-                       seed=config.seed)
+    pgd = pgd_accuracy(model, x, y, eps, steps=PGD_STEPS, restarts=config.restarts, seed=seed)
+    worst = worst_case_accuracy(model, x, y, eps, seed=seed)
     return {"clean_accuracy": clean, "fgsm_accuracy": fgsm, "pgd_accuracy": pgd,
+            "worst_case_accuracy": worst,
             "pgd": f"PGD-{PGD_STEPS}, step {default_step_size(eps, PGD_STEPS):g}, "
                    f"{config.restarts} restart(s), eps {eps}",
+            "worst_case": f"APGD-CE 100 iterations, then APGD-T on the targeted DLR loss "
+                          f"toward 3 classes, 40 iterations each, eps {eps}",
             "examples": len(x), "trained_eps": trained_eps,
-            "warnings": sanity_warnings([0.0, eps], {"fgsm": [clean, fgsm], "pgd": [clean, pgd]},
-                                        len(x), claimed_eps=trained_eps)}
+            "warnings": sanity_warnings(
+                [0.0, eps], {"fgsm": [clean, fgsm], "pgd": [clean, pgd],
+                             "worst_case": [clean, worst]}, len(x), claimed_eps=trained_eps)}
 
 
-def plot_robustness(curves, config, path):
-    fig, ax = subplots(figsize=(7.5, 4.5))
-    for i, (method, curve) in enumerate(curves.items()):
-        color = f"C{i}"
-        for attack, style in (("fgsm", "--"), ("pgd", "-")):
-            ax.plot(curve.eps_values, [100 * a for a in curve.accuracy[attack]], style,
-                    color=color, marker="o", ms=3, label=f"{method} model, {attack.upper()}")
+def plot_robustness(methods, config, path):
+    fig, ax = subplots(figsize=(7.5, 4.8))
+    for i, (method, summary) in enumerate(methods.items()):
+        curve = summary["curve"]
+        for attack, style, label in (("fgsm", "--", "FGSM"), ("pgd", ":", "PGD-40"),
+                                     ("worst_case", "-", "worst case")):
+            ax.plot(curve["eps"], [100 * a for a in curve[attack]], style, color=f"C{i}",
+                    marker="o", ms=3, label=f"{method} model, {label}")
     ax.axvline(config.eps, color="k", lw=0.8, ls=":", label=f"training eps {config.eps:g}")
-    examples = next(iter(curves.values())).examples
-    ax.set(title=f"Robust accuracy on {examples} MNIST test digits ({config.model})",
+    examples = next(iter(methods.values()))["curve"]["examples"]
+    ax.set(title=f"Robust accuracy on {examples} MNIST test digits ({config.model}, seed "
+                 f"{config.seeds[0]})",
            xlabel="L-infinity eps (pixel scale 0-1)", ylabel="accuracy (%)", ylim=(0, 100))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=6, ncol=3, loc="lower left")
     save_figure(fig, path)
 
 
 def plot_training(rows, config, path):
     fig, axes = subplots(1, 3, figsize=(13, 3.8), layout="constrained")
     for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
-        mine = [r for r in rows if r["method"] == method]
-        epochs = [r["epoch"] for r in mine]
-        for ax, key, scale in ((axes[0], "loss", 1), (axes[1], "clean_accuracy", 100),
-                               (axes[2], "guard_pgd_accuracy", 100)):
-            ax.plot(epochs, [scale * r[key] for r in mine], marker="o", ms=3, color=f"C{i}",
-                    label=method)
+        # One line per seed (a collapse can end a seed early), one colour per method.
+        for k, mine in enumerate(runs_by_seed(rows, method=method).values()):
+            epochs = [r["epoch"] for r in mine]
+            for ax, key, scale in ((axes[0], "loss", 1), (axes[1], "clean_accuracy", 100),
+                                   (axes[2], "guard_pgd_accuracy", 100)):
+                ax.plot(epochs, [scale * r[key] for r in mine], marker="o", ms=2, lw=1,
+                        color=f"C{i}", label=method if k == 0 else None)
     axes[0].set(title="training loss", xlabel="epoch", ylabel="cross-entropy")
     axes[1].set(title="clean test accuracy", xlabel="epoch", ylabel="accuracy (%)")
     axes[2].set(title=f"PGD-10 accuracy, fixed training batch, eps {config.eps:g}",
@@ -337,8 +410,8 @@ def plot_training(rows, config, path):
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle("Adversarial training on MNIST (the guard's batch shows catastrophic "
-                 "overfitting as a collapse)", fontsize=10)
+    fig.suptitle(f"Adversarial training on MNIST, seeds {list(config.seeds)} (the guard's "
+                 "batch shows catastrophic overfitting as a collapse)", fontsize=10)
     save_figure(fig, path)
 
 
@@ -352,7 +425,8 @@ def plot_examples(models, x, y, config, path, count: int = 6):
     for block, (name, model) in enumerate(shown.items()):
         xb, yb = x[:count], y[:count]
         adv = pgd(model, xb, yb, config.eps, steps=PGD_STEPS,
-                  step_size=default_step_size(config.eps, PGD_STEPS), seed=config.seed).numpy()
+                  step_size=default_step_size(config.eps, PGD_STEPS),
+                  seed=config.seeds[0]).numpy()
         clean_pred = np.argmax(model(xb, training=False), -1)
         adv_pred = np.argmax(model(adv, training=False), -1)
         for j in range(count):

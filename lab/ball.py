@@ -1,12 +1,14 @@
-"""Maximizing a function of the input over an L-infinity ball, by projected signed gradients.
+"""Maximizing a function of the input over an L-infinity or L2 ball, by projected steepest
+ascent; the ball's primitives (projection, random start, ascent step) that every attack uses.
 
-The inner problem of robust training, ``max_{||delta||_inf <= eps} f(x + delta)``, solved
+The inner problem of robust training, ``max_{||delta|| <= eps} f(x + delta)``, solved
 approximately the way PGD does (Madry et al. 2018): from a uniform random point of the ball,
 ``steps`` times
 
-    x' <- project(x' + step_size * sign(grad f(x')))
+    x' <- project(x' + step_size * d),  d = sign(grad f(x'))  (L-infinity)
+                                        d = grad f(x') / ||grad f(x')||_2  (L2)
 
-where ``project`` clips to the ball around ``x`` and then into an optional box ``clip``.
+where ``project`` maps onto the ball around ``x`` and then into an optional box ``clip``.
 Radius and step are in units of an optional per-feature ``scale`` (feature ``i``'s radius is
 ``eps * scale[i]``): features that live on scales a hundred times apart get balls of the same
 relative size. The random start matters when ``f`` is a divergence from the clean point: its
@@ -34,42 +36,104 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from lab.checks import check_nonnegative_int, check_positive, check_positive_int, static_value
+from lab.checks import (
+    check_nonnegative_int,
+    check_one_of,
+    check_positive,
+    check_positive_int,
+    static_value,
+)
 from lab.higher_order import input_gradient
 
+NORMS = ("linf", "l2")
 
-def project_to_ball(candidate, x, radius, clip=None):
-    """``candidate`` clipped to the L-infinity ball of ``radius`` around ``x``, then into
+
+def _scaled(value, scale, dtype):
+    """``value`` in input units: times the per-feature ``scale`` when there is one."""
+    value = tf.cast(value, dtype)
+    return value if scale is None else value * scale
+
+
+def _l2_norm(v):
+    """Each example's L2 norm over all its features, shaped to broadcast against ``v``."""
+    return tf.sqrt(tf.reduce_sum(tf.square(v), axis=tf.range(1, tf.rank(v)), keepdims=True))
+
+
+def _unit_l2(v):
+    """``v / ||v||_2`` per example; 0 where ``v`` is 0 (the floor keeps 0 / 0 out)."""
+    return v / tf.maximum(_l2_norm(v), tf.constant(1e-12, v.dtype))
+
+
+def project_to_ball(candidate, x, eps, clip=None, *, scale=None, norm="linf"):
+    """``candidate`` projected onto the ball ``||(z - x) / scale||_norm <= eps``, then into
     ``clip``.
+
+    L-infinity: clipped per feature to ``x +- eps * scale``. L2: the offset from ``x`` scaled
+    down to length ``eps`` when longer (in ``scale``'s units). The box comes last; with ``x``
+    inside it, clipping only moves features toward ``x``, so the result stays in the ball (for
+    L2 it is a feasible point, not the exact projection onto the intersection, as in Croce &
+    Hein's APGD).
 
     Args:
       candidate: the point to project, shaped like ``x``.
-      x: the centre of the ball.
-      radius: a scalar or a per-feature radius (broadcast against ``x``).
+      x: the centre of the ball, a batch.
+      eps: the radius: a scalar, or for L-infinity per-feature (broadcast against ``x``).
       clip: optional ``(lo, hi)``, scalars or per-feature; ``None`` for no box.
+      scale: optional per-feature scale (finite, ``> 0``); ``None``: input units.
+      norm: ``"linf"`` or ``"l2"``.
 
     Returns:
       The projected point, shaped like ``x``.
     """
-    projected = tf.clip_by_value(candidate, x - radius, x + radius)
+    if norm == "linf":
+        radius = _scaled(eps, scale, x.dtype)
+        projected = tf.clip_by_value(candidate, x - radius, x + radius)
+    else:
+        offset = candidate - x if scale is None else (candidate - x) / scale
+        eps = tf.cast(eps, x.dtype)
+        offset *= tf.minimum(1.0, eps / tf.maximum(_l2_norm(offset), 1e-12))
+        projected = x + (offset if scale is None else offset * scale)
     return projected if clip is None else tf.clip_by_value(projected, clip[0], clip[1])
 
 
-def uniform_in_ball(x, radius, seed, clip=None):
-    """A uniform point of the L-infinity ball of ``radius`` around ``x`` (then into ``clip``).
+def uniform_in_ball(x, eps, seed, clip=None, *, scale=None, norm="linf"):
+    """A uniform random point of the ball ``||(z - x) / scale||_norm <= eps`` (then into
+    ``clip``).
 
     Args:
       x: the centre, a floating-point batch.
-      radius: a scalar or a per-feature radius.
+      eps: the radius: a scalar, or for L-infinity per-feature.
       seed: a stateless seed, shape ``[2]`` integer tensor (``tf.random.stateless_uniform``).
       clip: optional ``(lo, hi)``.
+      scale: optional per-feature scale.
+      norm: ``"linf"`` (independent uniform offsets in ``[-eps, eps]``) or ``"l2"`` (a
+        Gaussian direction, normalized, at a radius ``eps * u ** (1 / d)`` for ``d`` features:
+        uniform in the volume of the ball).
 
     Returns:
-      ``x + radius * u`` with ``u`` uniform in ``[-1, 1]`` per element, clipped into ``clip``.
+      The random point, shaped like ``x``, clipped into ``clip``.
     """
-    noise = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0, dtype=x.dtype)
-    start = x + radius * noise
+    if norm == "linf":
+        noise = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0, dtype=x.dtype)
+    else:
+        direction = _unit_l2(tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype))
+        features = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
+        per_example = tf.concat([tf.shape(x)[:1], tf.ones_like(tf.shape(x)[1:])], 0)
+        u = tf.random.stateless_uniform(per_example, tf.random.experimental.stateless_fold_in(
+            seed, 1), dtype=x.dtype)
+        noise = direction * u ** (1.0 / features)
+    start = x + _scaled(eps, scale, x.dtype) * noise
     return start if clip is None else tf.clip_by_value(start, clip[0], clip[1])
+
+
+def ascent_step(z, grad, step, *, scale=None, norm="linf"):
+    """``z`` moved ``step`` along the steepest ascent direction of the norm's unit ball (in
+    ``scale``'s units): ``sign(grad)`` for L-infinity, ``grad / ||grad||_2`` for L2 (0 where
+    the gradient is 0). Not projected (``project_to_ball``)."""
+    if norm == "linf":
+        return z + _scaled(step, scale, z.dtype) * tf.sign(grad)
+    direction = _unit_l2(grad if scale is None else grad * scale)
+    return z + _scaled(step, scale, z.dtype) * direction
 
 
 def _as_seed(seed):
@@ -97,9 +161,10 @@ def _check_scale(scale, dtype):
 
 
 def maximize_in_ball(f: Callable, x, eps, *, steps: int, seed, step_size=None, scale=None,
-                     clip=None) -> tf.Tensor:
+                     clip=None, norm: str = "linf") -> tf.Tensor:
     """``x + delta`` with ``delta`` approximately maximizing ``f(x + delta)`` over
-    ``||delta / scale||_inf <= eps``, by projected signed-gradient ascent from a random start.
+    ``||delta / scale||_norm <= eps``, by projected steepest ascent (signed gradients for
+    L-infinity) from a random start.
 
     ``f`` may return one value per example (each example's ball is searched on its own: the
     gradient of the sum is the per-example gradient when examples do not interact) or a
@@ -119,15 +184,17 @@ def maximize_in_ball(f: Callable, x, eps, *, steps: int, seed, step_size=None, s
       scale: optional per-feature scale (finite, ``> 0``), broadcast against ``x``'s
         features.
       clip: optional ``(lo, hi)`` box, scalars or per-feature, that the result stays in.
+      norm: ``"linf"`` or ``"l2"`` (``NORMS``).
 
     Returns:
       ``x + delta``, shaped like ``x``, inside the ball and ``clip``, with no gradient
       (``tf.stop_gradient``): the maximizer is a constant for any outer tape.
 
     Raises:
-      ValueError: naming ``eps``, ``steps``, ``step_size``, ``scale`` or ``seed`` and the
-        value received.
+      ValueError: naming ``eps``, ``steps``, ``step_size``, ``scale``, ``seed`` or ``norm``
+        and the value received.
     """
+    check_one_of("norm", norm, NORMS)
     check_positive("eps", eps, allow_zero=True)
     check_positive_int("steps", steps)
     if step_size is not None:
@@ -135,16 +202,15 @@ def maximize_in_ball(f: Callable, x, eps, *, steps: int, seed, step_size=None, s
     x = tf.stop_gradient(tf.convert_to_tensor(x))
     seed = _as_seed(seed)
     scale = _check_scale(scale, x.dtype)
-    per_unit = (lambda value: value) if scale is None else (lambda value: value * scale)
     eps = tf.cast(eps, x.dtype)
     step = 2.5 * eps / steps if step_size is None else tf.cast(step_size, x.dtype)
-    radius, step = per_unit(eps), per_unit(step)
 
     # input_gradient differentiates loss_fn(y, model(x)): f is the model, the loss the identity.
     as_model = lambda z, training=False: f(z)
     identity = lambda _, value: value
-    candidate = uniform_in_ball(x, radius, seed, clip)
+    candidate = uniform_in_ball(x, eps, seed, clip, scale=scale, norm=norm)
     for _ in range(steps):
         grad = input_gradient(as_model, identity, candidate, None)
-        candidate = project_to_ball(candidate + step * tf.sign(grad), x, radius, clip)
+        candidate = project_to_ball(ascent_step(candidate, grad, step, scale=scale, norm=norm),
+                                    x, eps, clip, scale=scale, norm=norm)
     return tf.stop_gradient(candidate)

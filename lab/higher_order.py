@@ -308,8 +308,21 @@ def input_gradient(model: Callable, loss_fn: Callable, x, y, *, training: bool =
     Returns:
       ``d loss / d x``, shaped like ``x``.
     """
+    return outputs_loss_and_input_gradient(model, loss_fn, x, y, training=training)[2]
+
+
+def outputs_loss_and_input_gradient(model: Callable, loss_fn: Callable, x, y, *,
+                                    training: bool = False):
+    """``input_gradient`` with what the same forward pass computed on the way: the model's
+    outputs and the loss, for an attack that checks success and progress at every step
+    without a second forward pass.
+
+    Returns:
+      ``(outputs, loss, d loss / d x)``.
+    """
     x = tf.convert_to_tensor(x)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
-        loss = loss_fn(y, model(x, training=training))
-    return tape.gradient(loss, x, unconnected_gradients=_ZERO)
+        outputs = model(x, training=training)
+        loss = loss_fn(y, outputs)
+    return outputs, loss, tape.gradient(loss, x, unconnected_gradients=_ZERO)

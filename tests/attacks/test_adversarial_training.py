@@ -30,6 +30,10 @@ def test_eps_ramp_and_config_errors():
         at.AdversarialTrainingConfig(eps=1.3)
     with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
         at.AdversarialTrainingConfig(epochs=0)
+    with pytest.raises(ValueError, match=r"n_fgsm_noise must be > 0\. Received: n_fgsm_noise=0"):
+        at.AdversarialTrainingConfig(n_fgsm_noise=0)
+    with pytest.raises(ValueError, match=r"n_fgsm_step must be > 0\. Received: n_fgsm_step=-1"):
+        at.AdversarialTrainingConfig(n_fgsm_step=-1.0)
 
 
 def test_learning_rate_schedules():
@@ -142,6 +146,33 @@ def test_perturbations_are_attacks_inside_the_ball(method, digits):
     assert loss(x_adv) > loss(xb)
     # The attack runs the model with training=False: dropout off, same seed, same batch.
     np.testing.assert_array_equal(perturb(xb, yb)[0], perturb(xb, yb)[0])
+
+
+def test_n_fgsm_is_noise_of_two_eps_then_one_unprojected_signed_step(digits):
+    # On a linear model the input gradient of the cross-entropy is known in closed form, so
+    # the perturbation can be rebuilt by hand from the same noise: x + eta clipped to [0, 1],
+    # plus eps * sign(grad) at that point, clipped to [0, 1] and never back to the eps-ball.
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.Dense(10)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), layer])
+    w, b = layer.get_weights()
+    config = at.AdversarialTrainingConfig(method="n_fgsm", eps=0.1, seed=5)
+    perturb = at.make_perturb(model, config, tf.Variable(0.1), tf.Variable(3, dtype=tf.int64))
+    xb, yb = x[:64], y[:64]
+    x_adv, y_adv = (v.numpy() for v in perturb(tf.constant(xb), tf.constant(yb)))
+    np.testing.assert_array_equal(y_adv, yb)
+    noise = tf.random.stateless_uniform(xb.shape, tf.constant([5, 3], tf.int64), -1.0, 1.0)
+    noisy = np.clip(xb + np.float32(0.2) * noise.numpy(), 0.0, 1.0)
+    logits = noisy.reshape(64, -1) @ w + b
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    grad = ((p - np.eye(10)[yb]) @ w.T).reshape(xb.shape)
+    expected = np.clip(noisy + np.float32(0.1) * np.sign(grad), 0.0, 1.0)
+    np.testing.assert_allclose(x_adv, expected, atol=1e-6)
+    distance = np.abs(x_adv - xb).max(axis=(1, 2, 3))
+    assert distance.max() <= 0.3 + 1e-6 and (distance > 0.1 + 1e-3).all()
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0  # out of the ball, never out of the box
 
 
 @pytest.mark.slow

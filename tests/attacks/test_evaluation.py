@@ -38,12 +38,12 @@ def test_robustness_curve_of_a_linear_model_is_the_closed_form(rng):
     eps_values = [0.0, 0.02, 0.05, 0.1, 0.3]
     curve = robustness_curve(model, (x, y), eps_values, batch_size=256, seed=1)
     correct = (margin > 0).astype(np.int32) == y
-    for eps, fgsm_accuracy, pgd_accuracy in zip(eps_values, curve.accuracy["fgsm"],
-                                                curve.accuracy["pgd"]):
+    for i, eps in enumerate(eps_values):
         expected = np.mean(correct & (np.abs(margin) > eps * np.abs(w).sum()))
         # Examples within float32 rounding of the margin may go either way.
-        assert fgsm_accuracy == pytest.approx(expected, abs=2 / len(x)), eps
-        assert pgd_accuracy == pytest.approx(expected, abs=2 / len(x)), eps
+        for attack in ("fgsm", "pgd", "worst_case"):
+            assert curve.accuracy[attack][i] == pytest.approx(expected, abs=2 / len(x)), (
+                attack, eps)
     assert curve.at("pgd", 0.0) == accuracy(model, x, y)
     assert curve.examples == 800 and curve.warnings == []
 
@@ -159,3 +159,91 @@ def test_pgd_accuracy_checks_steps_before_dividing_by_them(cnn_batch):
     model, x, y = cnn_batch
     with pytest.raises(ValueError, match="steps must be an integer >= 1. Received: steps=0"):
         evaluation.pgd_accuracy(model, x, y, 0.1, steps=0)
+
+
+def _ten_class_linear_model(rng, dims=12):
+    """Logits ``x @ w + b`` over 10 classes; returns the model, w and b."""
+    w, b = rng.normal(size=(dims, 10)).astype(np.float32), rng.normal(size=10).astype(np.float32)
+    layer = keras.layers.Dense(10)
+    model = keras.Sequential([keras.Input((dims,)), layer])
+    layer.set_weights([w, b])
+    return model, w, b
+
+
+@pytest.mark.parametrize("norm, dual", [("linf", 1), ("l2", 2)])
+def test_worst_case_accuracy_of_a_linear_model_is_the_closed_form(rng, norm, dual):
+    # An example survives iff every class boundary is farther than eps: margin_j over the
+    # dual norm of w_y - w_j (no box: clip=None).
+    model, w, b = _ten_class_linear_model(rng)
+    x = rng.normal(size=(600, 12)).astype(np.float32)
+    y = np.argmax(x @ w + b, axis=1).astype(np.int32)
+    y[:60] = (y[:60] + 1) % 10  # some misclassified from the start
+    logits = x @ w + b
+    margins = logits[np.arange(len(x)), y][:, None] - logits
+    gaps = np.linalg.norm(w[:, y].T[:, None, :] - w.T[None, :, :], ord=dual, axis=-1)
+    ratio = margins / np.maximum(gaps, 1e-30)
+    ratio[np.arange(len(x)), y] = np.inf  # the label itself is no boundary
+    radius = np.min(ratio, axis=1)
+    eps = float(np.median(radius[radius > 0]))
+    clear = np.abs(radius - eps) > 0.05 * eps
+    attacked = evaluation.worst_case(model, x, y, eps, norm=norm, clip=None, seed=2).numpy()
+    survived = np.argmax(attacked @ w + b, axis=1) == y
+    np.testing.assert_array_equal(survived[clear], (radius > eps)[clear])
+    # The accuracy function batches the same attack.
+    accuracy_found = evaluation.worst_case_accuracy(model, x, y, eps, norm=norm, clip=None,
+                                                    batch_size=200)
+    assert accuracy_found == pytest.approx(np.mean(radius > eps), abs=np.mean(~clear))
+
+
+def test_worst_case_of_one_attack_is_that_attack(cnn_batch):
+    from attacks.pgd import default_step_size, pgd
+
+    model, x, y = cnn_batch
+    # Examples misclassified to begin with are left alone; the others get exactly PGD.
+    correct = np.argmax(model(x), 1) == y
+    assert 0 < correct.sum() < len(x)
+    alone = pgd(model, x[correct], y[correct], 0.01, steps=6,
+                step_size=default_step_size(0.01, 6), seed=3)
+    ensemble = evaluation.worst_case(model, x, y, 0.01, attacks=("pgd",), steps=6,
+                                     seed=3).numpy()
+    np.testing.assert_array_equal(ensemble[correct], alone)
+    np.testing.assert_array_equal(ensemble[~correct], x[~correct])
+
+
+def test_later_attacks_only_see_the_examples_earlier_ones_left(cnn_batch, monkeypatch):
+    model, x, y = cnn_batch
+    seen = []
+    original = evaluation.apgd_targeted
+
+    def spy(model, xs, ys, *args, **kwargs):
+        seen.append(len(xs))
+        return original(model, xs, ys, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "apgd_targeted", spy)
+    correct = np.argmax(model(x), 1) == y
+    first = evaluation.apgd(model, x[correct], y[correct], 0.004, steps=3, seed=0)
+    left = int(np.sum(np.argmax(model(first), 1) == y[correct]))
+    assert 0 < left < len(x)  # the test means something: some fooled, some not
+    evaluation.worst_case(model, x, y, 0.004, steps=3, targeted_steps=2, seed=0)
+    assert seen == [left]
+
+
+def test_worst_case_rejects_unknown_attacks_and_drops_dlr_on_two_classes(rng):
+    model, w, b = _binary_linear_model(rng)
+    x = rng.uniform(0.3, 0.7, size=(50, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match="attacks must be a non-empty sequence of names"):
+        evaluation.worst_case(model, x, None, 0.1, attacks=("square",))
+    with pytest.raises(ValueError, match="attacks must be a non-empty sequence of names"):
+        evaluation.worst_case(model, x, None, 0.1, attacks="pgd")
+    # Two classes: APGD-T (targeted DLR needs 4) is left out, APGD-CE finds the closed form.
+    survived = np.argmax(model(evaluation.worst_case(model, x, None, 0.05, seed=0)), 1) == (
+        x @ w + b > 0)
+    np.testing.assert_array_equal(survived, np.abs(x @ w + b) > 0.05 * np.abs(w).sum())
+
+
+def test_a_worst_case_above_pgd_is_flagged():
+    warnings = sanity_warnings([0.0, 0.3], {"pgd": [0.99, 0.5], "worst_case": [0.99, 0.6]},
+                               1000)
+    assert len(warnings) == 1 and "the worst case does worse than PGD at eps=0.3" in warnings[0]
+    assert sanity_warnings([0.0, 0.3], {"pgd": [0.99, 0.5], "worst_case": [0.99, 0.45]},
+                           1000) == []

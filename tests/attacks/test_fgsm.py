@@ -34,6 +34,33 @@ def test_fgsm_on_a_linear_model_is_the_closed_form(rng, targeted):
     np.testing.assert_allclose((adv - x)[interior], 0.1 * direction[interior], atol=TOL)
 
 
+def test_l2_fgsm_on_a_linear_model_steps_eps_along_the_normalized_gradient(rng):
+    # The fast gradient method: x + eps * g / ||g||_2, g = d cross-entropy / d x. Unbounded
+    # inputs (clip=None) leave the closed form unclipped; an L2 eps may exceed one feature's
+    # range.
+    model, (w, b) = _linear_model(rng)
+    x = rng.uniform(0, 1, size=(64, 5)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    logits = x @ w + b
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    grad = (p - np.eye(3)[y]) @ w.T
+    expected = x + 1.5 * grad / np.linalg.norm(grad, axis=1, keepdims=True)
+    adv = fgsm(model, x, y, 1.5, norm="l2", clip=None).numpy()
+    np.testing.assert_allclose(adv, expected, rtol=1e-5, atol=1e-5)
+    # PGD from x with one step of eps is the same attack.
+    np.testing.assert_allclose(pgd(model, x, y, 1.5, norm="l2", steps=1, step_size=1.5,
+                                   random_start=False, clip=None), adv, atol=1e-6)
+
+
+def test_l2_pgd_stays_in_the_l2_ball_and_the_box(cnn_batch):
+    model, x, y = cnn_batch
+    adv = pgd(model, x, y, 2.0, norm="l2", steps=5, step_size=1.0, seed=0).numpy()
+    lengths = np.linalg.norm((adv - x).reshape(len(x), -1), axis=1)
+    assert lengths.max() <= 2.0 * (1 + 1e-5) and adv.min() >= 0.0 and adv.max() <= 1.0
+    assert lengths.min() > 1.0  # it moved: every example's loss has a gradient
+
+
 def test_adversarial_examples_stay_in_the_ball_and_the_range(cnn_batch):
     model, x, y = cnn_batch
     attacks = {
@@ -158,6 +185,8 @@ def _bad_calls():
          "restarts > 1 needs random_start=True"),
         (lambda m, x, y: pgd(m, x, y, 0.1, step_size=-0.01), "step_size must be > 0"),
         (lambda m, x, y: pgd(m, x, y + 10, 1.5), r"eps must be in"),  # eps is checked first
+        (lambda m, x, y: pgd(m, x, y, -0.5, norm="l2"), r"eps must be >= 0\. Received: eps=-0\.5"),
+        (lambda m, x, y: fgsm(m, x, y, 0.1, norm="l1"), r"norm must be one of \('linf', 'l2'\)"),
         (lambda m, x, y: fgsm(m, np.where(x > 0.5, np.nan, x), y, 0.1), "x must be finite"),
         (lambda m, x, y: fgsm(m, x[:0], y[:0], 0.1),
          (r"^x must be a non-empty batch\. Received: an empty batch, x with shape "

@@ -3,6 +3,7 @@ import json
 import re
 
 import keras
+import numpy as np
 import pytest
 
 from attacks import adversarial_training
@@ -23,23 +24,52 @@ def test_quick_run_writes_every_file_the_readme_shows(quick_run):
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "metrics.csv", "summary.json", "robustness_curve.png",
             "adversarial_examples.png", "training_curves.png", "models"} <= names
+    # --quick runs the first seed only.
     assert {p.name for p in (out / "models").iterdir()} == {
-        f"{m}.keras" for m in adversarial_training.METHODS}
+        f"{m}_seed0.keras" for m in adversarial_training.METHODS}
     assert json.loads((out / "summary.json").read_text())["methods"] == summary
     assert set(summary) == set(adversarial_training.METHODS)
     for method, s in summary.items():
-        assert {"clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "seconds_per_epoch",
-                "collapsed", "warnings", "curve_warnings"} <= set(s)
-        assert 0 <= s["pgd_accuracy"] <= s["clean_accuracy"] + 1 / 200 <= 1 + 1 / 200, method
+        assert {"clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "worst_case_accuracy",
+                "seconds_per_epoch", "collapsed_seeds", "warnings", "curve_warnings",
+                "per_seed"} <= set(s)
+        assert set(s["per_seed"]) == {"0"}
+        run = s["per_seed"]["0"]
+        for key in experiment.HEADLINE:  # one seed: mean, min and max are its number
+            assert s[key]["mean"] == s[key]["min"] == s[key]["max"] == run[key]
+        assert 0 <= run["worst_case_accuracy"] <= run["pgd_accuracy"] + 1 / 200
+        assert run["pgd_accuracy"] <= run["clean_accuracy"] + 1 / 200 <= 1 + 1 / 200, method
         # Two epochs of a five-epoch ramp: the models were trained at eps 0.12, not 0.3.
         assert s["trained_eps"] == pytest.approx(0.0 if method == "clean" else 0.12)
-        assert s["epochs_trained"] == 2 and s["seconds_per_epoch"] > 0
+        assert run["epochs_trained"] == 2 and run["seconds_per_epoch"] > 0
         assert s["curve"]["eps"] == [0.0, 0.1, 0.3] and s["curve"]["examples"] == 200
-        assert s["curve"]["pgd"][0] == s["clean_accuracy"]  # the first 200 are the test set
-        assert s["pgd"].startswith("PGD-40, step 0.01875")
+        assert s["curve"]["pgd"][0] == run["clean_accuracy"]  # the first 200 are the test set
+        assert s["curve"]["worst_case"][0] == run["clean_accuracy"]
+        assert s["examples"] == 200 and s["pgd"].startswith("PGD-40, step 0.01875")
+        assert s["worst_case"].startswith("APGD-CE 100 iterations")
     # Two epochs on 2,000 digits already beat chance by far; the clean model falls to FGSM.
-    assert summary["clean"]["clean_accuracy"] > 0.7
-    assert summary["clean"]["fgsm_accuracy"] < 0.5 * summary["clean"]["clean_accuracy"]
+    clean = summary["clean"]["per_seed"]["0"]
+    assert clean["clean_accuracy"] > 0.7
+    assert clean["fgsm_accuracy"] < 0.5 * clean["clean_accuracy"]
+
+
+def test_several_seeds_train_one_model_each_and_the_summary_spans_them(tmp_path):
+    out = tmp_path / "out"
+    summary = experiment.main(["--source", "sample", "--no-progress", "--methods", "clean",
+                               "--epochs", "1", "--seeds", "3", "4", "--eval-examples", "100",
+                               "--curve-examples", "100", "--eval-eps", "0", "0.3",
+                               "--restarts", "1", "--out", str(out)])["clean"]
+    assert sorted(p.name for p in (out / "models").iterdir()) == [
+        "clean_seed3.keras", "clean_seed4.keras"]
+    per_seed = summary["per_seed"]
+    assert set(per_seed) == {"3", "4"} and summary["curve"]["examples"] == 100
+    values = [per_seed[s]["clean_accuracy"] for s in ("3", "4")]
+    assert values[0] != values[1]  # two seeds, two models
+    assert summary["clean_accuracy"] == {"mean": pytest.approx(np.mean(values)),
+                                         "min": min(values), "max": max(values),
+                                         "per_seed": {"3": values[0], "4": values[1]}}
+    with open(out / "metrics.csv") as f:
+        assert [(r["seed"], r["epoch"]) for r in csv.DictReader(f)] == [("3", "1"), ("4", "1")]
 
 
 def test_config_records_the_data_source_and_each_methods_recipe(quick_run):
@@ -84,8 +114,8 @@ def test_saved_models_reload_and_predict(quick_run):
     from attacks.mnist import load_mnist_arrays
 
     x, y = (a[:200] for a in load_mnist_arrays("test", "sample"))
-    model = keras.models.load_model(out / "models" / "pgd.keras")
-    assert accuracy(model, x, y) == pytest.approx(summary["pgd"]["clean_accuracy"])
+    model = keras.models.load_model(out / "models" / "pgd_seed0.keras")
+    assert accuracy(model, x, y) == pytest.approx(summary["pgd"]["clean_accuracy"]["mean"])
 
 
 def _metrics(folder):
@@ -97,6 +127,8 @@ def _summary(folder):
     summary = json.loads((folder / "summary.json").read_text())
     for s in summary["methods"].values():
         s.pop("seconds_per_epoch")
+        for run in s["per_seed"].values():
+            run.pop("seconds_per_epoch")
     return summary
 
 
@@ -134,8 +166,8 @@ def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(straight, 
     partial = tmp_path / "out.partial"
     assert [(r["method"], r["epoch"]) for r in _metrics(partial)] == [
         ("clean", "1"), ("clean", "2"), ("clean", "3"), ("fgsm_rs", "1"), ("fgsm_rs", "2")]
-    assert sorted(p.name for p in (partial / "models").iterdir()) == ["clean.keras"]
-    assert (partial / "progress" / "fgsm_rs").is_dir()  # its checkpoint
+    assert sorted(p.name for p in (partial / "models").iterdir()) == ["clean_seed0.keras"]
+    assert (partial / "progress" / "fgsm_rs_seed0").is_dir()  # its checkpoint
 
     experiment.main(TWO_METHODS + ["--out", str(out), "--resume"])
     assert not partial.exists()
@@ -177,7 +209,7 @@ def test_a_run_killed_outright_resumes_with_every_epoch_in_tensorboard(
               fgsm_rs_has_trained_an_epoch)
     experiment.main(TWO_METHODS + ["--out", str(out), "--resume"])
     assert _metrics(out) == _metrics(straight) and _summary(out) == _summary(straight)
-    tensorboard_holds(out / "tensorboard", _metrics(out), ("method",), "epoch",
+    tensorboard_holds(out / "tensorboard", _metrics(out), ("method", "seed"), "epoch",
                       ("loss", "clean_accuracy", "guard_pgd_accuracy"))
 
 
@@ -218,6 +250,9 @@ def test_unreadable_data_fails_before_anything_is_written(tmp_path):
     (["--shift", "-1"], "shift must be an integer >= 0"),
     (["--lr-schedule", "linear"], "lr_schedule must be one of"),
     (["--batch-size", "0"], "batch_size must be an integer >= 1"),
+    (["--seeds", "1", "1"], "seeds must be one or more distinct values"),
+    (["--seeds", "-1"], r"seeds\[0\] must be an integer >= 0"),
+    (["--eval-examples", "0"], "eval_examples must be an integer >= 1"),
 ])
 def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path, read_error):
     with pytest.raises(SystemExit) as exit_info:
@@ -229,7 +264,7 @@ def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path
 
 def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, tensorboard_holds):
     out, _ = quick_run
-    tensorboard_holds(out / "tensorboard", out / "metrics.csv", ("method",), "epoch",
+    tensorboard_holds(out / "tensorboard", out / "metrics.csv", ("method", "seed"), "epoch",
                       ("loss", "clean_accuracy", "guard_pgd_accuracy"))
 
 

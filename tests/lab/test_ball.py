@@ -110,3 +110,47 @@ def test_invalid_arguments_name_the_argument_and_the_value(kwargs, message):
     args = {"eps": 0.1, "steps": 2, "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=message):
         maximize_in_ball(lambda z: tf.reduce_sum(z, axis=1), tf.zeros((2, 2)), **args)
+
+
+def test_the_l2_projection_shortens_long_offsets_to_eps_and_keeps_short_ones(rng):
+    x = rng.normal(size=(6, 5))
+    offset = rng.normal(size=(6, 5)) * np.array([[0.1], [0.2], [3.0], [5.0], [0.05], [2.0]])
+    projected = np.asarray(project_to_ball(tf.constant(x + offset), tf.constant(x), 0.5,
+                                           norm="l2"))
+    length = np.linalg.norm(offset, axis=1, keepdims=True)
+    np.testing.assert_allclose(projected, x + offset * np.minimum(1.0, 0.5 / length),
+                               rtol=1e-12)
+    # With a per-feature scale the ball is ||offset / scale||_2 <= eps.
+    scale = rng.uniform(0.5, 2.0, size=5)
+    projected = np.asarray(project_to_ball(tf.constant(x + offset), tf.constant(x), 0.5,
+                                           scale=tf.constant(scale), norm="l2"))
+    scaled = offset / scale
+    expected = scaled * np.minimum(1.0, 0.5 / np.linalg.norm(scaled, axis=1, keepdims=True))
+    np.testing.assert_allclose(projected, x + expected * scale, rtol=1e-12)
+
+
+def test_l2_random_starts_fill_the_ball_uniformly():
+    # Uniform in a d-ball: P(||offset|| <= r eps) = r ** d. In 2-D a quarter lies within
+    # half the radius; none outside.
+    x = tf.zeros((20000, 2), tf.float64)
+    offset = np.asarray(uniform_in_ball(x, 0.3, tf.constant([1, 2]), norm="l2"))
+    length = np.linalg.norm(offset, axis=1)
+    assert length.max() <= 0.3 + 1e-12
+    assert np.mean(length <= 0.15) == pytest.approx(0.25, abs=0.015)
+    assert np.mean(length <= 0.3 * np.sqrt(0.5)) == pytest.approx(0.5, abs=0.015)
+    # Directions are uniform: the mean offset is near zero.
+    np.testing.assert_allclose(offset.mean(axis=0), 0.0, atol=0.005)
+
+
+def test_l2_ascent_of_a_linear_function_ends_at_eps_along_its_weights(rng):
+    # max_{||delta||_2 <= eps} w . (x + delta) is at delta = eps w / ||w||_2.
+    x = rng.normal(size=(6, 4))
+    w = np.array([1.5, -0.2, 3.0, -4.0])
+    found = maximize_in_ball(lambda z: tf.linalg.matvec(z, w), x, 0.3, steps=40, seed=1,
+                             step_size=0.3, norm="l2")
+    np.testing.assert_allclose(found, x + 0.3 * w / np.linalg.norm(w), atol=1e-9)
+
+
+def test_an_unknown_norm_is_named():
+    with pytest.raises(ValueError, match=r"norm must be one of \('linf', 'l2'\)"):
+        maximize_in_ball(lambda z: z, np.zeros((1, 2)), 0.1, steps=1, seed=0, norm="l1")
