@@ -2,12 +2,12 @@
 
 For every model in ``--models`` (default: the committed first-seed models of
 ``results/fgsm_mnist/models/``), on the first ``--examples`` sample test digits at ``--eps``:
-accuracy under PGD-40x3 (steps of
-2.5 eps / 40, the experiment's headline attack), under ``attacks.evaluation.worst_case`` with
-its defaults (APGD-CE 100 iterations, then APGD-T toward 3 classes, 40 iterations each, on
-what is left), and under APGD-CE alone at 40 iterations (APGD at PGD's iteration count: it
-must be at least as strong); then each evaluation's wall time, the evaluations taking turns
-(``benchmarks/harness.py``). Timings are printed, never asserted.
+accuracy under PGD-40x3 (steps of 2.5 eps / 40, the experiment's headline attack), under
+``attacks.evaluation.worst_case`` with its defaults (APGD-CE 100 iterations, then APGD-T
+toward 3 classes, 40 iterations each, on what is left), and under PGD-40 and APGD-CE with 40
+iterations, one start each (APGD at PGD's iteration count: it must be at least as strong);
+then each evaluation's wall time, the evaluations taking turns (``benchmarks/harness.py``).
+Timings are printed, never asserted.
 
     python benchmarks/bench_worst_case.py             # a few minutes on 2 CPU cores
 
@@ -53,6 +53,7 @@ def evaluations_of(model, x, y, eps) -> dict:
     """The three evaluations of ``model``, as callables returning an accuracy."""
     return {
         "pgd40x3": lambda: pgd_accuracy(model, x, y, eps, restarts=3),
+        "pgd40": lambda: pgd_accuracy(model, x, y, eps),
         "worst_case": lambda: worst_case_accuracy(model, x, y, eps),
         "apgd_ce40": lambda: attack_accuracy(model, x, y, lambda xb, yb, start: apgd(
             model, xb, yb, eps, steps=40, seed=start)),

@@ -134,6 +134,10 @@ class ExperimentConfig:
         "help": f"override every method's recipe: one of {LR_SCHEDULES}"})
     shift: int | None = field(default=None, metadata={
         "help": "override every method's recipe: random shifts of up to this many pixels"})
+    n_fgsm_noise: float | None = field(default=None, metadata={
+        "help": "override n_fgsm's noise radius, times eps (default 2)"})
+    n_fgsm_step: float | None = field(default=None, metadata={
+        "help": "override n_fgsm's step, times eps (default 1)"})
     quick: bool = field(default=False, metadata={"help": "smoke test: small and short"})
     resume: bool = field(default=False, metadata={
         "help": "continue the interrupted run in <out>.partial from its last checkpoint"})

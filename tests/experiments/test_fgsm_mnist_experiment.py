@@ -90,6 +90,11 @@ def test_override_flags_replace_every_methods_recipe():
         assert (training.batch_size, training.shift, training.epochs) == (128, 1, 2)
     clean = experiment.training_config("clean", experiment.ExperimentConfig().resolved())
     assert (clean.lr_schedule, clean.shift, clean.epochs) == ("cosine", 2, 16)
+    n_fgsm = experiment.training_config("n_fgsm", experiment.ExperimentConfig(
+        n_fgsm_noise=1.0, n_fgsm_step=1.25))
+    assert (n_fgsm.n_fgsm_noise, n_fgsm.n_fgsm_step) == (1.0, 1.25)
+    default = experiment.training_config("n_fgsm", experiment.ExperimentConfig())
+    assert (default.n_fgsm_noise, default.n_fgsm_step) == (2.0, 1.0)
     # Every override flag is off by default and reaches the training config.
     assert {"batch_size", "learning_rate", "lr_schedule", "shift"} <= set(
         experiment.RECIPE_OVERRIDES)
@@ -250,6 +255,7 @@ def test_unreadable_data_fails_before_anything_is_written(tmp_path):
     (["--shift", "-1"], "shift must be an integer >= 0"),
     (["--lr-schedule", "linear"], "lr_schedule must be one of"),
     (["--batch-size", "0"], "batch_size must be an integer >= 1"),
+    (["--n-fgsm-noise", "0"], r"n_fgsm_noise must be > 0\. Received"),
     (["--seeds", "1", "1"], "seeds must be one or more distinct values"),
     (["--seeds", "-1"], r"seeds\[0\] must be an integer >= 0"),
     (["--eval-examples", "0"], "eval_examples must be an integer >= 1"),
