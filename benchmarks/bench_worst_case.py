@@ -50,7 +50,7 @@ def main() -> None:
 
 
 def evaluations_of(model, x, y, eps) -> dict:
-    """The three evaluations of ``model``, as callables returning an accuracy."""
+    """The four evaluations of ``model``, as callables returning an accuracy."""
     return {
         "pgd40x3": lambda: pgd_accuracy(model, x, y, eps, restarts=3),
         "pgd40": lambda: pgd_accuracy(model, x, y, eps),
