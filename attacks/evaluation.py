@@ -40,6 +40,8 @@ from lab.compile_cache import cached_function
 ATTACKS = ("fgsm", "pgd", "worst_case")
 # The attacks of ``worst_case``, in the order they run (AutoAttack's gradient attacks).
 WORST_CASE_ATTACKS = ("apgd_ce", "apgd_t", "apgd_dlr", "pgd")
+# The options of ``worst_case`` that set its attacks and their budget.
+WORST_CASE_BUDGET = ("attacks", "steps", "targets", "targeted_steps")
 
 
 def _checked_labels(model, x, y):
@@ -270,7 +272,7 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, norm: str = "l
                      pgd_steps: int = 40, pgd_step_size: float | None = None,
                      pgd_restarts: int = 1, batch_size: int = 500, seed: int = 0,
                      claimed_eps: float | None = None, clip=(0.0, 1.0),
-                     eps_scale=None) -> RobustnessCurve:
+                     eps_scale=None, worst_case_options=None) -> RobustnessCurve:
     """Accuracy of ``model`` on ``data`` under each attack at each eps.
 
     Args:
@@ -291,6 +293,8 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, norm: str = "l
         the FGSM-PGD gap check applies up to it (see ``sanity_warnings``).
       clip: the valid input range, numbers or per-feature arrays, or ``None`` (unbounded).
       eps_scale: optional per-feature scale; every eps is then in its units.
+      worst_case_options: keyword arguments of ``worst_case`` (``attacks``, ``steps``,
+        ``targets``, ``targeted_steps``), else its defaults.
 
     Returns:
       A ``RobustnessCurve``.
@@ -311,6 +315,10 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, norm: str = "l
     check_positive_int("batch_size", batch_size)
     if claimed_eps is not None:
         check_positive("claimed_eps", claimed_eps, allow_zero=True)
+    unknown = set(worst_case_options or {}) - set(WORST_CASE_BUDGET)
+    if unknown:
+        raise ValueError(f"worst_case_options takes {WORST_CASE_BUDGET}. Received: "
+                         f"{sorted(unknown)}")
     # Every attack's value at eps 0, measured once.
     clean = accuracy(model, x, y, batch_size) if 0.0 in eps_values else None
     domain = dict(norm=norm, clip=clip, eps_scale=eps_scale, batch_size=batch_size)
@@ -319,7 +327,8 @@ def robustness_curve(model, data, eps_values, attacks=ATTACKS, *, norm: str = "l
         "pgd": lambda eps: pgd_accuracy(model, x, y, eps, steps=pgd_steps,
                                         step_size=pgd_step_size, restarts=pgd_restarts,
                                         seed=seed, **domain),
-        "worst_case": lambda eps: worst_case_accuracy(model, x, y, eps, seed=seed, **domain),
+        "worst_case": lambda eps: worst_case_accuracy(model, x, y, eps, seed=seed, **domain,
+                                                      **(worst_case_options or {})),
     }
     accuracies = {attack: [clean if eps == 0 else measure[attack](eps) for eps in eps_values]
                   for attack in attacks}

@@ -93,8 +93,33 @@ def test_robustness_curve_rejects_bad_arguments(rng):
         robustness_curve(model, data, [0.1], batch_size=0)
     with pytest.raises(ValueError, match=r"claimed_eps must be >= 0"):
         robustness_curve(model, data, [0.1], claimed_eps=-0.1)
+    with pytest.raises(ValueError, match=r"worst_case_options takes \('attacks', 'steps', "
+                                         r"'targets', 'targeted_steps'\)\. Received: \['norm'\]"):
+        robustness_curve(model, data, [0.1], worst_case_options={"norm": "l2"})
     with pytest.raises(ValueError, match=r"examples must be an integer >= 1"):
         sanity_warnings([0.0], {"pgd": [1.0]}, examples=0)
+
+
+def test_robustness_curve_runs_the_worst_case_with_the_budget_it_is_given(rng, monkeypatch):
+    model, w, b = _binary_linear_model(rng)
+    x = rng.uniform(0.35, 0.65, size=(40, 6)).astype(np.float32)
+    y = (x @ w + b > 0).astype(np.int32)
+    budgets = []
+    original = evaluation.worst_case
+
+    def recorded(*args, **kwargs):
+        budgets.append((kwargs["attacks"], kwargs["steps"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "worst_case", recorded)
+    options = {"attacks": ("apgd_ce", "pgd"), "steps": 7}
+    curve = robustness_curve(model, (x, y), [0.0, 0.05, 0.1], attacks=("worst_case",),
+                             worst_case_options=options)
+    assert budgets == [(("apgd_ce", "pgd"), 7)] * 2  # each eps > 0, one batch each
+    monkeypatch.undo()
+    expected = [evaluation.worst_case_accuracy(model, x, y, eps, **options)
+                for eps in (0.0, 0.05, 0.1)]
+    assert curve.accuracy["worst_case"] == expected
 
 
 def test_pgd_accuracy_at_eps_zero_is_the_clean_accuracy_and_seeds_each_batch(rng):

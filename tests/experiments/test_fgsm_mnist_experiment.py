@@ -42,11 +42,11 @@ def test_quick_run_writes_every_file_the_readme_shows(quick_run):
         # Two epochs of a five-epoch ramp: the models were trained at eps 0.12, not 0.3.
         assert s["trained_eps"] == pytest.approx(0.0 if method == "clean" else 0.12)
         assert run["epochs_trained"] == 2 and run["seconds_per_epoch"] > 0
-        assert s["curve"]["eps"] == [0.0, 0.1, 0.3] and s["curve"]["examples"] == 200
+        assert s["curve"]["eps"] == [0.0, 0.3] and s["curve"]["examples"] == 200
         assert s["curve"]["pgd"][0] == run["clean_accuracy"]  # the first 200 are the test set
         assert s["curve"]["worst_case"][0] == run["clean_accuracy"]
         assert s["examples"] == 200 and s["pgd"].startswith("PGD-40, step 0.01875")
-        assert s["worst_case"].startswith("APGD-CE 100 iterations")
+        assert s["worst_case"].startswith("APGD-CE 25 iterations")  # --quick's budget
     # Two epochs on 2,000 digits already beat chance by far; the clean model falls to FGSM.
     clean = summary["clean"]["per_seed"]["0"]
     assert clean["clean_accuracy"] > 0.7
@@ -259,6 +259,8 @@ def test_unreadable_data_fails_before_anything_is_written(tmp_path):
     (["--seeds", "1", "1"], "seeds must be one or more distinct values"),
     (["--seeds", "-1"], r"seeds\[0\] must be an integer >= 0"),
     (["--eval-examples", "0"], "eval_examples must be an integer >= 1"),
+    (["--worst-case-steps", "0"], "worst_case_steps must be an integer >= 1"),
+    (["--worst-case-targeted-steps", "-2"], "worst_case_targeted_steps must be an integer >= 1"),
 ])
 def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path, read_error):
     with pytest.raises(SystemExit) as exit_info:
