@@ -622,6 +622,17 @@ def worst_case_setting(group: int) -> Derived:
                    compute)
 
 
+def spread_values(method: str, key: str) -> tuple:
+    """``method``'s ``key`` over seeds as three prose numbers: mean%, min and max (points)."""
+    return tuple((("methods", method, key, stat), fmt)
+                 for stat, fmt in (("mean", Percent(1)), ("min", Points(1)), ("max", Points(1))))
+
+
+def spread_width(summary: dict, method: str, key: str) -> float:
+    spread = summary["methods"][method][key]
+    return float(spread["max"]) - float(spread["min"])
+
+
 def every_seed(method: str, below: str, above: str) -> Callable[[dict], bool]:
     """Whether ``below`` is lower than ``above`` for every seed of ``method``."""
     def holds(summary):
@@ -801,6 +812,65 @@ PROSE = {
         # Not checked: the guard's readings (metrics.csv, not the summary); the step-size
         # comparison, the recipe comparisons and the run time, which come from other runs.
         checks=33,
+    ),
+    # "A second machine": the main job rerun on another CPU (results/second_machine/), each
+    # number beside the first machine's.
+    "second_machine_curvature": Prose(
+        heading=EXPERIMENTS_HEADING,
+        summary="second_machine/curvature/summary.json",
+        claims=(Claim("median maximum sharpness at η = 0.2 came out {} on the second machine",
+                      ((("per_learning_rate", "0.2", "max_sharpness_median"), Number(1)),)),),
+        checks=1,
+    ),
+    "first_machine_curvature": Prose(
+        heading=EXPERIMENTS_HEADING,
+        summary="curvature/summary.json",
+        claims=(Claim("on the second machine against {} on the first;",
+                      ((("per_learning_rate", "0.2", "max_sharpness_median"), Number(1)),)),),
+        checks=1,
+    ),
+    "second_machine_reinforce": Prose(
+        heading=EXPERIMENTS_HEADING,
+        summary="second_machine/reinforce/CartPole-v1/summary.json",
+        claims=(Claim("CartPole was solved on {} of {} seeds there too, the median at {} "
+                      "environment steps",
+                      ((("seeds_solved",), Number(0)), (("seeds",), Number(0)),
+                       (("median", "solved_at_env_steps"), Number(0)))),),
+        checks=3,
+    ),
+    "first_machine_reinforce": Prose(
+        heading=EXPERIMENTS_HEADING,
+        summary="reinforce/CartPole-v1/summary.json",
+        claims=(Claim("environment steps against {}; the PGD-trained",
+                      ((("median", "solved_at_env_steps"), Number(0)),),
+                      holds=lambda s: s["seeds_solved"] == s["seeds"]),),
+        checks=2,
+    ),
+    "second_machine_fgsm_mnist": Prose(
+        heading=EXPERIMENTS_HEADING,
+        summary="second_machine/fgsm_mnist/summary.json",
+        claims=(
+            Claim("MNIST models kept their headline, {} ({}-{}) in the worst case",
+                  spread_values("pgd", "worst_case_accuracy"),
+                  holds=lambda s: abs(s["methods"]["pgd"]["worst_case_accuracy"]["mean"]
+                                      - load_summary("fgsm_mnist/summary.json")["methods"]
+                                      ["pgd"]["worst_case_accuracy"]["mean"]) < 0.01),
+            Claim("spread wider: {} ({}-{}) under PGD-40 against",
+                  spread_values("fgsm_rs", "pgd_accuracy"),
+                  holds=lambda s: spread_width(s, "fgsm_rs", "pgd_accuracy") > spread_width(
+                      load_summary("fgsm_mnist/summary.json"), "fgsm_rs", "pgd_accuracy")),
+        ),
+        checks=8,
+    ),
+    "first_machine_fgsm_mnist": Prose(
+        heading=EXPERIMENTS_HEADING,
+        summary="fgsm_mnist/summary.json",
+        claims=(
+            Claim("in the worst case against {} ({}-{}), while FGSM-RS",
+                  spread_values("pgd", "worst_case_accuracy")),
+            Claim("under PGD-40 against {} ({}-{}).", spread_values("fgsm_rs", "pgd_accuracy")),
+        ),
+        checks=6,
     ),
     "main_job": Prose(
         heading=EXPERIMENTS_HEADING,
