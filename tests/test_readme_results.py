@@ -872,6 +872,37 @@ PROSE = {
         ),
         checks=6,
     ),
+    "second_machine_main_job": Prose(
+        heading=EXPERIMENTS_HEADING,
+        summary="second_machine/main_job.json",
+        claims=(Claim("{} minutes in all (`clipping` {}, `gradient_penalty` {}, `fgsm_mnist` {}, "
+                      "`policy_attacks` {})",
+                      ((("total_minutes",), Number(1)),
+                       *((("minutes", name), Number(1)) for name in (
+                           "clipping", "gradient_penalty", "fgsm_mnist", "policy_attacks")))),),
+        checks=5,
+    ),
+    "second_machine_policy_attacks": Prose(
+        heading=EXPERIMENTS_HEADING,
+        summary="second_machine/policy_attacks/CartPole-v1/summary.json",
+        claims=(Claim("averaged {} for standard agents, {} adversarially trained and {} "
+                      "regularized on the second machine",
+                      tuple((worst(kind, "0.5", "mean"), Number(0))
+                            for kind in ("standard", "adversarial", "regularized")),
+                      holds=verdicts((0.5, "regularized", "standard", True),
+                                     pair=("regularized", "standard"))),),
+        checks=4,
+    ),
+    "first_machine_policy_attacks": Prose(
+        heading=EXPERIMENTS_HEADING,
+        summary="policy_attacks/CartPole-v1/summary.json",
+        claims=(Claim("on the second machine, against {}, {} and {} on the first: the regularized",
+                      tuple((worst(kind, "0.5", "mean"), Number(0))
+                            for kind in ("standard", "adversarial", "regularized")),
+                      holds=verdicts((0.5, "regularized", "standard", True),
+                                     pair=("regularized", "standard"))),),
+        checks=4,
+    ),
     "main_job": Prose(
         heading=EXPERIMENTS_HEADING,
         summary="main_job.json",
