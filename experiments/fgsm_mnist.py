@@ -7,8 +7,9 @@ every method of ``attacks.adversarial_training``) at L-infinity radius ``--eps``
 per seed of ``--seeds`` (0 1 2), then evaluates each model at the training eps on the first
 ``--eval-examples`` test digits: clean accuracy, FGSM, PGD-40 (steps of 2.5 eps / 40) with
 ``--restarts`` random restarts, and the worst case over APGD-CE and APGD-T
-(``attacks.evaluation.worst_case``). The first seed's models also get the robustness curve
-(FGSM, PGD-40 and the worst case across ``--eval-eps``, on ``--curve-examples`` test digits).
+(``attacks.evaluation.worst_case``); ``--attacks`` names fewer. The first seed's models also
+get the robustness curve (the same attacks across ``--eval-eps``, on ``--curve-examples`` test
+digits). ``--train-examples`` trains on the first digits of the training split only.
 Every method has its own training recipe (``RECIPES``). Every evaluation runs the
 gradient-masking sanity checks of ``attacks.evaluation``; failures are listed under
 ``warnings`` (per seed) and ``curve_warnings`` in the summary.
@@ -33,9 +34,9 @@ epoch. Under ``--strategy multi_worker`` every worker runs the same command with
 chief has (``experiments.skeleton``), so that all restore the same state; ``--out`` must be
 readable by every worker.
 
-``--quick`` (a smoke test, about two minutes on 2 cores) trains one seed on 2,000 digits for
-two epochs and evaluates on 200 at eps 0 and ``--eps``, with a quarter of the worst case's
-budget (``QUICK``).
+``--quick`` (a smoke test, about two minutes on 2 cores) trains one seed on at most 2,000
+digits for two epochs and evaluates on at most 200 at eps 0 and ``--eps``, with a quarter of
+the worst case's budget (``QUICK``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from attacks.adversarial_training import (
     make_strategy,
 )
 from attacks.evaluation import (
+    ATTACKS,
     accuracy,
     fgsm_accuracy,
     pgd_accuracy,
@@ -128,6 +130,8 @@ class ExperimentConfig:
                                         metadata={"help": "eps values of the curve"})
     curve_examples: int = field(default=500, metadata={"help": "test digits for the curve"})
     restarts: int = field(default=3, metadata={"help": "PGD-40 restarts at the training eps"})
+    attacks: tuple[str, ...] = field(default=ATTACKS, metadata={
+        "help": f"the evaluation's attacks, from {ATTACKS} (the worst case costs most)"})
     worst_case_steps: int = field(default=100, metadata={
         "help": "the worst case's APGD-CE iterations (AutoAttack: 100)"})
     worst_case_targeted_steps: int = field(default=40, metadata={
@@ -137,6 +141,8 @@ class ExperimentConfig:
                 "headline is the mean and range over seeds"})
     eval_examples: int = field(default=1000, metadata={
         "help": "test digits of the headline evaluation at --eps (at most the test split)"})
+    train_examples: int | None = field(default=None, metadata={
+        "help": "train on the first this many training digits (default: all of them)"})
     batch_size: int | None = field(default=None, metadata={
         "help": "override every method's recipe (RECIPES): examples per step"})
     learning_rate: float | None = field(default=None, metadata={
@@ -168,10 +174,13 @@ class ExperimentConfig:
             check_positive_int("epochs", self.epochs)
         check_positive_int("curve_examples", self.curve_examples)
         check_positive_int("restarts", self.restarts)
+        check_values("attacks", self.attacks, functools.partial(check_one_of, choices=ATTACKS))
         check_positive_int("worst_case_steps", self.worst_case_steps)
         check_positive_int("worst_case_targeted_steps", self.worst_case_targeted_steps)
         check_values("seeds", self.seeds, check_nonnegative_int)
         check_positive_int("eval_examples", self.eval_examples)
+        if self.train_examples is not None:
+            check_positive_int("train_examples", self.train_examples)
         check_values("eval_eps", self.eval_eps, functools.partial(check_in_range, lo=0.0, hi=1.0),
                      increasing=True)
         # The training settings are checked where they are used, before anything trains.
@@ -184,8 +193,10 @@ class ExperimentConfig:
             return self
         return dataclasses.replace(
             self, epochs=self.epochs or QUICK["epochs"], restarts=QUICK["restarts"],
-            curve_examples=QUICK["curve_examples"], eval_eps=(0.0, self.eps),
-            seeds=self.seeds[:1], eval_examples=QUICK["test"],
+            curve_examples=min(self.curve_examples, QUICK["curve_examples"]),
+            eval_eps=(0.0, self.eps), seeds=self.seeds[:1],
+            eval_examples=min(self.eval_examples, QUICK["test"]),
+            train_examples=min(self.train_examples or QUICK["train"], QUICK["train"]),
             worst_case_steps=QUICK["worst_case_steps"],
             worst_case_targeted_steps=QUICK["worst_case_targeted_steps"])
 
@@ -227,10 +238,16 @@ def _barrier(strategy, value: float) -> float:
 def start(config: ExperimentConfig):
     """The data (unreadable data fails here, before anything is written)."""
     source = resolve_mnist_source(config.data_source, config.data_dir)
-    n_train, n_test = (QUICK["train"], QUICK["test"]) if config.quick else (None, None)
+    n_train, n_test = config.train_examples, (QUICK["test"] if config.quick else None)
     x_train, y_train = (a[:n_train] for a in load_mnist_arrays("train", source,
                                                                 config.data_dir))
     x_test, y_test = (a[:n_test] for a in load_mnist_arrays("test", source, config.data_dir))
+    for name, split, size in (("train_examples", "training", len(x_train)),
+                              ("eval_examples", "test", len(x_test)),
+                              ("curve_examples", "test", len(x_test))):
+        if not config.quick and (getattr(config, name) or 0) > size:  # --quick's are caps
+            raise ValueError(f"{name} must be at most the {size:,} digits of the {split} "
+                             f"split. Received: {name}={getattr(config, name)}")
     return ((x_train, y_train), (x_test, y_test), source), {
         "data_source": source, "train_examples": len(x_train), "test_examples": len(x_test),
         "training": {m: dataclasses.asdict(training_config(m, config)) for m in config.methods}}
@@ -262,7 +279,8 @@ def run(config: ExperimentConfig, folder, started) -> dict:
                 if seed == config.seeds[0]:  # one curve per method: the first seed's
                     n = config.curve_examples
                     curve = robustness_curve(model, (x_test[:n], y_test[:n]), config.eval_eps,
-                                             seed=seed, claimed_eps=result.trained_eps,
+                                             config.attacks, seed=seed,
+                                             claimed_eps=result.trained_eps,
                                              worst_case_options=worst_case_budget(config))
                     outcome["curve"] = {"examples": curve.examples, "eps": curve.eps_values,
                                         **curve.accuracy}
@@ -321,9 +339,16 @@ def train(method, seed, config, folder, tensorboard, rows, strategy, train_data,
     return model, result
 
 
-# The per-seed numbers the summary gives as mean, min and max over seeds.
+# The per-seed numbers the summary gives as mean, min and max over seeds (the attacks' of
+# them: those of ``--attacks``).
 HEADLINE = ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "worst_case_accuracy",
             "seconds_per_epoch")
+
+
+def headline(config: ExperimentConfig) -> tuple[str, ...]:
+    """The ``HEADLINE`` numbers a run of ``config`` measures."""
+    measured = {f"{attack}_accuracy" for attack in ("clean", *config.attacks)}
+    return tuple(key for key in HEADLINE if key in measured or not key.endswith("_accuracy"))
 
 
 def summarize(runs: dict, config: ExperimentConfig) -> dict:
@@ -334,12 +359,14 @@ def summarize(runs: dict, config: ExperimentConfig) -> dict:
         per_seed = {seed: runs[run_name(method, seed)] for seed in config.seeds}
         first = per_seed[config.seeds[0]]
         methods[method] = {
-            **{key: over_seeds({s: r[key] for s, r in per_seed.items()}) for key in HEADLINE},
+            **{key: over_seeds({s: r[key] for s, r in per_seed.items()})
+               for key in headline(config)},
             "epochs": training_config(method, config, config.seeds[0]).epochs,
             "collapsed_seeds": [s for s, r in per_seed.items() if r["collapsed"]],
             "trained_eps": min(r["trained_eps"] for r in per_seed.values()),
-            "examples": first["examples"], "pgd": first["pgd"],
-            "worst_case": first["worst_case"], "curve": first["curve"],
+            "examples": first["examples"],
+            **{attack: first[attack] for attack in ("pgd", "worst_case") if attack in first},
+            "curve": first["curve"],
             "curve_warnings": first["curve_warnings"],
             "warnings": {str(s): r["warnings"] for s, r in per_seed.items()},
             "per_seed": {str(s): r for s, r in per_seed.items()},
@@ -350,7 +377,7 @@ def summarize(runs: dict, config: ExperimentConfig) -> dict:
 def report(config: ExperimentConfig, summary: dict, out) -> None:
     for method, s in summary.items():
         print(f"{method:8s} " + "  ".join(
-            f"{key.split('_')[0]} {s[key]['mean']:.4f}" for key in HEADLINE[:-1])
+            f"{key.split('_')[0]} {s[key]['mean']:.4f}" for key in headline(config)[:-1])
             + f"  {s['seconds_per_epoch']['mean']:.1f} s/epoch"
             + (f"  COLLAPSED (seeds {s['collapsed_seeds']})" if s["collapsed_seeds"] else ""))
 
@@ -380,26 +407,35 @@ def worst_case_budget(config) -> dict:
 
 
 def evaluate(model, x, y, config, seed, trained_eps) -> dict:
-    """Headline accuracies at the experiment's eps on the evaluation digits: clean, FGSM,
-    PGD-40 with restarts, and the APGD worst case (``attacks.evaluation.worst_case``); the
-    masking checks' gap check applies up to ``trained_eps``, the eps the model's weights were
-    trained at (the ramp and a collapse guard's restore both count)."""
+    """Headline accuracies at the experiment's eps on the evaluation digits: clean and each of
+    ``--attacks`` (FGSM, PGD-40 with restarts, the APGD worst case of
+    ``attacks.evaluation.worst_case``); the masking checks' gap check applies up to
+    ``trained_eps``, the eps the model's weights were trained at (the ramp and a collapse
+    guard's restore both count)."""
     eps = config.eps
+    measure = {
+        "fgsm": lambda: fgsm_accuracy(model, x, y, eps),
+        "pgd": lambda: pgd_accuracy(model, x, y, eps, steps=PGD_STEPS,
+                                    restarts=config.restarts, seed=seed),
+        "worst_case": lambda: worst_case_accuracy(model, x, y, eps, seed=seed,
+                                                  **worst_case_budget(config)),
+    }
+    described = {
+        "pgd": f"PGD-{PGD_STEPS}, step {default_step_size(eps, PGD_STEPS):g}, "
+               f"{config.restarts} restart(s), eps {eps}",
+        "worst_case": f"APGD-CE {config.worst_case_steps} iterations, then APGD-T on the "
+                      f"targeted DLR loss toward {WORST_CASE_TARGETS} classes, "
+                      f"{config.worst_case_targeted_steps} iterations each, eps {eps}",
+    }
     clean = accuracy(model, x, y)
-    fgsm = fgsm_accuracy(model, x, y, eps)
-    pgd = pgd_accuracy(model, x, y, eps, steps=PGD_STEPS, restarts=config.restarts, seed=seed)
-    worst = worst_case_accuracy(model, x, y, eps, seed=seed, **worst_case_budget(config))
-    return {"clean_accuracy": clean, "fgsm_accuracy": fgsm, "pgd_accuracy": pgd,
-            "worst_case_accuracy": worst,
-            "pgd": f"PGD-{PGD_STEPS}, step {default_step_size(eps, PGD_STEPS):g}, "
-                   f"{config.restarts} restart(s), eps {eps}",
-            "worst_case": f"APGD-CE {config.worst_case_steps} iterations, then APGD-T on "
-                          f"the targeted DLR loss toward {WORST_CASE_TARGETS} classes, "
-                          f"{config.worst_case_targeted_steps} iterations each, eps {eps}",
+    attacked = {attack: measure[attack]() for attack in config.attacks}
+    return {"clean_accuracy": clean,
+            **{f"{attack}_accuracy": value for attack, value in attacked.items()},
+            **{attack: described[attack] for attack in config.attacks if attack in described},
             "examples": len(x), "trained_eps": trained_eps,
             "warnings": sanity_warnings(
-                [0.0, eps], {"fgsm": [clean, fgsm], "pgd": [clean, pgd],
-                             "worst_case": [clean, worst]}, len(x), claimed_eps=trained_eps)}
+                [0.0, eps], {attack: [clean, value] for attack, value in attacked.items()},
+                len(x), claimed_eps=trained_eps)}
 
 
 def plot_robustness(methods, config, path):
@@ -408,6 +444,8 @@ def plot_robustness(methods, config, path):
         curve = summary["curve"]
         for attack, style, label in (("fgsm", "--", "FGSM"), ("pgd", ":", "PGD-40"),
                                      ("worst_case", "-", "worst case")):
+            if attack not in config.attacks:
+                continue
             ax.plot(curve["eps"], [100 * a for a in curve[attack]], style, color=f"C{i}",
                     marker="o", ms=3, label=f"{method} model, {label}")
     ax.axvline(config.eps, color="k", lw=0.8, ls=":", label=f"training eps {config.eps:g}")

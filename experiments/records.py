@@ -3,7 +3,8 @@
 Every experiment writes into ``results/<experiment>/`` (through its partial folder,
 ``experiments.run_folder``):
 
-- ``config.json``: the resolved configuration plus the seed(s) and library versions;
+- ``config.json``: the resolved configuration plus the seed(s), library versions and the
+  machine (float32 results differ across CPUs);
 - ``metrics.csv``: one row per logged step;
 - ``summary.json``: the headline numbers, with their spread over seeds (``over_seeds``);
 - PNG plots: curves over seeds as a line and a min-max band (``band``);
@@ -12,10 +13,12 @@ Every experiment writes into ``results/<experiment>/`` (through its partial fold
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
+import os
 import platform
 import shutil
 import time
@@ -39,6 +42,20 @@ def library_versions() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def machine() -> dict:
+    """The CPU, core count and system a run ran on, for the record: float32 kernels give
+    other digits on another CPU, which reinforcement learning amplifies."""
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:  # Linux
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def jsonable(value):

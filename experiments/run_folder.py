@@ -48,7 +48,7 @@ from experiments.atomic import (
     remove_temporaries,
     replace_directory,
 )
-from experiments.records import TensorBoardLog, jsonable, library_versions, write_json
+from experiments.records import TensorBoardLog, jsonable, library_versions, machine, write_json
 
 try:  # POSIX; where there is no fcntl (Windows) runs are not locked
     import fcntl
@@ -326,7 +326,9 @@ def open_run(out, config, record: dict | None = None, *, experiment: str, resume
     Args:
       out: the results folder the complete run will replace.
       config: the experiment's config dataclass; written into ``config.json`` with
-        ``record`` and the library versions, and compared with the partial run's on resume.
+        ``record``, the library versions and the machine (``records.machine``), and compared
+        with the partial run's on resume (the versions and machine are not: they are
+        rewritten).
       record: more to write into ``config.json`` (the data source, ...).
       experiment: the experiment's name, recorded in ``run.json``: a run replaces only a
         folder of its own experiment.
@@ -370,7 +372,8 @@ def open_run(out, config, record: dict | None = None, *, experiment: str, resume
         write_json(path / MARKER, {"package": PACKAGE, "experiment": experiment,
                                    "run_id": run_id, "finished": False})
         write_json(path / "config.json", {"config": config_dict, **(record or {}),
-                                          "versions": library_versions()})
+                                          "versions": library_versions(),
+                                          "machine": machine()})
     except BaseException:
         if created and lock is not None:  # a failed start writes nothing: delete, then unlock
             shutil.rmtree(path, ignore_errors=True)

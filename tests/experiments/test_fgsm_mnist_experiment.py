@@ -56,9 +56,11 @@ def test_quick_run_writes_every_file_the_readme_shows(quick_run):
 def test_several_seeds_train_one_model_each_and_the_summary_spans_them(tmp_path):
     out = tmp_path / "out"
     summary = experiment.main(["--source", "sample", "--no-progress", "--methods", "clean",
-                               "--epochs", "1", "--seeds", "3", "4", "--eval-examples", "100",
-                               "--curve-examples", "100", "--eval-eps", "0", "0.3",
-                               "--restarts", "1", "--out", str(out)])["clean"]
+                               "--epochs", "1", "--seeds", "3", "4", "--train-examples", "1000",
+                               "--attacks", "fgsm", "pgd",
+                               "--eval-examples", "100", "--curve-examples", "100",
+                               "--eval-eps", "0", "0.3", "--restarts", "1", "--out", str(out)]
+                              )["clean"]
     assert sorted(p.name for p in (out / "models").iterdir()) == [
         "clean_seed3.keras", "clean_seed4.keras"]
     per_seed = summary["per_seed"]
@@ -137,7 +139,11 @@ def _summary(folder):
     return summary
 
 
-TWO_METHODS = QUICK + ["--methods", "clean", "fgsm_rs", "--epochs", "3"]
+# The runs the interruption tests compare: small, and without the worst case (the quick run
+# measures it), which the evaluation would repeat the same way after a resume.
+TWO_METHODS = QUICK + ["--methods", "clean", "fgsm_rs", "--epochs", "3", "--attacks", "fgsm",
+                       "pgd", "--train-examples", "500", "--eval-examples", "100",
+                       "--curve-examples", "100"]
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +152,16 @@ def straight(tmp_path_factory):
     out = tmp_path_factory.mktemp("fgsm_mnist_straight") / "out"
     experiment.main(TWO_METHODS + ["--out", str(out)])
     return out
+
+
+def test_attacks_and_train_examples_set_what_runs_and_are_recorded(straight):
+    config = json.loads((straight / "config.json").read_text())
+    assert config["train_examples"] == 500 and config["config"]["attacks"] == ["fgsm", "pgd"]
+    for method, s in _summary(straight)["methods"].items():
+        assert "worst_case_accuracy" not in s and "worst_case" not in s, method
+        assert s["examples"] == 100 and s["curve"]["examples"] == 100  # --quick's caps: 200
+        assert {"fgsm", "pgd"} <= set(s["curve"]) and "worst_case" not in s["curve"]
+        assert {"fgsm_accuracy", "pgd_accuracy", "clean_accuracy"} <= set(s)
 
 
 def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(straight, tmp_path,
@@ -224,7 +240,8 @@ def test_a_data_dir_is_read_without_naming_its_source(tmp_path):
     assert experiment.ExperimentConfig(data_dir=str(SAMPLE_DIR)).data_source == "idx"
     assert experiment.ExperimentConfig().data_source == "sample"
     experiment.main(["--quick", "--no-progress", "--methods", "clean", "--epochs", "1",
-                     "--data-dir", str(SAMPLE_DIR), "--out", str(tmp_path / "out")])
+                     "--attacks", "fgsm", "--train-examples", "200", "--data-dir",
+                     str(SAMPLE_DIR), "--out", str(tmp_path / "out")])
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["data_source"] == "idx" and config["config"]["data_dir"] == str(SAMPLE_DIR)
 
@@ -261,6 +278,8 @@ def test_unreadable_data_fails_before_anything_is_written(tmp_path):
     (["--eval-examples", "0"], "eval_examples must be an integer >= 1"),
     (["--worst-case-steps", "0"], "worst_case_steps must be an integer >= 1"),
     (["--worst-case-targeted-steps", "-2"], "worst_case_targeted_steps must be an integer >= 1"),
+    (["--attacks", "fgsm", "cw"], r"attacks\[1\] must be one of \('fgsm', 'pgd', 'worst_case'\)"),
+    (["--train-examples", "0"], "train_examples must be an integer >= 1"),
 ])
 def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path, read_error):
     with pytest.raises(SystemExit) as exit_info:
@@ -268,6 +287,17 @@ def test_bad_flags_are_usage_errors_naming_the_argument(flags, message, tmp_path
     assert exit_info.value.code == 2
     assert re.search(message, read_error())
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("flag, split", [("--train-examples", "8,000 digits of the training"),
+                                         ("--eval-examples", "2,000 digits of the test"),
+                                         ("--curve-examples", "2,000 digits of the test")])
+def test_more_examples_than_the_split_holds_fail_before_anything_is_written(flag, split,
+                                                                           tmp_path):
+    with pytest.raises(SystemExit, match=f"{flag[2:].replace('-', '_')} must be at most the "
+                                         f"{split} split. Received: .*=9000"):
+        experiment.main(["--source", "sample", flag, "9000", "--out", str(tmp_path / "out")])
+    assert not any(tmp_path.iterdir())
 
 
 def test_quick_run_writes_tensorboard_runs_matching_the_metrics(quick_run, tensorboard_holds):

@@ -4,9 +4,11 @@
 import dataclasses
 import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +47,11 @@ def test_a_run_is_written_aside_and_replaces_the_old_one_only_when_finished(tmp_
     saved = json.loads((run.path / "config.json").read_text())
     assert saved["config"] == {"lr": 0.1, "resume": False, "progress": True}
     assert saved["data_source"] == "sample" and saved["versions"]["tensorflow"]
+    # Which machine: results differ across CPUs in their float32 digits.
+    assert saved["machine"]["cores"] == os.cpu_count() and saved["machine"]["cpu"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        assert f": {saved['machine']['cpu']}\n" in cpuinfo.read_text()
     (run.path / "summary.json").write_text("new run")
     assert (out / "summary.json").read_text() == "old run"  # untouched while running
     run.finish()
