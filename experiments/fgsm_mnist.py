@@ -269,6 +269,7 @@ def run(config: ExperimentConfig, folder, started) -> dict:
                     continue
                 model, result = train(method, seed, config, folder, tensorboard, rows,
                                       strategy, (x_train, y_train), (x_test, y_test))
+                model = evaluation_model(config.model, model)
                 outcome = evaluate(model, x_eval, y_eval, config, seed, result.trained_eps)
                 outcome.update(
                     seconds_per_epoch=sum(r["seconds"] for r in result.history) / len(
@@ -300,6 +301,21 @@ def run(config: ExperimentConfig, folder, started) -> dict:
     plot_training(rows, config, folder.path / "training_curves.png")
     plot_examples(models, x_test, y_test, config, folder.path / "adversarial_examples.png")
     return summary["methods"]
+
+
+def evaluation_model(architecture: str, model):
+    """The model of ``architecture`` that evaluates every trained one in this process, holding
+    ``model``'s weights: the attacks are compiled once per model object
+    (``lab.compile_cache``), so one evaluating model traces them once per run rather than once
+    per method and seed. The same weights through the same layers: the same numbers."""
+    evaluator = _evaluator(architecture)
+    evaluator.set_weights(model.get_weights())
+    return evaluator
+
+
+@functools.cache
+def _evaluator(architecture: str):
+    return MODELS[architecture]()
 
 
 def run_name(method: str, seed: int) -> str:
@@ -488,6 +504,7 @@ def plot_examples(models, x, y, config, path, count: int = 6):
                          layout="constrained")
     axes = np.atleast_2d(axes)
     for block, (name, model) in enumerate(shown.items()):
+        model = evaluation_model(config.model, model)
         xb, yb = x[:count], y[:count]
         adv = pgd(model, xb, yb, config.eps, steps=PGD_STEPS,
                   step_size=default_step_size(config.eps, PGD_STEPS),

@@ -74,6 +74,26 @@ def test_several_seeds_train_one_model_each_and_the_summary_spans_them(tmp_path)
         assert [(r["seed"], r["epoch"]) for r in csv.DictReader(f)] == [("3", "1"), ("4", "1")]
 
 
+def test_the_shared_evaluation_model_gives_each_models_own_numbers():
+    """One model evaluates every trained one (its attacks compile once): with each model's
+    weights copied in, in turn, every number is the one the model itself gives."""
+    from attacks.mnist import load_mnist_arrays
+    from attacks.models import small_cnn
+
+    x, y = (a[:64] for a in load_mnist_arrays("test", "sample"))
+    config = experiment.ExperimentConfig(attacks=("fgsm", "pgd"), restarts=2)
+    models = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        models.append(small_cnn())
+    own = [experiment.evaluate(m, x, y, config, 0, 0.3) for m in models]
+    shared = [experiment.evaluate(experiment.evaluation_model("small_cnn", m), x, y, config,
+                                  0, 0.3) for m in models]
+    assert shared == own and own[0] != own[1]
+    assert experiment.evaluation_model("small_cnn", models[0]) is \
+        experiment.evaluation_model("small_cnn", models[1])
+
+
 def test_config_records_the_data_source_and_each_methods_recipe(quick_run):
     out, _ = quick_run
     config = json.loads((out / "config.json").read_text())
