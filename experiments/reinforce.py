@@ -56,7 +56,7 @@ QUICK = {"seeds": 2, "total_steps": 10_000, "eval_episodes": 2}
 # Agent settings per environment where ReinforceConfig's defaults (tuned on CartPole-v1) serve
 # it badly, chosen by benchmarks/bench_reinforce_presets.py (its docstring holds the sweep).
 # --preset applies them to the agent fields a run leaves at their defaults.
-PRESETS = {"Acrobot-v1": {"entropy_coef": 0.01},
+PRESETS = {"Acrobot-v1": {"entropy_coef": 0.01, "num_envs": 16},
            "InvertedPendulum-v5": {"init_log_std": -1.0}}
 
 
