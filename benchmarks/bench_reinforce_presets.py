@@ -32,6 +32,7 @@ last-100 mean reached 1,000:
     entropy bonus 0.01, 16 episodes/update              9    8       -       -           -     -
       (Acrobot's preset)
     initial log std -1.0 (InvertedPendulum's preset)    -    -      10 [8]   10 [6]      -     -
+    initial log std -1.0, 16 episodes/update            -    -       -       9 [3]      -     -
 
 Median steps to solve, CartPole: 93,564 (none, 0-9), 94,720 (none, 10-19), 78,964 (entropy
 0.01, 0-9), 102,084 (entropy 0.01, 10-19). Acrobot's preset (entropy bonus 0.01 with 16
