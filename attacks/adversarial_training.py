@@ -14,6 +14,12 @@ model with ``training=False``, the update with ``training=True``):
   point, *not* projected back onto the eps-ball (only into [0, 1]): the training point may lie
   up to 3 eps away. The stronger noise, not a projection, is what keeps single-step training
   from catastrophic overfitting, at the cost of one gradient, as FGSM-RS.
+- ``"grad_align"``: Andriushchenko & Flammarion 2020's GradAlign: FGSM from ``x`` (no random
+  start, step eps), trained on the FGSM examples alone, plus ``grad_align_lambda *
+  mean_i (1 - cos(g_i(x), g_i(x + eta)))``, the input gradients of the clean example's
+  cross-entropy at ``x`` (a constant) and at a uniform random ``x + eta`` of the eps-ball
+  (``lab.regularizers.GradientAlignmentPenalty``). It keeps the loss locally linear, which
+  FGSM's step assumes; the penalty's double backpropagation costs about two more passes.
 - ``"pgd"``: Madry et al. 2018: training on PGD examples (random start, ``pgd_steps`` steps
   of ``2.5 eps / pgd_steps``).
 
@@ -50,6 +56,8 @@ References:
   arXiv:2001.03994.
   de Jorge, Bibi, Volpi, Sanyal, Torr, Rogez, Dokania. Make some noise: reliable and
   efficient single-step adversarial training. NeurIPS 2022. arXiv:2202.01181.
+  Andriushchenko, Flammarion. Understanding and improving fast adversarial training.
+  NeurIPS 2020. arXiv:2007.02617.
   Drucker, LeCun. Improving generalization performance using double backpropagation. IEEE
   Trans. Neural Networks 1992.
   Ross, Doshi-Velez. Improving the adversarial robustness and interpretability of deep neural
@@ -82,10 +90,10 @@ from lab.checks import (
     check_positive,
     check_positive_int,
 )
-from lab.regularizers import InputGradientPenalty, WeightPenalty
+from lab.regularizers import GradientAlignmentPenalty, InputGradientPenalty, WeightPenalty
 from lab.training import make_train_step
 
-METHODS = ("clean", "fgsm", "fgsm_rs", "n_fgsm", "pgd")
+METHODS = ("clean", "fgsm", "fgsm_rs", "n_fgsm", "grad_align", "pgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
 
 
@@ -105,6 +113,8 @@ class AdversarialTrainingConfig:
     n_fgsm_noise: float = field(default=2.0, metadata={
         "help": "n_fgsm noise radius, times eps"})
     n_fgsm_step: float = field(default=1.0, metadata={"help": "n_fgsm step, times eps"})
+    grad_align_lambda: float = field(default=0.2, metadata={
+        "help": "grad_align's penalty weight (the paper's 0.2 at CIFAR-10's eps 8/255)"})
     pgd_steps: int = field(default=7, metadata={"help": "PGD steps for method pgd"})
     shift: int = field(default=0, metadata={
         "help": "random translation of training images by up to this many pixels (0: none)"})
@@ -130,7 +140,8 @@ class AdversarialTrainingConfig:
         for name in ("fgsm_rs_step", "n_fgsm_noise", "n_fgsm_step"):
             check_positive(name, getattr(self, name))
         check_in_range("collapse_drop", self.collapse_drop, 0.0, 1.0, lo_open=True)
-        for name in ("input_gradient_penalty", "weight_decay"):  # an infinite one: NaN steps
+        for name in ("input_gradient_penalty", "weight_decay", "grad_align_lambda"):
+            # An infinite weight: NaN steps.
             check_in_range(name, getattr(self, name), 0.0, math.inf, hi_open=True)
         for name in ("shift", "eps_ramp_epochs", "seed"):
             check_nonnegative_int(name, getattr(self, name))
@@ -151,12 +162,18 @@ class AdversarialTrainingConfig:
         return self.eps_at(self.epochs - 1)
 
 
-def training_penalties(config: AdversarialTrainingConfig) -> tuple:
+def training_penalties(config: AdversarialTrainingConfig, eps=None, seed=None) -> tuple:
     """The ``lab.training.make_train_step`` penalties of ``config``: an
     ``InputGradientPenalty`` (per-example cross-entropy, scale ``input_gradient_penalty``) and
     a kernel-only ``WeightPenalty(l2=weight_decay)``, each only when its coefficient is > 0,
-    so that a config without penalties compiles the same step as before they existed."""
+    so that a config without penalties compiles the same step as before they existed; for
+    ``"grad_align"``, its ``GradientAlignmentPenalty`` in the ball of radius ``eps`` (a
+    ``tf.Variable``), its random points drawn from the step counter ``seed``."""
     penalties = []
+    if config.method == "grad_align":
+        draw = lambda: tf.random.experimental.stateless_fold_in(_attack_seed(config, seed), 1)
+        penalties.append(GradientAlignmentPenalty(cross_entropy, config.grad_align_lambda, eps,
+                                                  draw))
     if config.input_gradient_penalty > 0:
         penalties.append(InputGradientPenalty(cross_entropy, config.input_gradient_penalty))
     if config.weight_decay > 0:
@@ -210,15 +227,9 @@ def make_perturb(model, config: AdversarialTrainingConfig, eps: tf.Variable,
         return None
 
     def perturb(x, y):
-        stateless_seed = tf.stack([tf.constant(config.seed, tf.int64), seed.read_value()])
-        # Under a distribution strategy every replica runs this with the same counter: fold
-        # the replica id in, or all replicas would draw the same random starts. Replica 0
-        # (and a single device) keeps the seed as it is.
-        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group,
-                          tf.int64)
-        stateless_seed = tf.where(
-            replica > 0, tf.random.experimental.stateless_fold_in(stateless_seed, replica),
-            stateless_seed)
+        stateless_seed = _attack_seed(config, seed)
+        if method == "grad_align":  # FGSM from x; the penalty is in training_penalties
+            return gradient_step(model, x, x, y, eps, eps), y
         if method == "fgsm":
             adversarial = gradient_step(model, x, x, y, eps, eps)
             # 0.5 clean + 0.5 adversarial loss = the mean over both halves of one batch.
@@ -235,6 +246,18 @@ def make_perturb(model, config: AdversarialTrainingConfig, eps: tf.Variable,
         return pgd_steps(model, x, y, eps, config.pgd_steps, step, stateless_seed), y
 
     return perturb
+
+
+def _attack_seed(config: AdversarialTrainingConfig, seed: tf.Variable) -> tf.Tensor:
+    """The stateless seed of this step's random draws: ``config.seed`` and the step counter."""
+    stateless_seed = tf.stack([tf.constant(config.seed, tf.int64), seed.read_value()])
+    # Under a distribution strategy every replica runs this with the same counter: fold the
+    # replica id in, or all replicas would draw the same random starts. Replica 0 (and a
+    # single device) keeps the seed as it is.
+    replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+    return tf.where(replica > 0,
+                    tf.random.experimental.stateless_fold_in(stateless_seed, replica),
+                    stateless_seed)
 
 
 class AdversarialTrainer:
@@ -269,7 +292,8 @@ class AdversarialTrainer:
             self.step = make_train_step(model, cross_entropy, self.optimizer,
                                         perturb=make_perturb(model, config, self._eps,
                                                              self._seed),
-                                        penalties=training_penalties(config),
+                                        penalties=training_penalties(config, self._eps,
+                                                                     self._seed),
                                         strategy=self.strategy if distributed else None)
 
     def start_epoch(self, epoch: int):

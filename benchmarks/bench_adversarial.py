@@ -37,6 +37,7 @@ from attacks.models import MODELS
 from lab.higher_order import input_gradient
 
 LABELS = {"fgsm": "fgsm (clean + FGSM)", "pgd": "pgd (PGD-7)",
+          "grad_align": "grad_align (FGSM + GradAlign)",
           "gradient": "input gradient alone"}
 
 

@@ -15,16 +15,20 @@ and ``activity_regularizer`` terms, and ``add_loss`` calls): ``model.fit`` adds 
 a hand-written tape loop silently forgets them unless it does the same.
 
 A *penalty* for ``lab.training.make_train_step`` is any callable ``penalty(model, x, y)``
-returning a scalar; ``WeightPenalty`` and ``InputGradientPenalty`` are the two kinds here.
+returning a scalar; ``WeightPenalty``, ``InputGradientPenalty`` and
+``GradientAlignmentPenalty`` are the kinds here. A penalty whose ``clean_batch`` attribute is
+true (``GradientAlignmentPenalty``) sees the batch before the step's ``perturb``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import tensorflow as tf
 
+from lab.ball import uniform_in_ball
 from lab.checks import check_positive
 from lab.higher_order import input_gradient
 
@@ -110,6 +114,48 @@ def input_gradient_penalty(model: Callable, loss_fn: Callable, x, y, *, training
     return tf.reduce_mean(per_example)
 
 
+def gradient_alignment_penalty(model: Callable, loss_fn: Callable, x, y, x_near, *,
+                               training=True):
+    """GradAlign: ``mean_i (1 - cos(g_i(x_i), g_i(x_near_i)))``, ``g_i`` the input gradient of
+    example ``i``'s loss.
+
+    The gradient at ``x`` is a constant (as in Andriushchenko & Flammarion's code); the one at
+    ``x_near`` is taken on an inner tape, so the penalty is differentiable with respect to the
+    weights (double backpropagation). Examples whose gradient is zero at either point have no
+    direction and are left out of the mean (0 when none is left). A model that is linear
+    inside the ball has a penalty of 0 there; one whose gradient turns around inside it (the
+    local non-linearity behind catastrophic overfitting of FGSM training) a penalty up to 2.
+
+    Args:
+      model: callable ``model(x, training=...) -> logits``.
+      loss_fn: callable ``loss_fn(y, logits)`` returning per-example losses.
+      x: the input batch.
+      y: the labels.
+      x_near: the second point of each example, shaped like ``x`` (GradAlign: a uniform random
+        point of the attack's ball around ``x``).
+      training: the mode the model runs in; ``True`` when the penalty is part of training.
+
+    Returns:
+      The scalar penalty (without a coefficient), in ``[0, 2]``.
+
+    References:
+      Andriushchenko, Flammarion. Understanding and improving fast adversarial training.
+      NeurIPS 2020. arXiv:2007.02617.
+    """
+    batch = tf.shape(x)[0]
+    at_x = tf.stop_gradient(input_gradient(model, loss_fn, x, y, training=training))
+    at_near = input_gradient(model, loss_fn, x_near, y, training=training)
+    at_x, at_near = tf.reshape(at_x, [batch, -1]), tf.reshape(at_near, [batch, -1])
+    squared_x = tf.reduce_sum(tf.square(at_x), axis=1)
+    squared_near = tf.reduce_sum(tf.square(at_near), axis=1)
+    kept = (squared_x > 0) & (squared_near > 0)
+    # The square root only of kept norms: its derivative at 0 would be NaN even when masked.
+    norms = tf.sqrt(tf.where(kept, squared_x * squared_near, tf.ones_like(squared_x)))
+    cosines = tf.reduce_sum(at_x * at_near, axis=1) / norms
+    weights = tf.cast(kept, cosines.dtype)
+    return tf.reduce_sum((1.0 - cosines) * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class WeightPenalty:
     """Elastic-net penalty on a model's trainable weights, as a ``make_train_step`` penalty.
@@ -143,3 +189,32 @@ class InputGradientPenalty:
 
     def __call__(self, model, x, y):
         return self.scale * input_gradient_penalty(model, self.loss_fn, x, y, training=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientAlignmentPenalty:
+    """``scale * gradient_alignment_penalty`` with ``x_near`` a uniform random point of the
+    L-infinity ball of ``radius`` around the clean ``x`` (not clipped, as in GradAlign's
+    code), as a ``make_train_step`` penalty: it sees the batch before ``perturb``.
+
+    ``radius`` may be a ``tf.Variable`` (an eps that ramps up); ``seed`` is a callable
+    returning a stateless seed (shape ``[2]`` integers) for the step's random point, read
+    inside the compiled step (e.g. from a counter the training loop advances).
+    """
+    loss_fn: Callable
+    scale: float
+    radius: float | tf.Variable
+    seed: Callable[[], tf.Tensor]
+    clean_batch: ClassVar[bool] = True
+
+    def __post_init__(self):
+        check_positive("scale", self.scale, allow_zero=True)
+        if not callable(self.seed):
+            raise ValueError(f"seed must be a callable returning a stateless seed. "
+                             f"Received: seed={self.seed!r}")
+
+    def __call__(self, model, x, y):
+        radius = tf.cast(self.radius, x.dtype)
+        x_near = uniform_in_ball(x, radius, self.seed())
+        return self.scale * gradient_alignment_penalty(model, self.loss_fn, x, y, x_near,
+                                                       training=True)

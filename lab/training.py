@@ -5,7 +5,8 @@
 0. optionally replaces the batch by ``perturb(x, y)`` (adversarial examples, outside the
    tape: the perturbed batch is a constant for the weight update);
 1. runs the model with ``training=True`` on a tape and computes the data loss;
-2. adds ``model.losses`` and the given penalties (``lab.regularizers.regularized_loss``);
+2. adds ``model.losses`` and the given penalties (``lab.regularizers.regularized_loss``), each
+   on the perturbed batch or, if it asks for it (``clean_batch``), the batch as given;
 3. takes the gradient, measures its global norm *before* any clipping;
 4. applies the gradient transform (``lab.transforms``), then the optimizer;
 5. skips the whole update when the loss or the gradient (before or after the transform) is
@@ -136,6 +137,7 @@ class TrainStep:
         # the finiteness is known: keep their values so that a skipped step can put them back.
         # Per replica, because Keras updates each replica's copy on its own.
         saved = [tf.identity(v) for v in self.model.non_trainable_variables]
+        clean = (x, y)
         if self.perturb is not None:
             x, y = self.perturb(x, y)
         variables = self.model.trainable_variables
@@ -145,7 +147,8 @@ class TrainStep:
                 data_loss = tf.nn.compute_average_loss(data_loss)
             elif data_loss.shape.rank:  # per-example losses
                 data_loss = tf.reduce_mean(data_loss)
-            penalties = [p(self.model, x, y) / replicas for p in self.penalties]
+            penalties = [p(self.model, *(clean if getattr(p, "clean_batch", False) else (x, y)))
+                         / replicas for p in self.penalties]
             model_losses = [t / replicas for t in self.model.losses]
             loss = regularized_loss(data_loss, None, model_losses + penalties)
         grads = list(tape.gradient(loss, variables))
@@ -177,7 +180,9 @@ def make_train_step(model, loss_fn: Callable, optimizer, *, transform: Callable 
       transform: optional gradient transform ``(grads, params) -> grads``, e.g.
         ``lab.transforms.chain(AdaptiveClip(0.01), ClipByGlobalNorm(1.0))``.
       penalties: callables ``penalty(model, x, y) -> scalar`` added to the loss, e.g.
-        ``lab.regularizers.WeightPenalty(l2=1e-4)``. ``model.losses`` are always added.
+        ``lab.regularizers.WeightPenalty(l2=1e-4)``. ``model.losses`` are always added. A
+        penalty sees the batch the model trains on (after ``perturb``), or, when its
+        ``clean_batch`` attribute is true, the batch as it was given (GradAlign's).
       input_signature: optional ``(x_spec, y_spec)`` of ``tf.TensorSpec`` to trace only once,
         e.g. with a ``None`` batch dimension.
       perturb: optional ``perturb(x, y) -> (x, y)`` applied to the batch before the tape, e.g.

@@ -124,7 +124,7 @@ def test_training_stops_and_restores_on_a_scripted_collapse(digits, monkeypatch)
         np.testing.assert_array_equal(seen, saved)
 
 
-@pytest.mark.parametrize("method", ["fgsm", "fgsm_rs", "pgd"])
+@pytest.mark.parametrize("method", ["fgsm", "fgsm_rs", "grad_align", "pgd"])
 def test_perturbations_are_attacks_inside_the_ball(method, digits):
     x, y = digits
     keras.utils.set_random_seed(0)
@@ -374,7 +374,8 @@ def test_the_progress_bar_stays_quiet_when_output_is_not_a_terminal(digits, caps
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("name", ["input_gradient_penalty", "weight_decay"])
+@pytest.mark.parametrize("name", ["input_gradient_penalty", "weight_decay",
+                                  "grad_align_lambda"])
 @pytest.mark.parametrize("value, rule", [(-0.1, r"in \[0\.0, inf\)"),
                                          (float("inf"), r"a finite number in \[0\.0, inf\)"),
                                          (float("nan"), r"a finite number in \[0\.0, inf\)"),
@@ -443,4 +444,50 @@ def test_the_step_minimizes_data_loss_plus_its_penalties(tiny_mlp_f64, fd_grad, 
     expected_norm = np.sqrt(sum(np.sum(g ** 2) for g in grads))
     out = at.AdversarialTrainer(model, config, num_examples=6).train_step(x, y)
     assert float(out.loss) == pytest.approx(expected_loss, rel=1e-10)
+    assert float(out.grad_norm) == pytest.approx(expected_norm, rel=1e-6)
+
+
+def _grad_align_objective(model, x_adv, y, x, near, lam, at_x=None):
+    """GradAlign's objective built one example at a time with plain tapes: the cross-entropy
+    of the FGSM batch plus lam * mean_i (1 - cos(g_i(x_i), g_i(near_i))); ``at_x`` holds the
+    clean gradients fixed (they are a constant of the step)."""
+    def example_gradient(point, i):
+        with tf.GradientTape() as tape:
+            tape.watch(point)
+            loss = at.cross_entropy(y[i:i + 1], model(point, training=True))[0]
+        return tf.reshape(tape.gradient(loss, point), [-1])
+
+    at_x = at_x or [example_gradient(x[i:i + 1], i) for i in range(len(x))]
+    cosines = []
+    for i in range(len(x)):
+        at_near = example_gradient(near[i:i + 1], i)
+        cosines.append(tf.reduce_sum(at_x[i] * at_near)
+                       / (tf.norm(at_x[i]) * tf.norm(at_near)))
+    data = tf.reduce_mean(at.cross_entropy(y, model(x_adv, training=True)))
+    return data + lam * (1.0 - tf.reduce_mean(tf.stack(cosines))), at_x
+
+
+def test_grad_align_trains_on_fgsm_examples_plus_the_alignment_penalty(tiny_mlp_f64, fd_grad):
+    model, _ = tiny_mlp_f64
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.uniform(0.2, 0.8, size=(6, 3)))
+    y = tf.constant([0, 1, 1, 0, 1, 0])
+    eps, lam = 0.1, 0.5
+    config = at.AdversarialTrainingConfig(method="grad_align", eps=eps, eps_ramp_epochs=0,
+                                          grad_align_lambda=lam, batch_size=6, seed=9)
+    eps_used = float(np.float32(eps))  # the trainer keeps eps in a float32 variable
+    # FGSM from x with step eps (the gradient by hand: a tape on x) ...
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(at.cross_entropy(y, model(x, training=False)))
+    x_adv = tf.clip_by_value(x + eps_used * tf.sign(tape.gradient(loss, x)), 0.0, 1.0)
+    # ... and the penalty's point: the first step's counter is 1, folded with 1.
+    seed = tf.random.experimental.stateless_fold_in(tf.constant([9, 1], tf.int64), 1)
+    near = x + eps_used * tf.random.stateless_uniform(x.shape, seed, -1.0, 1.0, tf.float64)
+    expected, at_x = _grad_align_objective(model, x_adv, y, x, near, lam)
+    grads = fd_grad(lambda: _grad_align_objective(model, x_adv, y, x, near, lam, at_x)[0],
+                    model.trainable_variables)
+    expected_norm = np.sqrt(sum(np.sum(g ** 2) for g in grads))
+    out = at.AdversarialTrainer(model, config, num_examples=6).train_step(x, y)
+    assert float(out.loss) == pytest.approx(float(expected), rel=1e-10)
     assert float(out.grad_norm) == pytest.approx(expected_norm, rel=1e-6)

@@ -26,9 +26,9 @@ def test_quick_run_writes_every_file_the_readme_shows(quick_run):
             "adversarial_examples.png", "training_curves.png", "models"} <= names
     # --quick runs the first seed only.
     assert {p.name for p in (out / "models").iterdir()} == {
-        f"{m}_seed0.keras" for m in adversarial_training.METHODS}
+        f"{m}_seed0.keras" for m in experiment.DEFAULT_METHODS}
     assert json.loads((out / "summary.json").read_text())["methods"] == summary
-    assert set(summary) == set(adversarial_training.METHODS)
+    assert set(summary) == set(experiment.DEFAULT_METHODS)
     for method, s in summary.items():
         assert {"clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "worst_case_accuracy",
                 "seconds_per_epoch", "collapsed_seeds", "warnings", "curve_warnings",
@@ -100,7 +100,7 @@ def test_config_records_the_data_source_and_each_methods_recipe(quick_run):
     assert config["data_source"] == "sample" and config["train_examples"] == 2000
     assert config["versions"]["tensorflow"]
     training = config["training"]
-    assert set(training) == set(adversarial_training.METHODS)
+    assert set(training) == set(experiment.DEFAULT_METHODS)
     assert training["clean"]["lr_schedule"] == "cosine" and training["clean"]["shift"] == 2
     assert training["pgd"]["lr_schedule"] == "constant" and training["pgd"]["epochs"] == 2
 
@@ -117,6 +117,12 @@ def test_override_flags_replace_every_methods_recipe():
     assert (n_fgsm.n_fgsm_noise, n_fgsm.n_fgsm_step) == (1.0, 1.25)
     default = experiment.training_config("n_fgsm", experiment.ExperimentConfig())
     assert (default.n_fgsm_noise, default.n_fgsm_step) == (2.0, 1.0)
+    assert experiment.training_config("grad_align", experiment.ExperimentConfig(
+        methods=("grad_align",), grad_align_lambda=2.0)).grad_align_lambda == 2.0
+    # grad_align trains only when asked for: its epoch costs about as much as PGD-7's.
+    assert "grad_align" in adversarial_training.METHODS
+    assert experiment.ExperimentConfig().methods == tuple(
+        m for m in adversarial_training.METHODS if m != "grad_align")
     # Every override flag is off by default and reaches the training config.
     assert {"batch_size", "learning_rate", "lr_schedule", "shift"} <= set(
         experiment.RECIPE_OVERRIDES)
@@ -132,7 +138,7 @@ def test_metrics_have_a_row_per_method_and_epoch(quick_run):
     assert {"method", "epoch", "eps", "loss", "clean_accuracy", "guard_pgd_accuracy",
             "seconds"} <= set(rows[0])
     assert [(r["method"], r["epoch"]) for r in rows] == [
-        (m, e) for m in adversarial_training.METHODS for e in ("1", "2")]
+        (m, e) for m in experiment.DEFAULT_METHODS for e in ("1", "2")]
 
 
 def test_saved_models_reload_and_predict(quick_run):

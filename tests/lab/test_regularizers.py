@@ -90,3 +90,100 @@ def test_penalty_objects():
         reg.WeightPenalty(l2=-0.1)
     with pytest.raises(ValueError, match="scale must be >= 0"):
         reg.l2_penalty([tf.ones(2)], -1.0)
+
+
+def test_gradient_alignment_of_a_linear_regression_is_the_sign_of_the_residuals(rng):
+    # d loss_i / d x_i = 2 r_i w: the two gradients are parallel, the cosine is the sign of
+    # r_i r'_i, and an example with a zero residual has no direction and is left out.
+    layer, model, loss_fn = _linear_regression()
+    w = layer.kernel.numpy()[:, 0]
+    x = rng.normal(size=(4, 3))
+    y = x @ w - np.array([1.0, 1.0, -1.0, 0.0])             # residuals at x: 1, 1, -1, 0
+    moves = np.array([0.5, -3.0, 0.5, 1.0])                 # ... at x_near: 1.5, -2, -0.5, 1
+    near = x + moves[:, None] * w / (w @ w)
+    np.testing.assert_allclose(near @ w - y, [1.5, -2.0, -0.5, 1.0], rtol=1e-12)
+    penalty = reg.gradient_alignment_penalty(model, loss_fn, tf.constant(x), tf.constant(y),
+                                             tf.constant(near))
+    np.testing.assert_allclose(penalty, (0.0 + 2.0 + 0.0) / 3, rtol=1e-12)
+
+
+def test_gradient_alignment_of_a_two_class_linear_classifier_is_zero(rng):
+    # Softmax cross-entropy of a linear model with two classes: d CE / d x = (p_1 - y_1)
+    # (w_1 - w_0), with p_1 - y_1 < 0 for class 1 and > 0 for class 0 wherever x is: the
+    # gradients at any two points point the same way.
+    layer = keras.layers.Dense(2, dtype="float64")
+    layer.build((None, 5))
+    layer.set_weights([rng.normal(size=(5, 2)), rng.normal(size=2)])
+    model = lambda x, training=False: layer(x)
+    x = tf.constant(rng.normal(size=(8, 5)))
+    near = x + tf.constant(rng.uniform(-2.0, 2.0, size=(8, 5)))
+    y = tf.constant(rng.integers(0, 2, size=8))
+    penalty = reg.gradient_alignment_penalty(model, _cross_entropy, x, y, near)
+    np.testing.assert_allclose(penalty, 0.0, atol=1e-12)
+
+
+def _cross_entropy(y, logits):
+    return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+
+
+def test_gradient_alignment_value_and_weight_gradient_against_numpy(rng, fd_grad):
+    # Three classes: d CE_i / d x_i = W^T (softmax(W^T x_i + b) - e_{y_i}), in NumPy; the
+    # weight gradient holds the gradient at x fixed (a constant, as in GradAlign's code).
+    layer = keras.layers.Dense(3, dtype="float64")
+    layer.build((None, 4))
+    layer.set_weights([rng.normal(size=(4, 3)), rng.normal(size=3)])
+    model = lambda x, training=False: layer(x)
+    x = rng.normal(size=(6, 4))
+    near = x + rng.uniform(-1.0, 1.0, size=x.shape)
+    y = rng.integers(0, 3, size=6)
+
+    def input_gradients(kernel, bias, points):
+        logits = points @ kernel + bias
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        return (p - np.eye(3)[y]) @ kernel.T
+
+    def numpy_penalty(at_x, kernel, bias):
+        at_near = input_gradients(kernel, bias, near)
+        cos = np.sum(at_x * at_near, 1) / np.linalg.norm(at_x, axis=1) / np.linalg.norm(
+            at_near, axis=1)
+        return np.mean(1 - cos)
+
+    kernel, bias = layer.get_weights()
+    at_x = input_gradients(kernel, bias, x)
+    penalty = lambda: reg.gradient_alignment_penalty(model, _cross_entropy, tf.constant(x),
+                                                     tf.constant(y), tf.constant(near))
+    np.testing.assert_allclose(penalty(), numpy_penalty(at_x, kernel, bias), rtol=1e-10)
+
+    with tf.GradientTape() as tape:
+        value = penalty()
+    grads = tape.gradient(value, [layer.kernel, layer.bias])
+    # Finite differences of the NumPy penalty with the gradient at x frozen.
+    frozen = lambda: numpy_penalty(at_x, layer.kernel.numpy(), layer.bias.numpy())
+    for grad, reference in zip(grads, fd_grad(frozen, [layer.kernel, layer.bias])):
+        np.testing.assert_allclose(grad, reference, rtol=1e-6, atol=1e-10)
+
+
+def test_gradient_alignment_with_no_direction_left_is_zero_with_finite_gradients():
+    layer, model, loss_fn = _linear_regression()
+    x = tf.ones((2, 3), tf.float64)
+    y = tf.fill([2], tf.constant(1.5, tf.float64))   # residual 0.5 - 1 + 2 - 1.5 = 0
+    with tf.GradientTape() as tape:
+        value = reg.gradient_alignment_penalty(model, loss_fn, x, y, x)
+    assert float(value) == 0.0
+    assert np.all(np.isfinite(tape.gradient(value, layer.kernel)))
+
+
+def test_gradient_alignment_penalty_object_draws_its_point_in_the_ball():
+    layer, model, loss_fn = _linear_regression()
+    x, y = tf.ones((3, 3), tf.float64), tf.zeros(3, tf.float64)
+    seed = lambda: tf.constant([7, 1], tf.int64)
+    penalty = reg.GradientAlignmentPenalty(loss_fn, 0.5, 0.25, seed)
+    near = x + 0.25 * tf.random.stateless_uniform(x.shape, [7, 1], -1.0, 1.0, tf.float64)
+    np.testing.assert_allclose(penalty(model, x, y),
+                               0.5 * reg.gradient_alignment_penalty(model, loss_fn, x, y, near))
+    assert penalty.clean_batch
+    with pytest.raises(ValueError, match="scale must be >= 0"):
+        reg.GradientAlignmentPenalty(loss_fn, -1.0, 0.25, seed)
+    with pytest.raises(ValueError, match="seed must be a callable"):
+        reg.GradientAlignmentPenalty(loss_fn, 1.0, 0.25, 3)

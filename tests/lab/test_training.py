@@ -198,6 +198,28 @@ def test_perturb_replaces_the_batch_before_the_tape(rng):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+class _MeanOfBatch:
+    """A penalty: the mean of the batch it is given (no weight gradient)."""
+
+    def __init__(self, clean_batch):
+        self.clean_batch = clean_batch
+
+    def __call__(self, model, x, y):
+        return tf.reduce_mean(x)
+
+
+@pytest.mark.parametrize("clean_batch", [False, True])
+def test_a_penalty_sees_the_perturbed_batch_unless_it_asks_for_the_clean_one(rng, clean_batch):
+    x, y = _batch(rng)
+    step = make_train_step(_model(), _loss_fn, keras.optimizers.SGD(0.1),
+                           perturb=lambda x, y: (x + 1.0, y),
+                           penalties=[_MeanOfBatch(clean_batch)])
+    plain = make_train_step(_model(), _loss_fn, keras.optimizers.SGD(0.1))
+    seen = x if clean_batch else x + 1.0
+    np.testing.assert_allclose(step(x, y).loss, plain(x + 1.0, y).loss + tf.reduce_mean(seen),
+                               rtol=1e-6)
+
+
 MIRRORED_SCRIPT = r"""
 import os
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
