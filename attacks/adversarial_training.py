@@ -171,6 +171,10 @@ def training_penalties(config: AdversarialTrainingConfig, eps=None, seed=None) -
     ``tf.Variable``), its random points drawn from the step counter ``seed``."""
     penalties = []
     if config.method == "grad_align":
+        if eps is None or seed is None:
+            raise ValueError("grad_align's penalty needs the trainer's eps and seed variables "
+                             f"(AdversarialTrainer builds them). Received: eps={eps!r}, "
+                             f"seed={seed!r}")
         draw = lambda: tf.random.experimental.stateless_fold_in(_attack_seed(config, seed), 1)
         penalties.append(GradientAlignmentPenalty(cross_entropy, config.grad_align_lambda, eps,
                                                   draw))

@@ -191,7 +191,7 @@ class InputGradientPenalty:
         return self.scale * input_gradient_penalty(model, self.loss_fn, x, y, training=True)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # identity: its radius may be a tf.Variable
 class GradientAlignmentPenalty:
     """``scale * gradient_alignment_penalty`` with ``x_near`` a uniform random point of the
     L-infinity ball of ``radius`` around the clean ``x`` (not clipped, as in GradAlign's
