@@ -3,15 +3,15 @@
     python -m experiments.fgsm_mnist --source sample --out DIR
 
 Trains a clean model and one model per adversarial-training method (``--methods``, default
-every method of ``attacks.adversarial_training``) at L-infinity radius ``--eps`` (0.3), once
-per seed of ``--seeds`` (0 1 2), then evaluates each model at the training eps on the first
-``--eval-examples`` test digits: clean accuracy, FGSM, PGD-40 (steps of 2.5 eps / 40) with
-``--restarts`` random restarts, and the worst case over APGD-CE and APGD-T
-(``attacks.evaluation.worst_case``); ``--attacks`` names fewer. The first seed's models also
-get the robustness curve (the same attacks across ``--eval-eps``, on ``--curve-examples`` test
-digits). ``--train-examples`` trains on the first digits of the training split only.
-Every method has its own training recipe (``RECIPES``). Every evaluation runs the
-gradient-masking sanity checks of ``attacks.evaluation``; failures are listed under
+every method of ``attacks.adversarial_training`` but ``grad_align``: ``DEFAULT_METHODS``) at
+L-infinity radius ``--eps`` (0.3), once per seed of ``--seeds`` (0 1 2), then evaluates each
+model at the training eps on the first ``--eval-examples`` test digits: clean accuracy, FGSM,
+PGD-40 (steps of 2.5 eps / 40) with ``--restarts`` random restarts, and the worst case over
+APGD-CE and APGD-T (``attacks.evaluation.worst_case``); ``--attacks`` names fewer. The first
+seed's models also get the robustness curve (the same attacks across ``--eval-eps``, on
+``--curve-examples`` test digits). ``--train-examples`` trains on the first digits of the
+training split only. Every method has its own training recipe (``RECIPES``). Every evaluation
+runs the gradient-masking sanity checks of ``attacks.evaluation``; failures are listed under
 ``warnings`` (per seed) and ``curve_warnings`` in the summary.
 
 Writes into DIR (default ``results/fgsm_mnist/``): ``config.json`` (with the data source
