@@ -2,14 +2,14 @@
 
 One ``AdversarialTrainer`` per method, on the same architecture (``--model``) and the same
 8,000 sample digits, traced with three untimed steps; then ``--rounds`` epochs in which the
-methods take turns batch by batch (clean, clean+FGSM, FGSM-RS, PGD-7 on the same images, the
-order rotating), each step timed; a method's epoch time is the sum of its steps. Turns of
-milliseconds put every method under the same machine noise: interleaving whole epochs gave
-FGSM-RS ratios from 1.0x to 3.7x between rounds. The attack's gradient alone
-(``input_gradient`` on the clean model, its result copied to the host) takes its turn too:
-what an attack step adds to a training step, at least.
+methods take turns batch by batch (every method of ``attacks.adversarial_training`` on the
+same images, the order rotating), each step timed; a method's epoch time is the sum of its
+steps. Turns of milliseconds put every method under the same machine noise: interleaving
+whole epochs gave FGSM-RS ratios from 1.0x to 3.7x between rounds. The attack's gradient
+alone (``input_gradient`` on the clean model, its result copied to the host) takes its turn
+too: what an attack step adds to a training step, at least.
 
-    python benchmarks/bench_adversarial.py            # about two minutes on 2 CPU cores
+    python benchmarks/bench_adversarial.py            # about 3-5 minutes on 2 CPU cores
     python benchmarks/bench_adversarial.py --profile  # an input gradient, layer by layer
 
 Measured here (2 CPU cores, TensorFlow 2.21 with oneDNN, small_cnn, batch 64; two runs): a
@@ -19,6 +19,10 @@ input gradient alone 0.76-0.77x a clean step (0.58x inside PGD's graph: FGSM-RS'
 ms of it the first convolution's gradient with respect to its input (one channel from 16
 filters, a shape oneDNN computes slowly), work a training step never does. XLA made the input
 gradient 3.7x slower on this CPU; oneDNN off, 2.3x slower.
+
+On the second machine (README, "A second machine"; 2026-12-07, one run): a clean epoch
+2.87 s, FGSM-RS 1.78x, N-FGSM 1.77x, clean+FGSM 2.57x, FGSM + GradAlign 4.16x (rounds
+4.07-4.31x: two input gradients and the backward pass through one of them), PGD-7 5.90x.
 """
 
 from __future__ import annotations
