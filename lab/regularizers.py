@@ -209,6 +209,8 @@ class GradientAlignmentPenalty:
 
     def __post_init__(self):
         check_positive("scale", self.scale, allow_zero=True)
+        if not isinstance(self.radius, tf.Variable):
+            check_positive("radius", self.radius, allow_zero=True)
         if not callable(self.seed):
             raise ValueError(f"seed must be a callable returning a stateless seed. "
                              f"Received: seed={self.seed!r}")

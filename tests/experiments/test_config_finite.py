@@ -25,6 +25,9 @@ REQUIRED = {
     "lab.transforms.ClipByNorm": {"max_norm": 1.0},
     "lab.transforms.ClipByGlobalNorm": {"max_norm": 1.0},
     "lab.regularizers.InputGradientPenalty": {"loss_fn": lambda y, outputs: outputs},
+    "lab.regularizers.GradientAlignmentPenalty": {
+        "loss_fn": lambda y, outputs: outputs, "scale": 1.0, "radius": 0.1,
+        "seed": lambda: (0, 0)},
 }
 # Fields where an infinite value means something (one side of a clip left unbounded): only
 # NaN must be refused there (tests/lab/test_transforms.py checks that inf works).

@@ -187,3 +187,7 @@ def test_gradient_alignment_penalty_object_draws_its_point_in_the_ball():
         reg.GradientAlignmentPenalty(loss_fn, -1.0, 0.25, seed)
     with pytest.raises(ValueError, match="seed must be a callable"):
         reg.GradientAlignmentPenalty(loss_fn, 1.0, 0.25, 3)
+    with pytest.raises(ValueError, match="radius must be >= 0"):
+        reg.GradientAlignmentPenalty(loss_fn, 1.0, -0.25, seed)
+    with pytest.raises(ValueError, match="radius must be a finite number"):
+        reg.GradientAlignmentPenalty(loss_fn, 1.0, float("nan"), seed)
