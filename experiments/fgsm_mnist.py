@@ -100,8 +100,8 @@ RECIPES = {
     "pgd": {"epochs": 20},
 }
 # The methods a run trains unless --methods says otherwise: every one but grad_align, whose
-# double backpropagation makes an epoch cost about as much as PGD-7's (README, "Adversarial
-# training on MNIST").
+# epoch costs 4.2x a clean one (PGD-7's 5.9x) and which did not resist PGD on the sample at
+# eps 0.3 (README, "Adversarial training on MNIST").
 DEFAULT_METHODS = tuple(method for method in METHODS if method != "grad_align")
 DEFAULT_EPOCHS = {method: recipe["epochs"] for method, recipe in RECIPES.items()}
 

@@ -122,9 +122,10 @@ def gradient_alignment_penalty(model: Callable, loss_fn: Callable, x, y, x_near,
     The gradient at ``x`` is a constant (as in Andriushchenko & Flammarion's code); the one at
     ``x_near`` is taken on an inner tape, so the penalty is differentiable with respect to the
     weights (double backpropagation). Examples whose gradient is zero at either point have no
-    direction and are left out of the mean (0 when none is left). A model that is linear
-    inside the ball has a penalty of 0 there; one whose gradient turns around inside it (the
-    local non-linearity behind catastrophic overfitting of FGSM training) a penalty up to 2.
+    direction and are left out of the mean (0 when none is left). A loss whose input gradient
+    keeps its direction inside the ball (a two-class linear classifier's cross-entropy) has a
+    penalty of 0 there; one whose gradient turns around inside it (the local non-linearity
+    behind catastrophic overfitting of FGSM training) a penalty up to 2.
 
     Args:
       model: callable ``model(x, training=...) -> logits``.

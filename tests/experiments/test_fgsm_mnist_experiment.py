@@ -119,7 +119,7 @@ def test_override_flags_replace_every_methods_recipe():
     assert (default.n_fgsm_noise, default.n_fgsm_step) == (2.0, 1.0)
     assert experiment.training_config("grad_align", experiment.ExperimentConfig(
         methods=("grad_align",), grad_align_lambda=2.0)).grad_align_lambda == 2.0
-    # grad_align trains only when asked for: its epoch costs about as much as PGD-7's.
+    # grad_align trains only when asked for (README: its cost, its numbers on the sample).
     assert "grad_align" in adversarial_training.METHODS
     assert experiment.ExperimentConfig().methods == tuple(
         m for m in adversarial_training.METHODS if m != "grad_align")
