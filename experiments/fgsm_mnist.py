@@ -34,8 +34,8 @@ epoch. Under ``--strategy multi_worker`` every worker runs the same command with
 chief has (``experiments.skeleton``), so that all restore the same state; ``--out`` must be
 readable by every worker.
 
-``--quick`` (a smoke test, about two minutes on 2 cores) trains one seed on at most 2,000
-digits for two epochs and evaluates on at most 200 at eps 0 and ``--eps``, with a quarter of
+``--quick`` (a smoke test, about 1.5 minutes on 2 cores) trains one seed on at most 1,000
+digits for two epochs and evaluates on at most 100 at eps 0 and ``--eps``, with a quarter of
 the worst case's budget (``QUICK``).
 """
 
@@ -112,10 +112,10 @@ PGD_STEPS = 40
 # The worst case's APGD-T target classes (AutoAttack's standard suite: 9; the 3 classes the
 # model ranks next after its top one hold most of the successes).
 WORST_CASE_TARGETS = 3
-# --quick: a smoke test on the first 2,000 training and 200 test digits.
+# --quick: a smoke test on the first 1,000 training and 100 test digits.
 # Its worst case runs a quarter of the full budget: a smoke test of the code path (the summary
 # names the budget), not a measurement.
-QUICK = {"train": 2000, "test": 200, "epochs": 2, "curve_examples": 200, "restarts": 1,
+QUICK = {"train": 1000, "test": 100, "epochs": 2, "curve_examples": 100, "restarts": 1,
          "worst_case_steps": 25, "worst_case_targeted_steps": 10}
 
 

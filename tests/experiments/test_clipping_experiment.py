@@ -53,7 +53,9 @@ def test_quick_run_writes_every_output(quick_run):
     assert not list(out.glob(".*tmp*")), "atomic writes left temporary files behind"
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"]["quick"] is True
-    assert saved["config"]["steps"] == clipping.QUICK_STEPS  # the resolved config is saved
+    # The resolved config is saved.
+    assert saved["config"]["steps"] == clipping.QUICK_STEPS
+    assert saved["config"]["sequence_length"] == clipping.QUICK_SEQUENCE_LENGTH
     assert saved["versions"]["tensorflow"] == tf.__version__
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
 
@@ -157,7 +159,8 @@ def test_config_rejects_bad_values_naming_the_field(field, value, message):
 
 def test_results_do_not_depend_on_the_number_of_workers():
     config = clipping.Config(seeds=(0, 1), steps=10, eval_every=5, learning_rates=(1e-2,),
-                             methods=("none", "global_norm"), eval_examples=50, workers=1)
+                             methods=("none", "global_norm"), eval_examples=50, workers=1,
+                             sequence_length=20, hidden=16)
     timeless = [{k: v for k, v in row.items() if k != "step_seconds"}
                 for row in clipping.train(config)]
     parallel = clipping.train(clipping.Config(**{**config.__dict__, "workers": 2}))

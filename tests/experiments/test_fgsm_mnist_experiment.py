@@ -37,17 +37,17 @@ def test_quick_run_writes_every_file_the_readme_shows(quick_run):
         run = s["per_seed"]["0"]
         for key in experiment.HEADLINE:  # one seed: mean, min and max are its number
             assert s[key]["mean"] == s[key]["min"] == s[key]["max"] == run[key]
-        assert 0 <= run["worst_case_accuracy"] <= run["pgd_accuracy"] + 1 / 200
-        assert run["pgd_accuracy"] <= run["clean_accuracy"] + 1 / 200 <= 1 + 1 / 200, method
+        assert 0 <= run["worst_case_accuracy"] <= run["pgd_accuracy"] + 1 / 100
+        assert run["pgd_accuracy"] <= run["clean_accuracy"] + 1 / 100 <= 1 + 1 / 100, method
         # Two epochs of a five-epoch ramp: the models were trained at eps 0.12, not 0.3.
         assert s["trained_eps"] == pytest.approx(0.0 if method == "clean" else 0.12)
         assert run["epochs_trained"] == 2 and run["seconds_per_epoch"] > 0
-        assert s["curve"]["eps"] == [0.0, 0.3] and s["curve"]["examples"] == 200
-        assert s["curve"]["pgd"][0] == run["clean_accuracy"]  # the first 200 are the test set
+        assert s["curve"]["eps"] == [0.0, 0.3] and s["curve"]["examples"] == 100
+        assert s["curve"]["pgd"][0] == run["clean_accuracy"]  # the first 100 are the test set
         assert s["curve"]["worst_case"][0] == run["clean_accuracy"]
-        assert s["examples"] == 200 and s["pgd"].startswith("PGD-40, step 0.01875")
+        assert s["examples"] == 100 and s["pgd"].startswith("PGD-40, step 0.01875")
         assert s["worst_case"].startswith("APGD-CE 25 iterations")  # --quick's budget
-    # Two epochs on 2,000 digits already beat chance by far; the clean model falls to FGSM.
+    # Two epochs on 1,000 digits already beat chance by far; the clean model falls to FGSM.
     clean = summary["clean"]["per_seed"]["0"]
     assert clean["clean_accuracy"] > 0.7
     assert clean["fgsm_accuracy"] < 0.5 * clean["clean_accuracy"]
@@ -97,7 +97,7 @@ def test_the_shared_evaluation_model_gives_each_models_own_numbers():
 def test_config_records_the_data_source_and_each_methods_recipe(quick_run):
     out, _ = quick_run
     config = json.loads((out / "config.json").read_text())
-    assert config["data_source"] == "sample" and config["train_examples"] == 2000
+    assert config["data_source"] == "sample" and config["train_examples"] == 1000
     assert config["versions"]["tensorflow"]
     training = config["training"]
     assert set(training) == set(experiment.DEFAULT_METHODS)
@@ -146,7 +146,7 @@ def test_saved_models_reload_and_predict(quick_run):
     from attacks.evaluation import accuracy
     from attacks.mnist import load_mnist_arrays
 
-    x, y = (a[:200] for a in load_mnist_arrays("test", "sample"))
+    x, y = (a[:100] for a in load_mnist_arrays("test", "sample"))
     model = keras.models.load_model(out / "models" / "pgd_seed0.keras")
     assert accuracy(model, x, y) == pytest.approx(summary["pgd"]["clean_accuracy"]["mean"])
 
@@ -167,9 +167,9 @@ def _summary(folder):
 
 # The runs the interruption tests compare: small, and without the worst case (the quick run
 # measures it), which the evaluation would repeat the same way after a resume.
-TWO_METHODS = QUICK + ["--methods", "clean", "fgsm_rs", "--epochs", "3", "--attacks", "fgsm",
-                       "pgd", "--train-examples", "500", "--eval-examples", "100",
-                       "--curve-examples", "100"]
+TWO_METHODS = QUICK + ["--methods", "clean", "fgsm_rs", "--epochs", "2", "--attacks", "fgsm",
+                       "pgd", "--train-examples", "300", "--eval-examples", "50",
+                       "--curve-examples", "50"]
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +182,10 @@ def straight(tmp_path_factory):
 
 def test_attacks_and_train_examples_set_what_runs_and_are_recorded(straight):
     config = json.loads((straight / "config.json").read_text())
-    assert config["train_examples"] == 500 and config["config"]["attacks"] == ["fgsm", "pgd"]
+    assert config["train_examples"] == 300 and config["config"]["attacks"] == ["fgsm", "pgd"]
     for method, s in _summary(straight)["methods"].items():
         assert "worst_case_accuracy" not in s and "worst_case" not in s, method
-        assert s["examples"] == 100 and s["curve"]["examples"] == 100  # --quick's caps: 200
+        assert s["examples"] == 50 and s["curve"]["examples"] == 50  # --quick's caps: 100
         assert {"fgsm", "pgd"} <= set(s["curve"]) and "worst_case" not in s["curve"]
         assert {"fgsm_accuracy", "pgd_accuracy", "clean_accuracy"} <= set(s)
 
@@ -193,15 +193,16 @@ def test_attacks_and_train_examples_set_what_runs_and_are_recorded(straight):
 def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(straight, tmp_path,
                                                                       monkeypatch):
     out = tmp_path / "out"
-    experiment.main(QUICK + ["--methods", "clean", "--epochs", "1", "--out", str(out)])
+    experiment.main(QUICK + ["--methods", "clean", "--epochs", "1", "--attacks", "fgsm",
+                             "--train-examples", "200", "--out", str(out)])
     old_summary = (out / "summary.json").read_text()
 
     calls = []
     original = adversarial_training.AdversarialTrainer.train_epoch
 
-    def interrupted(self, *args, **kwargs):  # Ctrl-C in fgsm_rs's third epoch
+    def interrupted(self, *args, **kwargs):  # Ctrl-C in fgsm_rs's second epoch
         calls.append(self.config.method)
-        if calls.count("fgsm_rs") == 3:
+        if calls.count("fgsm_rs") == 2:
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
@@ -212,7 +213,7 @@ def test_an_interrupted_run_keeps_the_old_results_and_resumes_exactly(straight, 
     assert (out / "summary.json").read_text() == old_summary  # the finished run, untouched
     partial = tmp_path / "out.partial"
     assert [(r["method"], r["epoch"]) for r in _metrics(partial)] == [
-        ("clean", "1"), ("clean", "2"), ("clean", "3"), ("fgsm_rs", "1"), ("fgsm_rs", "2")]
+        ("clean", "1"), ("clean", "2"), ("fgsm_rs", "1")]
     assert sorted(p.name for p in (partial / "models").iterdir()) == ["clean_seed0.keras"]
     assert (partial / "progress" / "fgsm_rs_seed0").is_dir()  # its checkpoint
 
