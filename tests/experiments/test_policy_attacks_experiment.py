@@ -6,8 +6,8 @@ import pytest
 from experiments import policy_attacks as experiment
 from experiments import records
 
-QUICK = ["--seeds", "0", "1", "--total-steps", "2000", "--eval-episodes", "2",
-         "--eps-values", "0", "0.5", "--adversary-steps", "1000", "--no-progress"]
+QUICK = ["--seeds", "0", "1", "--total-steps", "1000", "--eval-episodes", "1",
+         "--eps-values", "0", "0.5", "--adversary-steps", "500", "--no-progress"]
 ATTACKS = {"random", "fgsm", "pgd", "mad", "pgd_toward_0", "pgd_toward_1", "learned"}
 
 
