@@ -179,7 +179,7 @@ def test_n_fgsm_is_noise_of_two_eps_then_one_unprojected_signed_step(digits):
 def test_slow_pgd_training_makes_a_model_more_robust_than_clean_training():
     from attacks.mnist import load_mnist_arrays
 
-    x, y = (a[:4096] for a in load_mnist_arrays("train", "sample"))
+    x, y = (a[:2048] for a in load_mnist_arrays("train", "sample"))
     x_test, y_test = (a[:300] for a in load_mnist_arrays("test", "sample"))
     robust = {}
     for method in ("clean", "pgd"):
@@ -190,7 +190,8 @@ def test_slow_pgd_training_makes_a_model_more_robust_than_clean_training():
         result = at.adversarial_train(model, x, y, config)
         assert not result.collapsed and result.trained_eps == config.final_eps
         robust[method] = pgd_accuracy(model, x_test, y_test, 0.15, steps=10)
-    # Measured with this seed and budget: 0.27 clean, 0.81 PGD-trained.
+    # Measured with this seed and budget: 0.10 clean, 0.72 PGD-trained (4,096 digits: 0.27 and
+    # 0.81, at twice the time).
     assert robust["pgd"] > robust["clean"] + 0.3
 
 

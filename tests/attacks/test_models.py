@@ -49,10 +49,14 @@ def test_slow_small_cnn_learns_the_sample_to_98_percent():
     x_test, y_test = load_mnist_arrays("test", "sample")
     keras.utils.set_random_seed(0)
     model = small_cnn()
+    # The catastrophic-overfitting guard, which only watches, on 64 digits with one PGD step:
+    # 39 s here against 67 s with its default 512 digits and 10 steps (0.987).
     adversarial_train(model, x, y, AdversarialTrainingConfig(
-        method="clean", epochs=12, learning_rate=2e-3, lr_schedule="cosine", shift=2))
+        method="clean", epochs=12, learning_rate=2e-3, lr_schedule="cosine", shift=2,
+        guard_examples=64, guard_pgd_steps=1))
     # The recipe of the attacks.models docstring (fgsm_mnist's clean recipe, 12 of its 16
-    # epochs); this seed measured 0.9865 (seed 1: 0.985; 8 epochs: 0.9805, too close to call).
+    # epochs); this seed measured 0.9855 (seed 1 with the default guard: 0.985; 8 epochs:
+    # 0.9805, too close to call).
     # The 2,000 test digits give a standard error of 0.0027, so the bound guards the
     # architecture with a margin rather than pinning the 98.5-98.7% that seeds reach.
     assert accuracy(model, x_test, y_test) >= 0.98
