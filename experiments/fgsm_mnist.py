@@ -34,9 +34,9 @@ epoch. Under ``--strategy multi_worker`` every worker runs the same command with
 chief has (``experiments.skeleton``), so that all restore the same state; ``--out`` must be
 readable by every worker.
 
-``--quick`` (a smoke test, about 1.5 minutes on 2 cores) trains one seed on at most 1,000
-digits for two epochs and evaluates on at most 100 at eps 0 and ``--eps``, with a quarter of
-the worst case's budget (``QUICK``).
+``--quick`` (a smoke test: its time is in the README) trains one seed on at most 1,000 digits
+for two epochs and evaluates on at most 100 at eps 0 and ``--eps``, with a quarter of the
+worst case's budget (``QUICK``).
 """
 
 from __future__ import annotations
