@@ -1,8 +1,11 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
+from agents import Reinforce
+from attacks.learned_adversary import AdversaryEnv, victim_returns
 from experiments import policy_attacks as experiment
 from experiments import records
 
@@ -44,6 +47,10 @@ def test_quick_run_writes_every_file_and_per_seed_returns(quick_run):
     assert len(summary["comparisons"]) == 3 and not any(
         c["significant"] for c in summary["comparisons"])
     assert len(summary["obs_std"]) == 4 and all(s > 0 for s in summary["obs_std"])
+    for kind in ("standard", "adversarial", "regularized"):  # the stronger version is kept
+        for record in summary["adversaries"][kind].values():
+            assert record["kept"] == ("trained" if record["trained"] < record["clone"]
+                                      else "clone")
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 * 2 * len(ATTACKS) * 2  # kinds x seeds x attacks x eps
@@ -79,7 +86,10 @@ def test_targets_follow_the_issue_thresholds_on_cartpole():
     worst = {"standard": {"0.0": [500.0] * 10, "0.5": [100.0] * 10},
              "adversarial": {"0.0": [500.0] * 10, "0.5": [460.0] * 9 + [300.0]},
              "regularized": {"0.0": [500.0] * 9 + [499.0], "0.5": [460.0] * 8 + [300.0] * 2}}
-    returns = {"standard": {"learned": {"0.0": [500.0] * 10, "0.5": [90.0] * 10}}}
+    returns = {"standard": {"random": {"0.0": [500.0] * 10, "0.5": [50.0] * 10},
+                            "pgd": {"0.0": [500.0] * 10, "0.5": [120.0] * 5 + [80.0] * 5},
+                            "mad": {"0.0": [500.0] * 10, "0.5": [95.0] * 10},
+                            "learned": {"0.0": [500.0] * 10, "0.5": [90.0] * 10}}}
     targets = experiment.targets(config, worst, worst, returns, 500.0)
     adversarial, regularized = targets["adversarial"], targets["regularized"]
     assert adversarial["eps 0.5: median >= 450"] == {"value": 460.0, "met": True}
@@ -87,8 +97,29 @@ def test_targets_follow_the_issue_thresholds_on_cartpole():
     assert adversarial["clean: every seed at the maximum"]["met"]
     assert regularized["eps 0.5: seeds >= 400 (need 90%)"] == {"value": 8, "met": False}
     assert not regularized["clean: every seed at the maximum"]["met"]
+    # Noise is no gradient attack: mad (mean 95) is the strongest one, pgd's mean being 100.
     assert targets["learned_vs_gradient_standard"]["0.5"] == {
-        "learned": 90.0, "best_gradient": 100.0, "learned_lower": True}
+        "learned": 90.0, "best_gradient": 100.0, "learned_lower": True,
+        "strongest_gradient_attack": "mad", "strongest_gradient_attack_mean": 95.0,
+        "learned_lower_than_strongest_attack": True,
+        "seeds_learned_lower_than_strongest_attack": 10}
+
+
+def test_the_learned_adversary_kept_is_the_version_whose_return_was_recorded(quick_run):
+    """``train_adversary`` returns the clone's weights when the clone was stronger: the
+    adversary it returns leaves the victim exactly the return recorded for the version kept."""
+    out, summary = quick_run
+    config = experiment.ExperimentConfig(
+        seeds=(0,), eps_values=(0.0, 0.5), adversary_steps=2_000, progress=False)
+    victim = Reinforce.load(out / "agents" / "standard" / "seed_0")
+    evaluation = experiment.Evaluation(config, summary["obs_std"], victim.action_space)
+    adversary, record = experiment.train_adversary(victim, config, evaluation, seed=0)
+    assert adversary.env_steps >= 2_000
+    env = AdversaryEnv(config.env, victim.greedy_policy(), 0.5, eps_scale=summary["obs_std"])
+    with env:
+        again = victim_returns(env, adversary.greedy_policy(), experiment.SELECTION_EPISODES,
+                               seed=40_000)
+    assert float(np.mean(again)) == record[record["kept"]]
 
 
 def test_bad_flags_are_usage_errors(read_error, tmp_path):
