@@ -1,38 +1,38 @@
 """Attacks on a trained policy's observations, and policies trained to withstand them.
 
-Per seed, three ``agents.Reinforce`` agents (``--kinds``): ``standard``; ``adversarial``, the
-same agent acting on observations attacked through its ``observation_hook`` by
+Per seed, three ``agents.Reinforce`` agents (``--kinds``): ``standard``; ``adversarial``,
+the same agent acting on observations attacked through its ``observation_hook`` by
 ``--train-method`` (Pattanaik et al. 2018), each environment facing one objective of the
 evaluation (``--train-objectives all``); and ``regularized``, trained on clean observations
 with the state-adversarial regularizer (``agents.StateAdversarialRegularizer``, SA-PPO's
 penalty on REINFORCE, weight ``--kappa``); on request, ``both`` (adversarial training with
-the regularizer). The robust kinds ramp their eps up over
-``--ramp-fraction`` of training. Each agent then plays greedy episodes with fixed seeds,
-clean and under every attack at every eps (in units of each feature's standard deviation
-under the standard agents' clean play, ``obs_std``): ``random`` (the same budget as noise:
-the control), ``fgsm`` and ``pgd`` (away from the greedy action, or shifting a Box action's
-mean), ``mad`` (PGD maximizing the KL divergence of the action distribution, Zhang et al.
-2020), ``pgd_toward_<k>``, and ``learned``: a REINFORCE adversary of its own per agent
-(``attacks.learned_adversary``, SA-RL's optimal attack), cloned from PGD's perturbations and
-then trained for ``--adversary-steps`` to minimize the victim's return at the largest eps
-(smaller eps scale its perturbations down); of the clone and the trained adversary, the one
-stronger on episodes of its own is kept. ``worst`` is, per seed and eps, the lowest
-return over every attack but ``random`` (a model is as robust as its weakest evaluation
-says). Only what the agent sees is perturbed.
+the regularizer). The robust kinds ramp their eps up over ``--ramp-fraction`` of training.
+Each agent then plays greedy episodes with fixed seeds, clean and under every attack at
+every eps (in units of each feature's standard deviation under the standard agents' clean
+play, ``obs_std``): ``random`` (the same budget as noise: the control), ``fgsm`` and ``pgd``
+(away from the greedy action, or shifting a Box action's mean), ``mad`` (PGD maximizing the
+KL divergence of the action distribution, Zhang et al. 2020), ``pgd_toward_<k>``, and
+``learned``: a REINFORCE adversary of its own per agent (``attacks.learned_adversary``,
+SA-RL's optimal attack), cloned from PGD's perturbations and then trained for
+``--adversary-steps`` to minimize the victim's return at the largest eps (smaller eps scale
+its perturbations down); at each eps, of the clone and the trained adversary, the one
+stronger on episodes of its own attacks. ``worst`` is, per seed and eps, the lowest return
+over every attack but ``random`` (a model is as robust as its weakest evaluation says). Only
+what the agent sees is perturbed.
 
 Over seeds, each mean return has a bootstrap 95% interval (``experiments.records``); the
 ``comparisons`` in ``summary.json`` call one kind more robust than another at an eps only
 where their worst-case intervals do not overlap. TensorFlow's op determinism is on: a rerun
-on one machine is bit-identical, but float32 kernels differ across CPUs, and RL amplifies the
-difference, which is why the seeds are many.
+on one machine is bit-identical, but float32 kernels differ across CPUs, and RL amplifies
+the difference, which is why the seeds are many.
 
 Writes ``config.json``, ``training.csv`` (per kind, seed and update), ``metrics.csv`` (per
 kind, seed, attack and eps), ``summary.json`` (per-seed mean returns, ``worst``, intervals,
-comparisons, the README's targets, which version of each learned adversary was kept under
-``adversaries``), ``return_vs_eps.png``, ``episode.png`` (the first seed's standard agent,
-clean and under its worst gradient attack), ``agents/<kind>/seed_<k>/`` and
-``adversaries/<kind>/seed_<k>/`` into ``--out`` (default ``results/policy_attacks/<env>/``;
-run folder and ``--resume``: ``experiments.run_folder``).
+comparisons, the README's targets, which version of each learned adversary attacked at each
+eps under ``adversaries``), ``return_vs_eps.png``, ``episode.png`` (the first seed's
+standard agent, clean and under its worst gradient attack), ``agents/<kind>/seed_<k>/`` and
+``adversaries/<kind>/seed_<k>/{clone,trained}/`` into ``--out`` (default
+``results/policy_attacks/<env>/``; run folder and ``--resume``: ``experiments.run_folder``).
 
 References:
   Huang, Papernot, Goodfellow, Duan, Abbeel. Adversarial attacks on neural network policies.
@@ -311,28 +311,30 @@ class Evaluation:
 
 
 def train_adversary(victim: Reinforce, config: ExperimentConfig, evaluation: Evaluation,
-                    seed: int) -> tuple[Reinforce, dict]:
-    """The learned adversary of one victim, at the largest eps of the evaluation, and a record
-    of which version of it was kept.
+                    seed: int) -> tuple[dict[str, Reinforce], dict]:
+    """The learned adversary of one victim, trained at the largest eps of the evaluation, in
+    two versions, and which of them attacks at each eps.
 
     A CartPole victim never falls under random perturbations, so an adversary exploring from
     scratch sees the same return in every episode and learns nothing. It starts instead from
     the gradient attack (``pgd``): cloned (``Reinforce.imitate``) from PGD's perturbations, in
-    units of the budget, on the states PGD leads the victim to; REINFORCE then tries to improve
-    on it by planning over whole episodes. Its few updates (a batch is 16 whole episodes) can
-    also leave it weaker than the clone, so both play ``SELECTION_EPISODES`` episodes of their
-    own at that eps, and the one that leaves the victim the lower return is kept (the clone on
-    a tie): an attack is as strong as its strongest version, chosen without the evaluation's
-    episodes.
+    units of the budget, on the states PGD leads the victim to (the ``clone``); REINFORCE then
+    tries to improve on it by planning over whole episodes (the ``trained`` version). Its few
+    updates (a batch is 16 whole episodes) can also leave it weaker than the clone, at some
+    eps or all, so at each eps of the evaluation both versions play ``SELECTION_EPISODES``
+    episodes of their own (never the evaluation's), and the one that leaves the victim the
+    lower return attacks at that eps (the clone on a tie): an attack is as strong as its
+    strongest version.
 
     Returns:
-      ``(adversary, record)``, ``record`` holding ``kept`` (``"clone"`` or ``"trained"``) and
-      the victim's mean return against each version in the selection episodes.
+      ``({"clone": agent, "trained": agent}, selection)``, ``selection`` holding per eps the
+      victim's mean return against each version in those episodes and the version ``kept``.
     """
     eps, scale = float(config.eps_values[-1]), evaluation.scale
     factory = partial(AdversaryEnv, config.env, victim.greedy_policy(), eps, eps_scale=scale)
-    adversary = Reinforce(factory, dataclasses.replace(
-        config.agent, seed=seed, learning_rate=config.adversary_learning_rate))
+    agent_config = dataclasses.replace(config.agent, seed=seed,
+                                       learning_rate=config.adversary_learning_rate)
+    adversary = Reinforce(factory, agent_config)
     evaluation.victim(victim)
     evaluation.attack("pgd", eps, seed)
     bound = eps * np.asarray(scale, np.float32)
@@ -352,26 +354,29 @@ def train_adversary(victim: Reinforce, config: ExperimentConfig, evaluation: Eva
         env.close()
     # Targets just inside the bounds: at +-1 the tanh squash would leave no gradient.
     adversary.imitate(np.array(seen), 0.95 * np.array(directions))
-    clone = adversary.policy.model.get_weights()
+    clone = Reinforce(factory, agent_config)  # imitation touches only the weights
+    clone.policy.model.set_weights(adversary.policy.model.get_weights())
+    adversary.train(config.adversary_steps, progress=config.progress)
+    versions = {"clone": clone, "trained": adversary}
+    selection = {}
     with factory() as env:
-        def victim_return() -> float:
-            return float(np.mean(victim_returns(env, adversary.greedy_policy(),
-                                                SELECTION_EPISODES, seed=40_000 + 100 * seed)))
-
-        record = {"clone": victim_return()}
-        adversary.train(config.adversary_steps, progress=config.progress)
-        record["trained"] = victim_return()
-    record["kept"] = "trained" if record["trained"] < record["clone"] else "clone"
-    if record["kept"] == "clone":
-        adversary.policy.model.set_weights(clone)
-    adversary.close()
-    return adversary, record
+        for eps in config.eps_values[1:]:
+            env.eps = eps
+            returns = {name: float(np.mean(victim_returns(
+                env, version.greedy_policy(), SELECTION_EPISODES, seed=40_000 + 100 * seed)))
+                for name, version in versions.items()}
+            kept = "trained" if returns["trained"] < returns["clone"] else "clone"
+            selection[str(float(eps))] = {**returns, "kept": kept}
+    for version in versions.values():
+        version.close()
+    return versions, selection
 
 
 def evaluate_agent(agent: Reinforce, config: ExperimentConfig, evaluation: Evaluation,
-                   seed: int, adversary: Reinforce | None = None) -> dict:
+                   seed: int, learned: dict | None = None) -> dict:
     """``{attack: {eps: [episode returns]}}``, the clean returns under every attack at eps 0;
-    ``learned`` if ``adversary`` (trained against ``agent``) is given."""
+    ``learned`` if the learned adversary's version per eps (``{eps: Reinforce}``, trained
+    against ``agent``) is given."""
     eval_seed = 10_000 + 100 * seed
     clean = agent.evaluate_parallel(config.eval_episodes, seed=eval_seed).tolist()
     model = evaluation.victim(agent)
@@ -384,15 +389,15 @@ def evaluate_agent(agent: Reinforce, config: ExperimentConfig, evaluation: Evalu
                 config.eval_episodes, seed=eval_seed,
                 wrap=lambda envs, attack=attack: AttackedVectorObservations(envs, model, attack))
             results[name][str(float(eps))] = returns.tolist()
-    if adversary is not None:
+    if learned is not None:
         results["learned"] = {"0.0": clean}
         env = AdversaryEnv(config.env, agent.greedy_policy(), 0.0, eps_scale=evaluation.scale)
         with env:
             for eps in config.eps_values[1:]:
                 env.eps = eps
                 results["learned"][str(float(eps))] = victim_returns(
-                    env, adversary.greedy_policy(), config.eval_episodes, seed=eval_seed
-                ).tolist()
+                    env, learned[str(float(eps))].greedy_policy(), config.eval_episodes,
+                    seed=eval_seed).tolist()
     return results
 
 
@@ -624,9 +629,10 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
     def saved(what, kind, seed):
         return run.path / what / kind / f"seed_{seed}"
 
-    def save_progress(agent=None, path=None):
-        with interrupts_deferred():  # the agent and the record of it, or neither
-            if agent is not None:
+    def save_progress(*saves):
+        """Saves each ``(agent, path)`` of ``saves``, then the progress that records them."""
+        with interrupts_deferred():  # the agents and the record of them, or neither
+            for agent, path in saves:
                 agent.save(path)
             run.save_progress(state)
             records.write_csv(run.path / "training.csv", state["training_rows"])
@@ -652,7 +658,7 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
                 state["tensorboard_rows"] = list(tensorboard.rows)
                 state["training"][key] = {"final_mean_return": rows[-1]["running_mean_return"],
                                           "env_steps": agent.env_steps}
-                save_progress(agent, saved("agents", kind, seed))
+                save_progress((agent, saved("agents", kind, seed)))
     if len(config.kinds) == 1:  # standard alone: obs_std from them, measured now
         state["obs_std"] = state["obs_std"] or observation_std(agents["standard"], config)
     evaluation = Evaluation(config, state["obs_std"], probe.action_space)
@@ -661,14 +667,16 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
             if str(seed) in state["evaluations"][kind]:
                 continue
             agent = agents[kind][seed]
-            adversary = None
+            versions, learned = {}, None
             if config.adversary_steps:
-                adversary, kept = train_adversary(agent, config, evaluation, seed)
+                versions, selection = train_adversary(agent, config, evaluation, seed)
+                learned = {e: versions[v["kept"]] for e, v in selection.items()}
                 state.setdefault("adversaries", {k: {} for k in config.kinds})
-                state["adversaries"][kind][str(seed)] = kept
+                state["adversaries"][kind][str(seed)] = selection
             state["evaluations"][kind][str(seed)] = evaluate_agent(agent, config, evaluation,
-                                                                   seed, adversary)
-            save_progress(adversary, adversary and saved("adversaries", kind, seed))
+                                                                   seed, learned)
+            save_progress(*((version, saved("adversaries", kind, seed) / name)
+                            for name, version in versions.items()))
     summary = summarize(config, state["evaluations"], state["training"], max_return,
                         state["obs_std"])
     if "adversaries" in state:

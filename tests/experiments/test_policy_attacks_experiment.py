@@ -28,7 +28,8 @@ def test_quick_run_writes_every_file_and_per_seed_returns(quick_run):
     assert json.loads((out / "summary.json").read_text()) == summary
     for kind in ("standard", "adversarial", "regularized"):
         assert set(summary["returns"][kind]) == ATTACKS
-        assert (out / "adversaries" / kind / "seed_1" / "agent.json").exists()
+        for version in ("clone", "trained"):
+            assert (out / "adversaries" / kind / "seed_1" / version / "agent.json").exists()
         for per_eps in summary["returns"][kind].values():
             assert set(per_eps) == {"0.0", "0.5"} and all(len(v) == 2 for v in per_eps.values())
         # The worst case is the minimum over every attack but noise, seed by seed; the
@@ -47,10 +48,12 @@ def test_quick_run_writes_every_file_and_per_seed_returns(quick_run):
     assert len(summary["comparisons"]) == 3 and not any(
         c["significant"] for c in summary["comparisons"])
     assert len(summary["obs_std"]) == 4 and all(s > 0 for s in summary["obs_std"])
-    for kind in ("standard", "adversarial", "regularized"):  # the stronger version is kept
-        for record in summary["adversaries"][kind].values():
-            assert record["kept"] == ("trained" if record["trained"] < record["clone"]
-                                      else "clone")
+    for kind in ("standard", "adversarial", "regularized"):  # the stronger version attacks
+        for per_eps in summary["adversaries"][kind].values():
+            assert set(per_eps) == {"0.5"}
+            for record in per_eps.values():
+                assert record["kept"] == ("trained" if record["trained"] < record["clone"]
+                                          else "clone")
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 * 2 * len(ATTACKS) * 2  # kinds x seeds x attacks x eps
@@ -105,21 +108,26 @@ def test_targets_follow_the_issue_thresholds_on_cartpole():
         "seeds_learned_lower_than_strongest_attack": 10}
 
 
-def test_the_learned_adversary_kept_is_the_version_whose_return_was_recorded(quick_run):
-    """``train_adversary`` returns the clone's weights when the clone was stronger: the
-    adversary it returns leaves the victim exactly the return recorded for the version kept."""
+def test_each_eps_is_attacked_by_the_version_whose_return_was_recorded(quick_run):
+    """``train_adversary`` returns the clone (its weights as imitation left them) and the
+    trained adversary; at each eps, the version it keeps leaves the victim exactly the return
+    recorded for it in the selection episodes."""
     out, summary = quick_run
-    config = experiment.ExperimentConfig(
-        seeds=(0,), eps_values=(0.0, 0.5), adversary_steps=2_000, progress=False)
+    config = experiment.ExperimentConfig(seeds=(0,), eps_values=(0.0, 0.3, 0.5),
+                                         adversary_steps=2_000, progress=False)
     victim = Reinforce.load(out / "agents" / "standard" / "seed_0")
     evaluation = experiment.Evaluation(config, summary["obs_std"], victim.action_space)
-    adversary, record = experiment.train_adversary(victim, config, evaluation, seed=0)
-    assert adversary.env_steps >= 2_000
-    env = AdversaryEnv(config.env, victim.greedy_policy(), 0.5, eps_scale=summary["obs_std"])
+    versions, selection = experiment.train_adversary(victim, config, evaluation, seed=0)
+    assert versions["trained"].env_steps >= 2_000 and versions["clone"].env_steps == 0
+    assert set(selection) == {"0.3", "0.5"}
+    env = AdversaryEnv(config.env, victim.greedy_policy(), 0.0, eps_scale=summary["obs_std"])
     with env:
-        again = victim_returns(env, adversary.greedy_policy(), experiment.SELECTION_EPISODES,
-                               seed=40_000)
-    assert float(np.mean(again)) == record[record["kept"]]
+        for eps, record in selection.items():
+            env.eps = float(eps)
+            for name, version in versions.items():
+                again = victim_returns(env, version.greedy_policy(),
+                                       experiment.SELECTION_EPISODES, seed=40_000)
+                assert float(np.mean(again)) == record[name]
 
 
 def test_bad_flags_are_usage_errors(read_error, tmp_path):
