@@ -1191,11 +1191,14 @@ PROSE = {
         heading="### Attacks on policies",
         summary="policy_attacks/InvertedPendulum-v5/summary.json",
         claims=(
-            Claim("**Adversarial training helps at 0.5** ({} against {}, significant); at 0.3 "
-                  "the difference is not significant.",
+            Claim("**Adversarial training's gain over standard training is not significant "
+                  "here either** ({} against {} at 0.5, {} against {} at 0.3, intervals "
+                  "overlapping).",
                   ((worst("adversarial", "0.5", "mean"), Number(0)),
-                   (worst("standard", "0.5", "mean"), Number(0))),
-                  holds=verdicts((0.5, "adversarial", "standard", True),
+                   (worst("standard", "0.5", "mean"), Number(0)),
+                   (worst("adversarial", "0.3", "mean"), Number(0)),
+                   (worst("standard", "0.3", "mean"), Number(0))),
+                  holds=verdicts((0.5, "adversarial", "standard", False),
                                  (0.3, None, None, False), pair=("adversarial", "standard"))),
             Claim("{} and {} of {} seeds get there, and one seed does not balance even clean.",
                   ((("targets", "adversarial", "eps 0.3: seeds >= 950 (need 100%)", "value"),
@@ -1231,7 +1234,7 @@ PROSE = {
                                    ["best_gradient"] == s["mean"]["standard"]["pgd"]["0.3"]
                                    and overlap(s, "standard", "learned", "pgd", "0.3"))),
         ),
-        checks=17,
+        checks=19,
     ),
 }
 
