@@ -99,7 +99,7 @@ MIN_SEEDS_FOR_INTERVALS = 5
 # Episodes of the gradient attack the learned adversary is cloned from, before it trains.
 DEMONSTRATION_EPISODES = 5
 # Episodes of its own (not the evaluation's) on which the learned adversary's clone and its
-# trained self are compared; the stronger is kept.
+# trained self are compared at each eps; the stronger attacks at that eps.
 SELECTION_EPISODES = 10
 
 # The agent this experiment was designed with (training eps, ramp and budget were chosen for
