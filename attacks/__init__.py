@@ -12,5 +12,6 @@ On policies: ``observation`` (``ObservationAttack``: random, FGSM and PGD pertur
 what a policy network sees, with the away, toward, mean-shift and KL (MAD) objectives, and the
 gymnasium wrappers that apply them), ``learned_adversary`` (``AdversaryEnv``: the environment
 in which an RL agent learns to perturb a fixed victim's observations, SA-RL's optimal attack;
-``victim_returns``, ``random_adversary``).
+``DirectorEnv``: the same MDP for a victim with Discrete actions, in which the agent names the
+action to induce, PA-AD's director; ``victim_returns``, ``random_adversary``).
 """

@@ -23,6 +23,11 @@ experiment trains ``agents.Reinforce`` there: ``attacks`` never imports ``agents
   ``spec.max_episode_steps`` is the victim environment's time limit, which an agent such as
   ``Reinforce`` reads.
 
+``DirectorEnv`` is the same MDP for a victim with Discrete actions, with the adversary's
+actions in the victim's action space: it names the action to induce, and a search over the
+corners of the ball finds a perturbation that induces it (PA-AD's director and actor, Sun et
+al. 2022). It has as many actions as the victim, and is learned far more easily.
+
 An adversary's undiscounted return is exactly minus the victim's return in the same episodes:
 ``-Reinforce.evaluate`` on an ``AdversaryEnv`` is the victim's return under the learned
 adversary. ``victim_returns`` plays any adversary callable and sums ``info["victim_reward"]``
@@ -34,10 +39,13 @@ References:
   optimal adversary. ICLR 2021. arXiv:2101.08452.
   Zhang, Chen, Xiao, Li, Liu, Boning, Hsieh. Robust deep reinforcement learning against
   adversarial perturbations on state observations. NeurIPS 2020. arXiv:2003.08938.
+  Sun, Zheng, Liang, Huang. Who is the strongest enemy? Towards optimal and efficient
+  evasion attacks in deep RL. ICLR 2022. arXiv:2106.05087.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -137,6 +145,11 @@ class AdversaryEnv(gym.Env):
         if action.size != self._size or not np.all(np.isfinite(action)):
             raise ValueError(f"action must hold {self._size} finite numbers (one per "
                              f"observation feature). Received: action={action!r}")
+        return self._perturbed(action.reshape(1, -1))[0]
+
+    def _perturbed(self, directions: np.ndarray) -> np.ndarray:
+        """The true observation moved by each row of ``directions`` (``[k, features]``, in
+        units of the budget, clipped to [-1, 1]), inside ``clip``: ``[k, features]``."""
         obs = self._obs.reshape(-1).astype(np.float32)
         outside = np.flatnonzero((obs < self._lo) | (obs > self._hi))
         if outside.size:
@@ -144,7 +157,7 @@ class AdversaryEnv(gym.Env):
             raise ValueError(f"clip must hold every true observation. Received: clip bounds "
                              f"[{self._lo[i]:.4g}, {self._hi[i]:.4g}] for feature {i}, whose "
                              f"true value is {obs[i]:.4g}")
-        delta = np.float32(self._eps) * self.scale * np.clip(action.reshape(-1), -1.0, 1.0)
+        delta = np.float32(self._eps) * self.scale * np.clip(directions, -1.0, 1.0)
         return np.clip(obs + delta, self._lo, self._hi).astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -163,17 +176,113 @@ class AdversaryEnv(gym.Env):
         """
         if self._obs is None:
             raise RuntimeError("AdversaryEnv.step called before reset")
-        perturbed = self.perturb(action)
-        victim_action = np.asarray(self.victim(perturbed[None]))[0]
-        if isinstance(self.env.action_space, gym.spaces.Discrete):
-            victim_action = int(victim_action)
+        perturbed, victim_action = self._victim_acts(action)
         self._obs, reward, terminated, truncated, info = self.env.step(victim_action)
         info = {**info, "victim_reward": float(reward),
                 "perturbed_observation": perturbed.reshape(self.observation_space.shape)}
         return self._obs, -float(reward), terminated, truncated, info
 
+    def _victim_acts(self, action):
+        """What the victim sees when the adversary plays ``action``, and what it does."""
+        perturbed = self.perturb(action)
+        victim_action = np.asarray(self.victim(perturbed[None]))[0]
+        if isinstance(self.env.action_space, gym.spaces.Discrete):
+            victim_action = int(victim_action)
+        return perturbed, victim_action
+
     def close(self):
         self.env.close()
+
+
+# The corners of a ball of F features: 2**F candidates, one victim call on all of them.
+MAX_DIRECTOR_FEATURES = 12
+
+
+class DirectorEnv(AdversaryEnv):
+    """The adversary's MDP for a victim with Discrete actions, in the victim's action space:
+    the adversary names the action it wants the victim to take, and gets it if some
+    perturbation inside the budget makes the victim take it.
+
+    Against a deterministic, memoryless victim, a perturbation matters only through the
+    action it makes the victim take: the environment moves on with that action, and the next
+    perturbation is chosen afresh. So the optimal attack of ``AdversaryEnv`` is an optimal
+    choice, at each step, among the actions reachable inside the ball; Sun et al. 2022
+    (PA-AD) split it the same way into a *director* that learns which action to induce and
+    an *actor* that finds the perturbation. The director's MDP has ``n`` actions where
+    ``AdversaryEnv`` has a continuous perturbation per feature, which REINFORCE learns far more
+    easily; and a victim that no random perturbation topples still gives it different returns to
+    learn from.
+
+    The actor here needs no gradient of the victim: it tries the true observation and the
+    ``2**features`` corners of the ball (``obs + eps * eps_scale * s``, ``s`` in ``{-1,
+    1}**features``, inside ``clip``) in one call of the victim, and plays the first of them
+    (the true observation first: no perturbation when the victim already obliges) at which
+    the victim takes the requested action. L-infinity attacks end at corners when the victim
+    is close to linear across the ball, as a small network is; an action the victim takes
+    only inside the ball is missed. If no candidate reaches it, the victim sees the true
+    observation.
+
+    Args:
+      env, victim, eps, eps_scale, clip: as ``AdversaryEnv``; the victim environment's
+        actions must be ``Discrete`` and its observations have at most
+        ``MAX_DIRECTOR_FEATURES`` features.
+
+    Actions are ``Discrete(n)``, the victim's action to induce; ``info["reached"]`` says
+    whether the perturbation induced it. Observations, rewards, episode ends and
+    ``info`` are as ``AdversaryEnv``'s.
+
+    Raises:
+      ValueError: as ``AdversaryEnv``, or the victim environment's actions are not
+        ``Discrete``, or its observations have more than ``MAX_DIRECTOR_FEATURES`` features.
+
+    References:
+      Sun, Zheng, Liang, Huang. Who is the strongest enemy? Towards optimal and efficient
+      evasion attacks in deep RL. ICLR 2022. arXiv:2106.05087.
+    """
+
+    def __init__(self, env, victim, eps, *, eps_scale=None, clip=None):
+        super().__init__(env, victim, eps, eps_scale=eps_scale, clip=clip)
+        if not isinstance(self.env.action_space, gym.spaces.Discrete):
+            raise ValueError(f"a DirectorEnv victim needs Discrete actions (use AdversaryEnv "
+                             f"otherwise). Received: action space {self.env.action_space}")
+        if self._size > MAX_DIRECTOR_FEATURES:
+            raise ValueError(f"a DirectorEnv tries the 2**features corners of the ball: "
+                             f"features must be <= {MAX_DIRECTOR_FEATURES}. Received: "
+                             f"{self._size} observation features")
+        self.action_space = gym.spaces.Discrete(self.env.action_space.n,
+                                                start=self.env.action_space.start)
+        corners = itertools.product((-1.0, 1.0), repeat=self._size)
+        self._directions = np.array([[0.0] * self._size, *corners], np.float32)
+        self.reached = False
+
+    def perturb(self, action) -> np.ndarray:
+        """The observation the victim sees when the adversary asks for ``action`` now (sets
+        ``reached``); flat, float32.
+
+        Raises:
+          ValueError: ``action`` is not one of the victim's actions, or the true observation
+            lies outside ``clip`` (as ``AdversaryEnv.perturb``).
+        """
+        return self._victim_acts(action)[0]
+
+    def step(self, action):
+        """As ``AdversaryEnv.step``, with ``info["reached"]``."""
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated, truncated, {**info, "reached": self.reached}
+
+    def _victim_acts(self, action):
+        space = self.action_space
+        requested = np.asarray(action).reshape(-1)
+        if (requested.size != 1 or requested[0] != np.round(requested[0])
+                or not space.start <= requested[0] < space.start + space.n):
+            raise ValueError(f"action must be one of the victim's actions, an integer in "
+                             f"{space}. Received: action={action!r}")
+        candidates = self._perturbed(self._directions)
+        taken = np.asarray(self.victim(candidates)).reshape(-1)
+        hits = np.flatnonzero(taken == requested[0])
+        self.reached = bool(hits.size)
+        chosen = hits[0] if hits.size else 0
+        return candidates[chosen], int(taken[chosen])
 
 
 def random_adversary(size: int, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:

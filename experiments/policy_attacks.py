@@ -12,10 +12,13 @@ every eps (in units of each feature's standard deviation under the standard agen
 play, ``obs_std``): ``random`` (the same budget as noise: the control), ``fgsm`` and ``pgd``
 (away from the greedy action, or shifting a Box action's mean), ``mad`` (PGD maximizing the
 KL divergence of the action distribution, Zhang et al. 2020), ``pgd_toward_<k>``, and
-``learned``: a REINFORCE adversary of its own per agent (``attacks.learned_adversary``,
-SA-RL's optimal attack), cloned from PGD's perturbations and then trained for
-``--adversary-steps`` to minimize the victim's return at the largest eps (smaller eps scale
-its perturbations down); at each eps, of the clone and the trained adversary, the one
+``learned``: a REINFORCE adversary of its own per agent (``attacks.learned_adversary``:
+for Discrete actions a ``DirectorEnv``, in which it names the action the agent should take
+and a search over the corners of the ball makes it do so where it can, PA-AD's director;
+for Box actions an ``AdversaryEnv``, in which it perturbs each feature, SA-RL's optimal
+attack), cloned from the untargeted gradient attack and then trained for
+``--adversary-steps`` to minimize the victim's return at the largest eps (smaller eps
+shrink the ball it acts in); at each eps, of the clone and the trained adversary, the one
 stronger on episodes of its own attacks. ``worst`` is, per seed and eps, the lowest return
 over every attack but ``random`` (a model is as robust as its weakest evaluation says). Only
 what the agent sees is perturbed.
@@ -43,6 +46,8 @@ References:
   observations. NeurIPS 2020. arXiv:2003.08938.
   Zhang, Chen, Boning, Hsieh. Robust reinforcement learning on state observations with learned
   optimal adversary. ICLR 2021. arXiv:2101.08452.
+  Sun, Zheng, Liang, Huang. Who is the strongest enemy? Towards optimal and efficient evasion
+  attacks in deep RL. ICLR 2022. arXiv:2106.05087.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ import numpy as np
 import tensorflow as tf
 
 from agents import Reinforce, ReinforceConfig, StateAdversarialRegularizer
-from attacks.learned_adversary import AdversaryEnv, victim_returns
+from attacks.learned_adversary import AdversaryEnv, DirectorEnv, victim_returns
 from attacks.observation import (
     AttackedObservations,
     AttackedVectorObservations,
@@ -133,8 +138,10 @@ class ExperimentConfig:
     kappa: float = field(default=3.0, metadata={
         "help": "weight of the state-adversarial regularizer (regularized agents)"})
     pgd_steps: int = field(default=10, metadata={"help": "PGD steps of the evaluation"})
-    adversary_steps: int = field(default=100_000, metadata={
+    adversary_steps: int = field(default=200_000, metadata={
         "help": "env steps of each learned adversary's training (0: no learned adversary)"})
+    adversary_envs: int = field(default=4, metadata={
+        "help": "episodes per update of each learned adversary"})
     adversary_learning_rate: float = field(default=0.01, metadata={
         "help": "the learned adversary's Adam learning rate"})
     eval_episodes: int = field(default=10, metadata={"help": "episodes per seed, attack, eps"})
@@ -169,6 +176,7 @@ class ExperimentConfig:
         check_positive("kappa", self.kappa)
         check_positive_int("pgd_steps", self.pgd_steps)
         check_nonnegative_int("adversary_steps", self.adversary_steps)
+        check_positive_int("adversary_envs", self.adversary_envs)
         check_positive("adversary_learning_rate", self.adversary_learning_rate)
         check_positive_int("eval_episodes", self.eval_episodes)
 
@@ -310,50 +318,67 @@ class Evaluation:
         return self._compiled[name](tf.constant(obs, tf.float32)).numpy()
 
 
+def adversary_env(config: ExperimentConfig, victim: Reinforce, eps: float, scale):
+    """The learned adversary's environment against ``victim`` at ``eps``: a ``DirectorEnv``
+    (it names the action to induce) for Discrete actions, else an ``AdversaryEnv`` (it
+    perturbs each feature)."""
+    env_class = (DirectorEnv if isinstance(victim.action_space, gym.spaces.Discrete)
+                 else AdversaryEnv)
+    return env_class(config.env, victim.greedy_policy(), eps, eps_scale=scale)
+
+
 def train_adversary(victim: Reinforce, config: ExperimentConfig, evaluation: Evaluation,
                     seed: int) -> tuple[dict[str, Reinforce], dict]:
     """The learned adversary of one victim, trained at the largest eps of the evaluation, in
     two versions, and which of them attacks at each eps.
 
-    A CartPole victim never falls under random perturbations, so an adversary exploring from
-    scratch sees the same return in every episode and learns nothing. It starts instead from
-    the gradient attack (``pgd``): cloned (``Reinforce.imitate``) from PGD's perturbations, in
-    units of the budget, on the states PGD leads the victim to (the ``clone``); REINFORCE then
-    tries to improve on it by planning over whole episodes (the ``trained`` version). Its few
-    updates (a batch is 16 whole episodes) can also leave it weaker than the clone, at some
-    eps or all, so at each eps of the evaluation both versions play ``SELECTION_EPISODES``
-    episodes of their own (never the evaluation's), and the one that leaves the victim the
-    lower return attacks at that eps (the clone on a tie): an attack is as strong as its
-    strongest version.
+    It starts from a clone (``Reinforce.imitate``) of the untargeted gradient attack, on the
+    states that attack leads the victim to: for Discrete actions (``adversary_env``: a
+    ``DirectorEnv``), asking at every step for the action the victim likes least (its
+    lowest logit at the true observation, where ``pgd`` pushes it; with two actions, the
+    other one); for Box actions, ``pgd``'s perturbation in units of the budget. An adversary
+    exploring from scratch can see the same return in every episode (a CartPole victim that
+    survives its random choices) and learn nothing. REINFORCE then improves on the clone by
+    planning over whole episodes (the ``trained`` version). It can also leave it weaker, at
+    some eps or all, so at each eps of the evaluation both versions play
+    ``SELECTION_EPISODES`` episodes of their own (never the evaluation's), and the one that
+    leaves the victim the lower return attacks at that eps (the clone on a tie): an attack
+    is as strong as its strongest version.
 
     Returns:
       ``({"clone": agent, "trained": agent}, selection)``, ``selection`` holding per eps the
       victim's mean return against each version in those episodes and the version ``kept``.
     """
     eps, scale = float(config.eps_values[-1]), evaluation.scale
-    factory = partial(AdversaryEnv, config.env, victim.greedy_policy(), eps, eps_scale=scale)
+    factory = partial(adversary_env, config, victim, eps, scale)
     agent_config = dataclasses.replace(config.agent, seed=seed,
-                                       learning_rate=config.adversary_learning_rate)
+                                       learning_rate=config.adversary_learning_rate,
+                                       num_envs=config.adversary_envs)
     adversary = Reinforce(factory, agent_config)
-    evaluation.victim(victim)
+    model = evaluation.victim(victim)
     evaluation.attack("pgd", eps, seed)
     bound = eps * np.asarray(scale, np.float32)
-    env, seen, directions = factory(), [], []
+    env, seen, demonstrated = factory(), [], []
+    director = isinstance(env, DirectorEnv)
     try:
         for k in range(DEMONSTRATION_EPISODES):
             obs, _ = env.reset(seed=30_000 + 100 * seed + k)
             done = False
             while not done:
                 flat = np.asarray(obs, np.float32).reshape(1, -1)
-                direction = np.clip((evaluation.perturb("pgd", flat) - flat) / bound, -1, 1)[0]
+                if director:  # the action the victim likes least, where PGD pushes it
+                    action = int(np.argmin(model(flat, training=False)[0]))
+                else:
+                    action = np.clip((evaluation.perturb("pgd", flat) - flat) / bound, -1, 1)[0]
                 seen.append(obs)
-                directions.append(direction)
-                obs, _, terminated, truncated, _ = env.step(direction)
+                demonstrated.append(action)
+                obs, _, terminated, truncated, _ = env.step(action)
                 done = terminated or truncated
     finally:
         env.close()
-    # Targets just inside the bounds: at +-1 the tanh squash would leave no gradient.
-    adversary.imitate(np.array(seen), 0.95 * np.array(directions))
+    # Box: targets just inside the bounds, where the tanh squash still has a gradient.
+    adversary.imitate(np.array(seen), np.array(demonstrated) if director
+                      else 0.95 * np.array(demonstrated))
     clone = Reinforce(factory, agent_config)  # imitation touches only the weights
     clone.policy.model.set_weights(adversary.policy.model.get_weights())
     adversary.train(config.adversary_steps, progress=config.progress)
@@ -391,8 +416,7 @@ def evaluate_agent(agent: Reinforce, config: ExperimentConfig, evaluation: Evalu
             results[name][str(float(eps))] = returns.tolist()
     if learned is not None:
         results["learned"] = {"0.0": clean}
-        env = AdversaryEnv(config.env, agent.greedy_policy(), 0.0, eps_scale=evaluation.scale)
-        with env:
+        with adversary_env(config, agent, 0.0, evaluation.scale) as env:
             for eps in config.eps_values[1:]:
                 env.eps = eps
                 results["learned"][str(float(eps))] = victim_returns(

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from agents import Reinforce, ReinforceConfig
-from attacks.learned_adversary import AdversaryEnv, random_adversary, victim_returns
+from attacks.learned_adversary import (
+    MAX_DIRECTOR_FEATURES,
+    AdversaryEnv,
+    DirectorEnv,
+    random_adversary,
+    victim_returns,
+)
 
 # CartPole's per-feature standard deviations under the victim's clean play (5 episodes),
 # rounded: the unit of eps.
@@ -189,3 +195,111 @@ def test_slow_a_learned_adversary_beats_random_noise_of_the_same_budget():
           f"learned adversary {learned.mean():.1f} (eps {eps})")
     assert clean.mean() == 500.0
     assert learned.mean() < 0.5 * noise.mean() and noise.mean() < clean.mean()
+
+
+# -- DirectorEnv: the adversary names the victim's action ---------------------------------
+
+
+def _reachable(obs, eps):
+    """By hand for the linear ``balancing_victim``: its score ``angle + 0.5 * angular
+    velocity`` moves by at most ``eps * (scale_angle + 0.5 * scale_velocity)`` inside the
+    ball, so action 1 (score > 0) and action 0 (score <= 0) are reachable iff the score's
+    extremes cross 0."""
+    score, reach = obs[2] + 0.5 * obs[3], eps * (SCALE[2] + 0.5 * SCALE[3])
+    return {1: score + reach > 0, 0: score - reach <= 0}
+
+
+def test_the_director_gets_exactly_the_actions_the_ball_can_reach_and_no_more():
+    victim = RecordingVictim()
+    eps = 1.0
+    env = DirectorEnv("CartPole-v1", victim, eps=eps, eps_scale=SCALE)
+    assert env.action_space == gym.spaces.Discrete(2)
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    reached = []
+    for _ in range(400):
+        requested = int(rng.integers(2))
+        true = obs
+        obs, reward, terminated, truncated, info = env.step(requested)
+        seen = info["perturbed_observation"]
+        taken = int(balancing_victim(seen[None])[0])
+        # Reached where the hand-computed extremes say so (away from the boundary, where
+        # float32 rounding could go either way).
+        score, reach = true[2] + 0.5 * true[3], eps * (SCALE[2] + 0.5 * SCALE[3])
+        if abs(abs(score) - reach) > 1e-5:
+            assert info["reached"] == _reachable(true, eps)[requested]
+        assert taken == (requested if info["reached"] else balancing_victim(true[None])[0])
+        # The true observation when the victim obliges unasked or cannot be moved; else a
+        # corner of the ball.
+        delta = np.abs(seen - true)
+        own = balancing_victim(true[None])[0]
+        if own == requested or not info["reached"]:
+            np.testing.assert_array_equal(seen, true)
+        else:
+            np.testing.assert_allclose(delta, eps * SCALE, rtol=1e-5, atol=1e-7)
+        assert reward == -info["victim_reward"] == -1.0
+        reached.append(info["reached"])
+        if terminated or truncated:
+            obs, _ = env.reset()
+    assert 0.1 < np.mean(reached) < 1.0  # both cases were exercised
+    env.close()
+
+
+def _pushed_the_wrong_way(eps, seed):
+    """By hand, in the plain environment: the victim takes the other action wherever the
+    ball can make it (``_reachable``), its own elsewhere; the return."""
+    env = gym.make("CartPole-v1")
+    obs, _ = env.reset(seed=seed)
+    total, done = 0.0, False
+    while not done:
+        own = int(balancing_victim(obs[None])[0])
+        action = 1 - own if _reachable(obs, eps)[1 - own] else own
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total, done = total + reward, terminated or truncated
+    env.close()
+    return total
+
+
+def test_asking_for_the_victims_own_action_replays_its_clean_episode_and_the_other_fells_it():
+    env = DirectorEnv("CartPole-v1", balancing_victim, eps=2.0, eps_scale=SCALE)
+    own = victim_returns(env, balancing_victim, episodes=3, seed=7)
+    other = victim_returns(env, lambda obs: 1 - balancing_victim(obs), episodes=3, seed=7)
+    assert own.tolist() == [500.0] * 3
+    assert other.tolist() == [_pushed_the_wrong_way(2.0, 7 + k) for k in range(3)]
+    assert other.max() < 100
+    env.eps = 0.0  # no budget: only the victim's own action is ever reached
+    assert victim_returns(env, lambda obs: 1 - balancing_victim(obs), 3, seed=7).tolist() == [
+        500.0] * 3
+    env.close()
+
+
+class _WideObservations(gym.Env):
+    """Discrete actions, ``MAX_DIRECTOR_FEATURES + 1`` observation features."""
+    observation_space = gym.spaces.Box(-1.0, 1.0, (MAX_DIRECTOR_FEATURES + 1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+
+def test_the_director_refuses_box_actions_wide_observations_and_actions_it_cannot_name():
+    with pytest.raises(ValueError, match="needs Discrete actions"):
+        DirectorEnv("Pendulum-v1", lambda obs: np.zeros((len(obs), 1)), eps=1.0)
+    with pytest.raises(ValueError, match=f"features must be <= {MAX_DIRECTOR_FEATURES}. "
+                                         f"Received: {MAX_DIRECTOR_FEATURES + 1}"):
+        DirectorEnv(_WideObservations, balancing_victim, eps=1.0)
+    env = DirectorEnv("CartPole-v1", balancing_victim, eps=1.0, eps_scale=SCALE)
+    env.reset(seed=0)
+    for action in (2, -1, 0.5, [0, 1]):
+        with pytest.raises(ValueError, match="action must be one of the victim's actions"):
+            env.step(action)
+    env.close()
+
+
+def test_reinforce_learns_to_direct_and_minus_its_evaluation_is_the_victims_return():
+    factory = partial(DirectorEnv, "CartPole-v1", balancing_victim, 1.0, eps_scale=SCALE)
+    agent = Reinforce(factory, ReinforceConfig(num_envs=2, vectorization="sync", seed=0))
+    assert agent.action_space == gym.spaces.Discrete(2)
+    agent.train(1_500)
+    env = factory()
+    victim = victim_returns(env, partial(agent.act, deterministic=True), episodes=3, seed=5)
+    np.testing.assert_array_equal(-agent.evaluate(env, episodes=3, seed=5), victim)
+    env.close()
+    agent.close()

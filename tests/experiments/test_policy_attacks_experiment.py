@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from agents import Reinforce
-from attacks.learned_adversary import AdversaryEnv, victim_returns
+from attacks.learned_adversary import DirectorEnv, victim_returns
 from experiments import policy_attacks as experiment
 from experiments import records
 
@@ -120,8 +120,8 @@ def test_each_eps_is_attacked_by_the_version_whose_return_was_recorded(quick_run
     versions, selection = experiment.train_adversary(victim, config, evaluation, seed=0)
     assert versions["trained"].env_steps >= 2_000 and versions["clone"].env_steps == 0
     assert set(selection) == {"0.3", "0.5"}
-    env = AdversaryEnv(config.env, victim.greedy_policy(), 0.0, eps_scale=summary["obs_std"])
-    with env:
+    with experiment.adversary_env(config, victim, 0.0, summary["obs_std"]) as env:
+        assert isinstance(env, DirectorEnv)  # CartPole's actions are Discrete
         for eps, record in selection.items():
             env.eps = float(eps)
             for name, version in versions.items():
@@ -142,7 +142,8 @@ def test_bad_flags_are_usage_errors(read_error, tmp_path):
                            (["--kinds", "regularized", "standard"],
                             "kinds must start with standard"),
                            (["--kinds", "standard", "sa"], "kinds[1] must be one of"),
-                           (["--adversary-steps", "-1"], "adversary_steps must be")):
+                           (["--adversary-steps", "-1"], "adversary_steps must be"),
+                           (["--adversary-envs", "0"], "adversary_envs must be an integer")):
         with pytest.raises(SystemExit):
             experiment.main(flags + ["--out", str(tmp_path / "out")])
         assert message in read_error()
