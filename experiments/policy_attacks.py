@@ -484,7 +484,8 @@ def targets(config: ExperimentConfig, worst, gradient_worst, returns, max_return
     """The robust kinds' worst case against ``TARGETS`` (per kind: each condition's value and
     whether it is met), and, per eps, whether the learned adversary drives the standard agents
     lower than the best gradient attack (mean over seeds): the issue's bar, each seed's lowest
-    gradient attack, and the single gradient attack with the lowest mean."""
+    gradient attack, and the single gradient attack with the lowest mean; each with the
+    bootstrap interval of the per-seed differences (paired: the same agents)."""
     result = {"max_return": max_return}
     for kind in config.kinds:
         if kind == "standard":
@@ -511,20 +512,27 @@ def targets(config: ExperimentConfig, worst, gradient_worst, returns, max_return
         gradient = [n for n in standard if n not in ("random", "learned")]
         result["learned_vs_gradient_standard"] = {}
         for e in list(worst["standard"])[1:]:
-            learned = float(np.mean(standard["learned"][e]))
+            per_seed = np.array(standard["learned"][e])
+            learned = float(np.mean(per_seed))
             strongest = min(gradient, key=lambda n: np.mean(standard[n][e]))
             result["learned_vs_gradient_standard"][e] = {
                 "learned": learned,
                 # Per seed, the lowest of the gradient attacks: the issue's bar.
                 "best_gradient": float(np.mean(gradient_worst["standard"][e])),
                 "learned_lower": bool(learned < np.mean(gradient_worst["standard"][e])),
+                # Paired over seeds (same victims): significant where the interval of the
+                # per-seed differences lies below 0.
+                "learned_minus_best_gradient": records.with_interval(
+                    per_seed - np.array(gradient_worst["standard"][e])),
                 # The one gradient attack with the lowest mean over seeds.
                 "strongest_gradient_attack": strongest,
                 "strongest_gradient_attack_mean": float(np.mean(standard[strongest][e])),
                 "learned_lower_than_strongest_attack": bool(
                     learned < np.mean(standard[strongest][e])),
                 "seeds_learned_lower_than_strongest_attack": int(np.sum(
-                    np.array(standard["learned"][e]) < np.array(standard[strongest][e])))}
+                    per_seed < np.array(standard[strongest][e]))),
+                "learned_minus_strongest_attack": records.with_interval(
+                    per_seed - np.array(standard[strongest][e]))}
     return result
 
 

@@ -101,11 +101,23 @@ def test_targets_follow_the_issue_thresholds_on_cartpole():
     assert regularized["eps 0.5: seeds >= 400 (need 90%)"] == {"value": 8, "met": False}
     assert not regularized["clean: every seed at the maximum"]["met"]
     # Noise is no gradient attack: mad (mean 95) is the strongest one, pgd's mean being 100.
-    assert targets["learned_vs_gradient_standard"]["0.5"] == {
+    learned = targets["learned_vs_gradient_standard"]["0.5"]
+    paired = {name: learned.pop(name) for name in ("learned_minus_best_gradient",
+                                                    "learned_minus_strongest_attack")}
+    assert learned == {
         "learned": 90.0, "best_gradient": 100.0, "learned_lower": True,
         "strongest_gradient_attack": "mad", "strongest_gradient_attack_mean": 95.0,
         "learned_lower_than_strongest_attack": True,
         "seeds_learned_lower_than_strongest_attack": 10}
+    # Paired per seed: learned minus each seed's gradient worst case, and minus mad's.
+    assert paired["learned_minus_best_gradient"]["per_seed"] == [-10.0] * 10
+    assert paired["learned_minus_best_gradient"]["ci95"] == [-10.0, -10.0]  # significant
+    assert paired["learned_minus_strongest_attack"]["per_seed"] == [-5.0] * 10
+    mixed = {"standard": {"0.0": [500.0] * 10, "0.5": [80.0] * 5 + [100.0] * 5}}
+    paired = experiment.targets(config, worst, mixed, returns, 500.0)[
+        "learned_vs_gradient_standard"]["0.5"]["learned_minus_best_gradient"]
+    assert paired["per_seed"] == [10.0] * 5 + [-10.0] * 5 and paired["mean"] == 0.0
+    assert paired["ci95"][0] < 0 < paired["ci95"][1]  # not significant
 
 
 def test_each_eps_is_attacked_by_the_version_whose_return_was_recorded(quick_run):
