@@ -110,6 +110,7 @@ class AdversaryEnv(gym.Env):
         lo, hi, scale = check_eps(eps, clip, eps_scale=eps_scale, feature_shape=(self._size,))
         # float32 like the perturbed observation: a float64 bound would round past itself.
         self._lo, self._hi = (np.broadcast_to(b, self._size).astype(np.float32) for b in (lo, hi))
+        self._bounded = bool(np.isfinite(self._lo).any() or np.isfinite(self._hi).any())
         self.scale = np.broadcast_to(scale, self._size).astype(np.float32)
         self.eps = eps
         victim_spec = self.env.spec
@@ -145,19 +146,21 @@ class AdversaryEnv(gym.Env):
         if action.size != self._size or not np.all(np.isfinite(action)):
             raise ValueError(f"action must hold {self._size} finite numbers (one per "
                              f"observation feature). Received: action={action!r}")
-        return self._perturbed(action.reshape(1, -1))[0]
+        return self._perturbed(np.clip(action.reshape(1, -1), -1.0, 1.0))[0]
 
     def _perturbed(self, directions: np.ndarray) -> np.ndarray:
         """The true observation moved by each row of ``directions`` (``[k, features]``, in
-        units of the budget, clipped to [-1, 1]), inside ``clip``: ``[k, features]``."""
+        units of the budget, in [-1, 1]), inside ``clip``: ``[k, features]``."""
         obs = self._obs.reshape(-1).astype(np.float32)
+        delta = np.float32(self._eps) * self.scale * directions
+        if not self._bounded:  # the hot path of a search over many candidates
+            return obs + delta
         outside = np.flatnonzero((obs < self._lo) | (obs > self._hi))
         if outside.size:
             i = outside[0]
             raise ValueError(f"clip must hold every true observation. Received: clip bounds "
                              f"[{self._lo[i]:.4g}, {self._hi[i]:.4g}] for feature {i}, whose "
                              f"true value is {obs[i]:.4g}")
-        delta = np.float32(self._eps) * self.scale * np.clip(directions, -1.0, 1.0)
         return np.clip(obs + delta, self._lo, self._hi).astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

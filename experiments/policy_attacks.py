@@ -66,6 +66,7 @@ import numpy as np
 import tensorflow as tf
 
 from agents import Reinforce, ReinforceConfig, StateAdversarialRegularizer
+from agents.policies import HostForward
 from attacks.learned_adversary import AdversaryEnv, DirectorEnv, victim_returns
 from attacks.observation import (
     AttackedObservations,
@@ -355,8 +356,10 @@ def train_adversary(victim: Reinforce, config: ExperimentConfig, evaluation: Eva
                                        learning_rate=config.adversary_learning_rate,
                                        num_envs=config.adversary_envs)
     adversary = Reinforce(factory, agent_config)
-    model = evaluation.victim(victim)
+    evaluation.victim(victim)
     evaluation.attack("pgd", eps, seed)
+    logits = HostForward(victim.policy.model)  # the victim's logits, as it acts: in NumPy
+    logits.sync()
     bound = eps * np.asarray(scale, np.float32)
     env, seen, demonstrated = factory(), [], []
     director = isinstance(env, DirectorEnv)
@@ -367,7 +370,7 @@ def train_adversary(victim: Reinforce, config: ExperimentConfig, evaluation: Eva
             while not done:
                 flat = np.asarray(obs, np.float32).reshape(1, -1)
                 if director:  # the action the victim likes least, where PGD pushes it
-                    action = int(np.argmin(model(flat, training=False)[0]))
+                    action = int(np.argmin(logits.forward(flat)[0]))
                 else:
                     action = np.clip((evaluation.perturb("pgd", flat) - flat) / bound, -1, 1)[0]
                 seen.append(obs)
