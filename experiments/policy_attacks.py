@@ -335,16 +335,15 @@ def train_adversary(victim: Reinforce, config: ExperimentConfig, evaluation: Eva
 
     It starts from a clone (``Reinforce.imitate``) of the untargeted gradient attack, on the
     states that attack leads the victim to: for Discrete actions (``adversary_env``: a
-    ``DirectorEnv``), asking at every step for the action the victim likes least (its
-    lowest logit at the true observation, where ``pgd`` pushes it; with two actions, the
-    other one); for Box actions, ``pgd``'s perturbation in units of the budget. An adversary
-    exploring from scratch can see the same return in every episode (a CartPole victim that
-    survives its random choices) and learn nothing. REINFORCE then improves on the clone by
-    planning over whole episodes (the ``trained`` version). It can also leave it weaker, at
-    some eps or all, so at each eps of the evaluation both versions play
-    ``SELECTION_EPISODES`` episodes of their own (never the evaluation's), and the one that
-    leaves the victim the lower return attacks at that eps (the clone on a tie): an attack
-    is as strong as its strongest version.
+    ``DirectorEnv``), asking at every step for the action the victim likes least (its lowest
+    logit at the true observation; with two actions, the one ``pgd``'s flip objective pushes it
+    to); for Box actions, ``pgd``'s perturbation in units of the budget. An adversary exploring
+    from scratch can see the same return in every episode (a CartPole victim that survives its
+    random choices) and learn nothing. REINFORCE then improves on the clone by planning over
+    whole episodes (the ``trained`` version). It can also leave it weaker, at some eps or all,
+    so at each eps of the evaluation both versions play ``SELECTION_EPISODES`` episodes of their
+    own (never the evaluation's), and the one that leaves the victim the lower return attacks at
+    that eps (the clone on a tie): an attack is as strong as its strongest version.
 
     Returns:
       ``({"clone": agent, "trained": agent}, selection)``, ``selection`` holding per eps the
@@ -369,7 +368,7 @@ def train_adversary(victim: Reinforce, config: ExperimentConfig, evaluation: Eva
             done = False
             while not done:
                 flat = np.asarray(obs, np.float32).reshape(1, -1)
-                if director:  # the action the victim likes least, where PGD pushes it
+                if director:  # the action the victim likes least (of two: the other)
                     action = int(np.argmin(logits.forward(flat)[0]))
                 else:
                     action = np.clip((evaluation.perturb("pgd", flat) - flat) / bound, -1, 1)[0]
