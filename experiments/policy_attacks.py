@@ -355,13 +355,15 @@ def train_adversary(victim: Reinforce, config: ExperimentConfig, evaluation: Eva
                                        learning_rate=config.adversary_learning_rate,
                                        num_envs=config.adversary_envs)
     adversary = Reinforce(factory, agent_config)
-    evaluation.victim(victim)
-    evaluation.attack("pgd", eps, seed)
-    logits = HostForward(victim.policy.model)  # the victim's logits, as it acts: in NumPy
-    logits.sync()
-    bound = eps * np.asarray(scale, np.float32)
     env, seen, demonstrated = factory(), [], []
     director = isinstance(env, DirectorEnv)
+    if director:
+        logits = HostForward(victim.policy.model)  # the victim's logits, as it acts: in NumPy
+        logits.sync()
+    else:
+        evaluation.victim(victim)
+        evaluation.attack("pgd", eps, seed)
+        bound = eps * np.asarray(scale, np.float32)
     try:
         for k in range(DEMONSTRATION_EPISODES):
             obs, _ = env.reset(seed=30_000 + 100 * seed + k)
