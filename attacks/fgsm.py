@@ -58,7 +58,8 @@ def gradient_step(model, x_adv, x, y, eps, step, *, norm="linf", targeted=False,
       eps: the radius.
       step: step length.
       norm: ``"linf"`` or ``"l2"``.
-      targeted: descend the loss of ``y`` instead of ascending it.
+      targeted: descend the loss of ``y`` instead of ascending it; a boolean tensor
+        ``[batch]`` chooses per example.
       clip: the valid input range ``(lo, hi)``, scalars or per-feature; ``None``: unbounded.
       scale: optional per-feature scale: ``eps`` and ``step`` are in its units (the
         L-infinity radius of feature ``i`` is ``eps * scale[i]``).
@@ -68,7 +69,11 @@ def gradient_step(model, x_adv, x, y, eps, step, *, norm="linf", targeted=False,
       The new adversarial batch, inside the ball and the range.
     """
     grad = input_gradient(model, loss or cross_entropy, x_adv, y)
-    moved = ascent_step(x_adv, -grad if targeted else grad, step, scale=scale, norm=norm)
+    if isinstance(targeted, bool):
+        grad = -grad if targeted else grad
+    else:
+        grad = tf.where(tf.reshape(targeted, [-1] + [1] * (len(grad.shape) - 1)), -grad, grad)
+    moved = ascent_step(x_adv, grad, step, scale=scale, norm=norm)
     return project_to_ball(moved, x, eps, clip, scale=scale, norm=norm)
 
 

@@ -347,6 +347,11 @@ class ObjectivePerEnvironment:
     ``i``: each training episode then faces one objective throughout, as an evaluation attack
     does (a consistent push toward one action is what the away-only training never saw).
     ``eps`` is shared: assigning it sets every attack's budget.
+
+    When the attacks are single-start PGD differing only in their ``"away"`` or ``"toward"``
+    objective (adversarial training's case), they run as one PGD whose rows each ascend or
+    descend their own cross-entropy: a third of the work for three objectives, and the same
+    numbers, bit for bit, as running each attack on the whole batch and keeping its rows.
     """
 
     def __init__(self, attacks):
@@ -354,12 +359,40 @@ class ObjectivePerEnvironment:
         self.eps = attacks[0].eps
         for attack in attacks[1:]:
             attack.eps = self.eps
+        first = attacks[0]
+        self._fused = all(
+            a.method == "pgd" and a.objective in ("away", "toward") and a.restarts == 1
+            and a.fraction == 1.0 and a.steps == first.steps and a.step_size == first.step_size
+            and _same(a.scale, first.scale) and _same(a.clip, first.clip) for a in attacks)
 
     def __call__(self, model, obs, generator=None):
-        attacked = tf.stack([attack(model, obs, generator) for attack in self.attacks])
         rows = tf.range(tf.shape(obs)[0])
         choice = tf.stack([rows % len(self.attacks), rows], axis=1)
-        return tf.gather_nd(attacked, choice)
+        if not self._fused:
+            attacked = tf.stack([attack(model, obs, generator) for attack in self.attacks])
+            return tf.gather_nd(attacked, choice)
+        # Each attack's random start, drawn in the order the separate attacks draw them.
+        first, eps = self.attacks[0], self.eps
+        starts = tf.stack([uniform_in_ball(obs, eps, (generator or a.generator).make_seeds(1)[:, 0],
+                                           first.clip, scale=first.scale) for a in self.attacks])
+        clean = model(obs, training=False)
+        labels = tf.stack([a._reference_and_loss(clean)[0] for a in self.attacks])
+        toward = tf.gather(tf.constant([a.objective == "toward" for a in self.attacks]),
+                           choice[:, 0])
+        x_adv, y = tf.gather_nd(starts, choice), tf.gather_nd(labels, choice)
+        step = (default_step_size(eps, first.steps) if first.step_size is None
+                else tf.constant(first.step_size, tf.float32))
+        for _ in range(first.steps):
+            x_adv = gradient_step(model, x_adv, obs, y, eps, step, targeted=toward,
+                                  clip=first.clip, scale=first.scale)
+        return x_adv
+
+
+def _same(a, b) -> bool:
+    """Whether two optional constants (or tuples of them) hold the same values."""
+    if a is None or b is None:
+        return a is b
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
 class ObservationRecorder(gym.vector.VectorWrapper):

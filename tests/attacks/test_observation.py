@@ -291,6 +291,28 @@ def test_each_environment_faces_its_own_objective_with_a_shared_budget(policy, o
     assert not np.array_equal(alone[0], alone[1])
 
 
+def test_pgd_objectives_run_as_one_attack_with_each_attacks_own_numbers(observations):
+    """Adversarial training's hook (PGD away and toward each action) runs one PGD over the
+    batch: row i must be, bit for bit, what attacks[i % 3] alone gives it."""
+    keras.utils.set_random_seed(4)
+    mlp = keras.Sequential([keras.Input((3,)), keras.layers.Dense(16, activation="tanh"),
+                            keras.layers.Dense(2)])
+    attacks = [ObservationAttack("pgd", 0.3, eps_scale=SCALE, steps=5)] + [
+        ObservationAttack("pgd", 0.3, objective="toward", target=k, eps_scale=SCALE, steps=5)
+        for k in (0, 1)]
+    hook = ObjectivePerEnvironment(attacks)
+    assert hook._fused
+    attacked = hook(mlp, observations, tf.random.Generator.from_seed(7)).numpy()
+    shared = tf.random.Generator.from_seed(7)  # the separate attacks draw in the same order
+    alone = [attack(mlp, observations, shared).numpy() for attack in attacks]
+    for k in range(3):
+        np.testing.assert_array_equal(attacked[k::3], alone[k][k::3])
+    assert not np.array_equal(alone[1], alone[2])
+    with_restarts = ObjectivePerEnvironment(
+        [ObservationAttack("pgd", 0.3, restarts=2), ObservationAttack("pgd", 0.3)])
+    assert not with_restarts._fused  # restarts keep the separate path
+
+
 def test_the_recorder_keeps_every_observation_it_passes_on():
     envs = ObservationRecorder(gym.make_vec("CartPole-v1", num_envs=3,
                                             vectorization_mode="sync"))
