@@ -1,8 +1,10 @@
 """Cost of robust training over standard training at the same steps, side by side in one run.
 
 Each round trains one agent of every kind of ``experiments.policy_attacks`` from scratch on
-CartPole-v1 for ``--steps`` environment steps, kinds taking turns: ``standard``;
-``adversarial`` (acting through PGD-10 on every observation, one compiled call per step);
+CartPole-v1 for ``--steps`` environment steps (default the experiment's own budget, so that
+the one-off costs, tracing and XLA compilation, weigh as they do there), kinds taking turns:
+``standard``; ``adversarial`` (acting through PGD-10 on every observation, away from the
+greedy action or toward one action per environment, one compiled call per step);
 ``regularized`` (the state-adversarial regularizer: 5 PGD steps on the KL inside each
 update, on the update's batch); ``both``. Training eps ramps as in the experiment; the
 observation scale is fixed (the experiment measures its own; the cost does not depend on it).
@@ -13,7 +15,7 @@ networks, attacks), ``reinforce`` on two seeds (many small updates) and ``fgsm_m
 --source sample`` (convolutions), each in fresh processes with and without it, in turns
 (determinism is process-wide and cannot be turned off once on).
 
-    python benchmarks/bench_robust_training.py              # about 4 minutes on 2 CPU cores
+    python benchmarks/bench_robust_training.py              # about 9 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ QUICK_RUNS = {"policy_attacks": ["--quick", "--kinds", "standard", "regularized"
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=harness.positive, default=50_000,
-                        help="environment steps per agent")
+    parser.add_argument("--steps", type=harness.positive,
+                        default=policy_attacks.ExperimentConfig.total_steps,
+                        help="environment steps per agent (default: the experiment's)")
     parser.add_argument("--rounds", type=harness.positive, default=3)
     args = parser.parse_args(argv)
 

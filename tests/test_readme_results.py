@@ -1218,7 +1218,7 @@ PROSE = {
         heading="### Attacks on policies",
         summary="main_job.json",
         claims=(
-            Claim("The experiment took {} minutes on 2 CPU cores (the main job's figure",
+            Claim("The experiment took {} minutes on 2 CPU cores in the main job",
                   ((("minutes", "policy_attacks"), Loose(1)),)),
         ),
         checks=1,
