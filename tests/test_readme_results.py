@@ -1223,6 +1223,15 @@ PROSE = {
         ),
         checks=1,
     ),
+    "fgsm_mnist_time": Prose(
+        heading="### Adversarial training on MNIST",
+        summary="main_job.json",
+        claims=(
+            Claim("The whole experiment took {} minutes on 2 CPU cores in the main job above",
+                  ((("minutes", "fgsm_mnist"), Loose(1)),)),
+        ),
+        checks=1,
+    ),
     "policy_attacks_inverted_pendulum": Prose(
         heading="### Attacks on policies",
         summary="policy_attacks/InvertedPendulum-v5/summary.json",
