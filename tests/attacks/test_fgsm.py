@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from attacks.fgsm import _compiled_fgsm, cross_entropy, fgsm
+from attacks.fgsm import _compiled_fgsm, cross_entropy, fgsm, gradient_step
 from attacks.pgd import pgd
 
 TOL = 1e-6  # float32 rounding of x +- eps
@@ -32,6 +32,21 @@ def test_fgsm_on_a_linear_model_is_the_closed_form(rng, targeted):
     np.testing.assert_allclose(adv, expected, atol=TOL)
     interior = (x > 0.1) & (x < 0.9)
     np.testing.assert_allclose((adv - x)[interior], 0.1 * direction[interior], atol=TOL)
+
+
+def test_a_per_example_targeted_mask_descends_where_true_and_ascends_elsewhere(rng):
+    model, (w, b) = _linear_model(rng)
+    x = rng.uniform(0.2, 0.8, size=(64, 5)).astype(np.float32)  # no clipping at eps 0.1
+    y = rng.integers(0, 3, size=64)
+    toward = rng.random(64) < 0.5
+    logits = x @ w + b
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    grad = (p - np.eye(3)[y]) @ w.T
+    direction = np.where(toward[:, None], -np.sign(grad), np.sign(grad))
+    adv = gradient_step(model, tf.constant(x), tf.constant(x), tf.constant(y, tf.int32), 0.1,
+                        0.1, targeted=tf.constant(toward)).numpy()
+    np.testing.assert_allclose(adv, x + 0.1 * direction, atol=TOL)
 
 
 def test_l2_fgsm_on_a_linear_model_steps_eps_along_the_normalized_gradient(rng):
