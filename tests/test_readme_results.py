@@ -320,6 +320,7 @@ def worst_table(folder: str, after: str) -> ResultTable:
         cells=12 * 3)
 
 LONG_RUN = "CartPole-v1-1.5M-steps"   # policy_attacks with six times the training budget
+LONG_RUN_PENDULUM = "InvertedPendulum-v5-1.5M-steps"
 
 TABLES = {
     "main_job": ResultTable(
@@ -448,6 +449,8 @@ TABLES = {
     "policy_attacks_inverted_pendulum": worst_table("InvertedPendulum-v5",
                                                     "The worst case over its ten seeds"),
     "policy_attacks_long": worst_table(LONG_RUN, "The worst case over its ten\nseeds"),
+    "policy_attacks_inverted_pendulum_long": worst_table(LONG_RUN_PENDULUM,
+                                                         "With six times the budget here too"),
 }
 
 
@@ -1351,6 +1354,60 @@ PROSE = {
                       "learned_lower"]),
         ),
         checks=21,
+    ),
+    "policy_attacks_inverted_pendulum_long_vs_default": Prose(
+        heading="### Attacks on policies",
+        summary="policy_attacks/InvertedPendulum-v5/summary.json",
+        claims=(
+            Claim("at 0.5 ({} and {} at 250,000 steps)",
+                  ((("targets", "adversarial", "eps 0.3: seeds >= 950 (need 100%)", "value"),
+                    Number(0)),
+                   (("targets", "adversarial", "eps 0.5: seeds >= 800 (need 100%)", "value"),
+                    Number(0)))),
+        ),
+        checks=2,
+    ),
+    "policy_attacks_inverted_pendulum_long": Prose(
+        heading="### Attacks on policies",
+        summary=f"policy_attacks/{LONG_RUN_PENDULUM}/summary.json",
+        claims=(
+            Claim("**Adversarial training now holds on {} of {} seeds.** {} seeds keep at least "
+                  "950 at 0.3 and {} at least 800 at 0.5",
+                  ((Derived("seeds meeting both targets", lambda s: sum(
+                      a >= 950 and b >= 800 for a, b in zip(s["worst"]["adversarial"]["0.3"],
+                                                            s["worst"]["adversarial"]["0.5"]))),
+                    Number(0)),
+                   (count("seeds"), Number(0)),
+                   (("targets", "adversarial", "eps 0.3: seeds >= 950 (need 100%)", "value"),
+                    Number(0)),
+                   (("targets", "adversarial", "eps 0.5: seeds >= 800 (need 100%)", "value"),
+                    Number(0))),
+                  holds=lambda s: s["targets"]["adversarial"][
+                      "clean: every seed at the maximum"]["met"]),
+            Claim("Its worst case at 0.5, {} ({}), is above the standard agents' {} ({}), "
+                  "significantly; at 0.3 ({} against {}) the intervals overlap.",
+                  ((worst("adversarial", "0.5", "mean"), Number(0)),
+                   (worst("adversarial", "0.5", "ci95"), Range(0)),
+                   (worst("standard", "0.5", "mean"), Number(0)),
+                   (worst("standard", "0.5", "ci95"), Range(0)),
+                   (worst("adversarial", "0.3", "mean"), Number(0)),
+                   (worst("standard", "0.3", "mean"), Number(0))),
+                  holds=verdicts((0.5, "adversarial", "standard", True), (0.3, None, None, False),
+                                 pair=("adversarial", "standard"))),
+            Claim("The two weak seeds fall to the learned adversary ({} and {} at 0.3), which "
+                  "every gradient attack leaves at 1,000.",
+                  tuple((Derived(f"learned at 0.3 on weak seed {i}", lambda s, i=i: [
+                      s["returns"]["adversarial"]["learned"]["0.3"][k] for k, w in enumerate(
+                          s["worst"]["adversarial"]["0.3"]) if w < 950][i]), Number(0))
+                        for i in (0, 1)),
+                  holds=lambda s: all(
+                      s["returns"]["adversarial"][a]["0.3"][k] == 1000
+                      for k, w in enumerate(s["worst"]["adversarial"]["0.3"]) if w < 950
+                      for a in ("fgsm", "pgd", "mad"))),
+            Claim("**The regularizer still stops the agents from learning** ({} clean).",
+                  ((worst("regularized", "0.0", "mean"), Number(0)),)),
+        ),
+        checks=16,
     ),
 }
 
