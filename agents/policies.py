@@ -14,9 +14,9 @@ action for ``Discrete``, the pre-squash ``u`` for ``Box`` (inverting ``tanh`` at
 would be unstable). ``to_env`` maps raw actions to what ``env.step`` takes.
 
 Acting runs once per environment step on a few observations, so its cost is the cost of a
-call, not of the arithmetic: ``HostForward`` runs the network's forward pass in NumPy
-(about 6 us for 16 CartPole observations, against about 57 us for calling the same network
-compiled by TensorFlow, XLA included, from Python). It reads the Keras weights when
+call, not of the arithmetic: ``HostForward`` runs the network's forward pass in NumPy,
+where calling the same network compiled by TensorFlow from Python costs several times more
+(``benchmarks/bench_reinforce.py`` times the whole agent). It reads the Keras weights when
 ``sync`` is called, and the policies sample from its output with a NumPy generator
 (``host_sample``). Learning always differentiates the Keras model.
 

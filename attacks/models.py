@@ -9,13 +9,6 @@
 Both use "same" padding and ReLU, take ``[batch, 28, 28, 1]`` images in [0, 1] and return
 logits (no softmax): attacks and losses apply it themselves, in a numerically stable way.
 
-Test accuracy on the 8,000-digit sample (``attacks.mnist``, ``source="sample"``; 2,000 test
-digits, so one standard error is about 0.27 points), Adam at 2e-3 with cosine decay to 0,
-batch 64, random shifts of up to 2 pixels (``attacks.adversarial_training.random_shift``):
-``small_cnn`` 98.3-98.6% after 8 epochs and 98.4-98.7% after 12 (seeds 0-2, two training
-loops); ``madry_cnn`` 98.7% after 6 (seed 0, learning rate 1e-3). Without the shifts
-``small_cnn`` reached 98.35% after 8 epochs (seed 0).
-
 References:
   Madry, Makelov, Schmidt, Tsipras, Vladu. Towards deep learning models resistant to
   adversarial attacks. ICLR 2018. arXiv:1706.06083.
@@ -31,11 +24,8 @@ INPUT_SHAPE = (28, 28, 1)
 def small_cnn(num_classes: int = 10) -> keras.Sequential:
     """A small, fast CNN for 28x28x1 images: conv 3x3x16, pool, conv 3x3x32, pool, dense 128.
 
-    A twelfth of ``madry_cnn``'s multiply-adds: a clean training step on a batch of 256 takes
-    about 15 ms on 2 CPU cores, and one PGD step about as long. Twice the width (32/64
-    filters) cost twice as much for no measurable gain in clean accuracy on the 8,000-digit
-    sample (98.5-98.65% either way, three seeds); robustness under PGD training was not
-    compared (this width reaches 86-90% PGD-40 accuracy at eps 0.3, README).
+    A twelfth of ``madry_cnn``'s multiply-adds, so that PGD training fits a CPU; its
+    accuracies are in the README (``experiments.fgsm_mnist``).
 
     Args:
       num_classes: number of logits.

@@ -30,10 +30,9 @@ from lab.ball import uniform_in_ball
 from lab.checks import check_positive, check_positive_int
 from lab.compile_cache import cached_function
 
-# Steps per iteration of the in-graph loop. Each tf.while_loop iteration can cost ~10 ms of
-# overhead on a 2-core CPU (TF 2.21, small_cnn, batch 256: 25 ms per step in a one-step loop vs
-# 14-15 ms unrolled, in some processes and not others); 4 steps per iteration measured 16-17.5
-# ms per step in every process, with half the tracing time of 40 unrolled steps.
+# Steps per iteration of the in-graph loop: on a CPU a tf.while_loop iteration can cost as
+# much as a PGD step of small_cnn, and unrolling all 40 steps doubles the tracing time; a few
+# steps per iteration pay neither.
 _STEPS_PER_ITERATION = 4
 
 

@@ -100,7 +100,7 @@ RECIPES = {
     "pgd": {"epochs": 20},
 }
 # The methods a run trains unless --methods says otherwise: every one, so the headline table
-# covers each over the seeds (grad_align's epoch costs 4.2x a clean one, PGD-7's 5.9x).
+# covers each over the seeds (their costs per epoch: README, Benchmarks).
 DEFAULT_METHODS = METHODS
 DEFAULT_EPOCHS = {method: recipe["epochs"] for method, recipe in RECIPES.items()}
 

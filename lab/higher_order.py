@@ -127,10 +127,10 @@ def hvp(f: Callable, variables, vector):
     Returns:
       ``H v``, mirroring ``variables``.
 
-    Cost: ``benchmarks/bench_higher_order.py`` measures about 2.3x a gradient on a 270k-weight
-    MLP on CPU. Back-over-back (a gradient of ``<g, v>``) measured about 1.25x faster there,
-    because TensorFlow derives forward-mode rules from backward ones; forward-over-back keeps
-    the memory of one backward pass.
+    Cost: ``benchmarks/bench_higher_order.py`` times it against a gradient and against
+    back-over-back (a gradient of ``<g, v>``), which can be faster in TensorFlow, whose
+    forward-mode rules are derived from backward ones; forward-over-back keeps the memory of
+    one backward pass.
 
     References:
       Pearlmutter. Fast exact multiplication by the Hessian. Neural Computation 1994.

@@ -54,9 +54,8 @@ def test_slow_small_cnn_learns_the_sample_to_98_percent():
     adversarial_train(model, x, y, AdversarialTrainingConfig(
         method="clean", epochs=12, learning_rate=2e-3, lr_schedule="cosine", shift=2,
         guard_examples=64, guard_pgd_steps=1))
-    # The recipe of the attacks.models docstring (fgsm_mnist's clean recipe, 12 of its 16
-    # epochs); this seed measured 0.9855 (seed 1 with the default guard: 0.985; 8 epochs:
-    # 0.9805, too close to call).
+    # fgsm_mnist's clean recipe, 12 of its 16 epochs; this seed measured 0.9855 (seed 1 with
+    # the default guard: 0.985; 8 epochs: 0.9805, too close to call).
     # The 2,000 test digits give a standard error of 0.0027, so the bound guards the
     # architecture with a margin rather than pinning the 98.5-98.7% that seeds reach.
     assert accuracy(model, x_test, y_test) >= 0.98
