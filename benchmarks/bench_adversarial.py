@@ -12,17 +12,7 @@ too: what an attack step adds to a training step, at least.
     python benchmarks/bench_adversarial.py            # about 3-5 minutes on 2 CPU cores
     python benchmarks/bench_adversarial.py --profile  # an input gradient, layer by layer
 
-Measured here (2 CPU cores, TensorFlow 2.21 with oneDNN, small_cnn, batch 64; two runs): a
-clean epoch 0.51-0.52 s, FGSM-RS 1.71-1.73x, clean+FGSM 2.12-2.14x, PGD-7 4.95-5.05x; the
-input gradient alone 0.76-0.77x a clean step (0.58x inside PGD's graph: FGSM-RS's floor is
-1.58x). ``--profile``: forward 1.00 ms, the backward pass down to the image 1.43 ms more, 0.61
-ms of it the first convolution's gradient with respect to its input (one channel from 16
-filters, a shape oneDNN computes slowly), work a training step never does. XLA made the input
-gradient 3.7x slower on this CPU; oneDNN off, 2.3x slower.
-
-On the second machine (README, "A second machine"; 2026-12-07, one run): a clean epoch
-2.87 s, FGSM-RS 1.78x, N-FGSM 1.77x, clean+FGSM 2.57x, FGSM + GradAlign 4.16x (rounds
-4.07-4.31x: two input gradients and the backward pass through one of them), PGD-7 5.90x.
+What it measured is in the README (Benchmarks).
 """
 
 from __future__ import annotations

@@ -10,25 +10,14 @@ hand-written forward and backward passes, one environment stepped in a plain loo
 framework at all. Ours plays its 8 episodes in gymnasium's NumPy-vectorized CartPole, acts
 through ``agents.policies.HostForward`` and learns through a compiled TensorFlow update; it
 steps the environments that finished early until the batch's longest episode ends (their
-steps count, their data is dropped: 12-28% of its steps over seeds 0-39, median 16%).
+steps count, their data is dropped).
 
     python benchmarks/bench_reinforce.py              # seeds 0-4, about 15 seconds
     python benchmarks/bench_reinforce.py --seeds 0    # quicker
-    python benchmarks/bench_reinforce.py --profile    # where our agent's time goes
+    python benchmarks/bench_reinforce.py --profile    # where our agent's time goes (100,000
+                                                      # steps after a warm-up)
 
-Measured here (2 CPU cores, TensorFlow 2.21, gymnasium 1.4, seeds 0-4): median solve at
-83,560 environment steps, 5/5 solved, in 0.73 s against the NumPy agent's 0.90 s (0.80x;
-per seed 0.68-1.61x: the seeds that need more steps lose). These defaults were chosen among
-20 configurations on seeds 0-19 and confirmed on seeds 20-39: 40/40 solved, median 86,056
-steps (quartiles 76,896 and 106,552; the slowest 292,344).
-
-``--profile`` (100,000 steps after a warm-up that compiles the update; 0.68 s unprofiled):
-the vector environment (8 CartPoles in gymnasium's NumPy) is 55%, 13% its check of each batch
-of actions (one CartPole stepped in a loop, as the NumPy agent does, takes 0.51 s); acting
-(12,500 NumPy forward passes and Gumbel-max samples) 12%; the 25 updates 12%; the rest is the
-rollout's bookkeeping. Acting runs in NumPy because calling a TensorFlow function from Python
-costs about 57 us, against 6 us for the whole forward pass in NumPy. Outside the profile, the
-first trace of the update costs 0.1 s per agent, 0.4 s more for a process's first.
+What it measured is in the README (Benchmarks).
 """
 
 from __future__ import annotations

@@ -12,54 +12,8 @@ maximum return (CartPole 500, InvertedPendulum 1,000).
     python benchmarks/bench_reinforce_presets.py                  # about 10 minutes on 2 cores
     python benchmarks/bench_reinforce_presets.py --envs Acrobot-v1 --seeds 10 11 12
 
-How the presets were chosen (seeds 0-9 to choose, 10-19 held out to confirm; 300,000 steps;
-one TensorFlow thread of each kind, so the numbers differ from this script's, which uses the
-default threads). Seeds solved out of 10; for InvertedPendulum, in brackets, seeds whose
-last-100 mean reached 1,000:
-
-    configuration (changes from the defaults:          Acrobot      InvertedPendulum    CartPole
-    8 episodes/update, Adam 0.03, gamma 0.997)         0-9  10-19   0-9      10-19      0-9  10-19
-    none                                                6    -      10 [7]   9 [2]       9    10
-    value baseline                                      6    -       -       -           -     -
-    gamma 0.99                                          7    -       -       -           -     -
-    16 episodes/update                                  7    -       -       -           -     -
-    16 episodes/update, Adam 0.02, gamma 0.99           9    5       5 [0]   -           -     -
-      (the defaults before CartPole's retuning)
-      ... and entropy bonus 0.01                        9    7       -       -           -     -
-      ... and entropy bonus 0.02                        8    -       -       -           -     -
-    entropy bonus 0.01 (Acrobot's preset until          9    7      10 [4]   -          10    10
-      2026-12-07)
-    entropy bonus 0.01, 16 episodes/update              9    8       -       -           -     -
-      (Acrobot's preset)
-    initial log std -1.0 (InvertedPendulum's preset     -    -      10 [8]   10 [6]      -     -
-      until 2026-12-07)
-      ... and 16 episodes/update                        -    -       -       9 [3]      -     -
-      ... and 4 episodes/update (stopped at 7 seeds)    -    -     5/7 [2]   -          -     -
-      ... and the value baseline                        -    -      10 [6]   -          -     -
-      ... and gamma 0.99                                -    -       9 [8]   -          -     -
-      ... and Adam 0.02                                 -    -       9 [4]   -          -     -
-      ... and Adam 0.01                                 -    -       7 [0]   -          -     -
-    initial log std -1.5 (InvertedPendulum's preset)    -    -      10 [8]   10 [10]    -     -
-      ... and gamma 0.99                                -    -      10 [10]  10 [7]     -     -
-    initial log std -2.0                                -    -       8 [7]   -          -     -
-
-Median steps to solve, CartPole: 93,564 (none, 0-9), 94,720 (none, 10-19), 78,964 (entropy
-0.01, 0-9), 102,084 (entropy 0.01, 10-19). Acrobot's preset (entropy bonus 0.01 with 16
-episodes per update) reaches issue 22's 8 of 10 on both halves (9 and 8; rerun on 2026-12-07
-with the code of that day: the same 9, and 8 held out). So does InvertedPendulum's since
-2026-12-07, an initial log std of -1.5: 8 seeds at 1,000 on 0-9 (a tie with -1.0, which
-then reached 1,000 on only 6 held-out seeds) and all 10 held out. With gamma 0.99 as well it
-reached 1,000 on all of 0-9 but on 7 held-out seeds: not adopted, and a reminder that ten
-seeds rank close configurations by chance.
-The failing Acrobot seeds never leave -500: no episode reaches the goal, and the
-returns-to-go then differ only by time step (without the value baseline the time limit
-counts as the episode's end), noise that the normalized update follows towards a
-deterministic policy; the entropy bonus keeps most seeds exploring. The baseline, which
-bootstraps at the time limit, did not help (6 of 10). InvertedPendulum's last-100 mean
-hovers between 950 and 1,000 when the sampled actions' noise tips the pole now and then; a
-smaller initial standard deviation leaves less of it. A smaller learning rate shrinks the
-learned standard deviation more slowly (Adam 0.01: every seed solves near 950, none reaches
-1,000), and with -2.0 two seeds never came close (best last-100 means 96 and 333).
+How the presets were chosen, with the sweep on chosen and held-out seeds: README (REINFORCE
+on CartPole, "Other environments").
 """
 
 from __future__ import annotations
