@@ -323,9 +323,29 @@ LONG_RUN = "CartPole-v1-1.5M-steps"   # policy_attacks with six times the traini
 LONG_RUN_PENDULUM = "InvertedPendulum-v5-1.5M-steps"
 
 
+LONG_RUN_ONE_THREAD = f"{LONG_RUN}-one-thread"   # its rerun by bench_policy_conclusions
+
+
+def long_run() -> dict:
+    return load_summary(f"policy_attacks/{LONG_RUN}/summary.json")
+
+
+def same_verdict(rerun: dict, eps: float, pair: tuple[str, str]) -> bool:
+    """Whether the long run and ``rerun`` reach the same verdict on ``pair`` at ``eps``."""
+    def verdict(summary):
+        c = next(c for c in summary["comparisons"] if float(c["eps"]) == eps
+                 and {c["higher"], c["lower"]} == set(pair))
+        return (c["higher"], c["lower"]) if c["significant"] else None
+    return verdict(long_run()) == verdict(rerun)
+
+
+KIND_PAIRS = (("adversarial", "standard"), ("regularized", "standard"),
+              ("adversarial", "regularized"))
+
+
 def long_run_angle_std() -> float:
     """The pole angle's standard deviation (the eps unit) in the long CartPole run."""
-    return load_summary(f"policy_attacks/{LONG_RUN}/summary.json")["obs_std"][2]
+    return long_run()["obs_std"][2]
 
 
 TABLES = {
@@ -1359,6 +1379,69 @@ PROSE = {
                       "learned_lower"]),
         ),
         checks=21,
+    ),
+    "policy_attacks_long_one_thread": Prose(
+        heading="### Attacks on policies",
+        summary=f"policy_attacks/{LONG_RUN_ONE_THREAD}/summary.json",
+        claims=(
+            Claim("{} of the {} per-seed worst cases came out bit-identical.",
+                  ((Derived("per-seed worst cases equal to the long run's", lambda s: sum(
+                      a == b for kind, per_eps in s["worst"].items()
+                      for eps, values in per_eps.items()
+                      for a, b in zip(values, long_run()["worst"][kind][eps]))), Number(0)),
+                   (Derived("per-seed worst cases", lambda s: sum(
+                       len(v) for per_eps in s["worst"].values() for v in per_eps.values())),
+                    Number(0)))),
+            Claim("at 0.5 its worst case is {} ({}), median {}, with {} of {} seeds at 400 or "
+                  "more and every seed at {} clean, which meets all three of issue 20's "
+                  "CartPole targets there, with adversarial training rather than the "
+                  "regularizer ({}).",
+                  ((worst("adversarial", "0.5", "mean"), Number(0)),
+                   (worst("adversarial", "0.5", "ci95"), Range(0)),
+                   (worst("adversarial", "0.5", "median"), Number(0)),
+                   (("targets", "adversarial", "eps 0.5: seeds >= 400 (need 90%)", "value"),
+                    Number(0)),
+                   (count("seeds"), Number(0)),
+                   (("targets", "adversarial", "clean: every seed at the maximum", "value"),
+                    Number(0)),
+                   (worst("regularized", "0.5", "mean"), Number(0))),
+                  holds=lambda s: all(t["met"] for t in s["targets"]["adversarial"].values())
+                  and not any(t["met"] for t in s["targets"]["regularized"].values())),
+            Claim("The standard agents' worst case at 0.5 moved from {} to {}.",
+                  ((Derived("the long run's standard worst case at 0.5", lambda s: long_run()[
+                      "intervals"]["standard"]["worst"]["0.5"]["mean"]), Number(0)),
+                   (worst("standard", "0.5", "mean"), Number(0)))),
+            Claim("The four verdicts between adversarial training and the other kinds at 0.3 "
+                  "and 0.5 held.", (),
+                  holds=lambda s: all(same_verdict(s, eps, ("adversarial", other))
+                                      for eps in (0.3, 0.5)
+                                      for other in ("standard", "regularized"))),
+            Claim("\"regularized above standard at 0.5\" became no significant difference "
+                  "({} against {}), and at 0.1 the regularized agents fell below both other "
+                  "kinds.",
+                  ((worst("regularized", "0.5", "mean"), Number(0)),
+                   (worst("standard", "0.5", "mean"), Number(0))),
+                  holds=lambda s: verdicts((0.5, None, None, False),
+                                           pair=("regularized", "standard"))(s)
+                  and verdicts((0.5, "regularized", "standard", True),
+                               pair=("regularized", "standard"))(long_run())
+                  and verdicts((0.1, "standard", "regularized", True),
+                               pair=("regularized", "standard"))(s)
+                  and verdicts((0.1, "adversarial", "regularized", True),
+                               pair=("adversarial", "regularized"))(s)),
+            Claim("That makes {} of {} the same.",
+                  ((Derived("verdicts the same as the long run's", lambda s: sum(
+                      same_verdict(s, eps, pair) for eps in (0.1, 0.3, 0.5)
+                      for pair in KIND_PAIRS)), Number(0)),
+                   (count("comparisons"), Number(0)))),
+            Claim("the count of seeds over a bar moved from {} to {}:",
+                  ((Derived("the long run's adversarial seeds >= 400 at 0.5", lambda s:
+                            long_run()["targets"]["adversarial"][
+                                "eps 0.5: seeds >= 400 (need 90%)"]["value"]), Number(0)),
+                   (("targets", "adversarial", "eps 0.5: seeds >= 400 (need 90%)", "value"),
+                    Number(0)))),
+        ),
+        checks=20,
     ),
     "policy_attacks_inverted_pendulum_long_vs_default": Prose(
         heading="### Attacks on policies",
