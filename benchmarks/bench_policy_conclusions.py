@@ -9,6 +9,10 @@ worst-case mean and interval in both runs, how many per-seed numbers are bit-ide
 each comparison's conclusion in both: the kind that is more robust where the 95% intervals
 part, else no significant difference. The conclusions are the same when every one is.
 
+The unit of eps is measured from each run's own standard agents, so by default it moves with
+them and the two runs attack with slightly different budgets; ``--same-eps-unit`` gives the
+rerun the reference's ``obs_std`` (``--obs-std``), so that only the agents differ.
+
     python benchmarks/bench_policy_conclusions.py      # one full experiment run: ~12 minutes
     python benchmarks/bench_policy_conclusions.py --out /tmp/rerun  # kept; read if finished
 """
@@ -35,7 +39,7 @@ def flags(config: dict) -> list[str]:
     """The command line that reproduces ``config`` (config.json's ``config``)."""
     args = []
     for name, value in config.items():
-        if name in IGNORED or name == "agent":
+        if name in IGNORED or name == "agent" or value is None:  # None: the default
             continue
         option = "--" + name.replace("_", "-")
         args += [option, *map(str, value)] if isinstance(value, list) else [option, str(value)]
@@ -62,30 +66,38 @@ def main(argv=None):
     parser.add_argument("--reference", type=Path,
                         default=Path("results/policy_attacks/CartPole-v1"),
                         help="a finished run folder of experiments.policy_attacks")
+    parser.add_argument("--same-eps-unit", action="store_true",
+                        help="attack the rerun's agents in the reference's unit of eps")
     parser.add_argument("--out", type=Path, default=None,
                         help="where the rerun is written and kept (default: a temporary "
                              "folder); a finished rerun already there is read, not run again")
     args = parser.parse_args(argv)
     reference = json.loads((args.reference / "summary.json").read_text())
     config = json.loads((args.reference / "config.json").read_text())["config"]
+    if args.same_eps_unit:
+        config = {**config, "obs_std": reference["obs_std"]}
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch) / "rerun"
         command = [sys.executable, "-m", "experiments.policy_attacks", *flags(config),
                    "--no-progress", "--out", str(out)]
         start = time.perf_counter()
         if not (out / "summary.json").exists():
-            subprocess.run(command, check=True, env={**os.environ, **ENV},
-                           capture_output=True)
+            done = subprocess.run(command, env={**os.environ, **ENV}, capture_output=True,
+                                  text=True)
+            if done.returncode != 0:
+                sys.exit(f"error: the rerun failed ({' '.join(command)}):\n"
+                         + "\n".join(done.stderr.splitlines()[-15:]))
         minutes = (time.perf_counter() - start) / 60
         rerun = json.loads((out / "summary.json").read_text())
         rerun_config = json.loads((out / "config.json").read_text())["config"]
-    if {k: v for k, v in rerun_config.items() if k not in IGNORED} != {
-            k: v for k, v in config.items() if k not in IGNORED}:
+    # Fields the reference's config.json predates are at their defaults in both runs.
+    if any(rerun_config.get(k) != v for k, v in config.items() if k not in IGNORED):
         sys.exit("error: the rerun's configuration differs from the reference's")
 
     print(f"bench_policy_conclusions: {config['env']}, {len(config['seeds'])} seeds; reference "
           f"{args.reference} (default threads, random hash seed) vs a rerun with "
-          f"{' '.join(f'{k}={v}' for k, v in ENV.items())} ({minutes:.1f} min)")
+          f"{' '.join(f'{k}={v}' for k, v in ENV.items())} ({minutes:.1f} min), eps unit "
+          f"{'the reference' if args.same_eps_unit else 'its own'}: {rerun['obs_std']}")
     print("  worst-case mean [bootstrap 95% interval], reference -> rerun")
     for kind in reference["worst"]:
         print(f"    {kind:12s}" + "  ".join(

@@ -9,19 +9,19 @@ penalty on REINFORCE, weight ``--kappa``); on request, ``both`` (adversarial tra
 the regularizer). The robust kinds ramp their eps up over ``--ramp-fraction`` of training.
 Each agent then plays greedy episodes with fixed seeds, clean and under every attack at
 every eps (in units of each feature's standard deviation under the standard agents' clean
-play, ``obs_std``): ``random`` (the same budget as noise: the control), ``fgsm`` and ``pgd``
-(away from the greedy action, or shifting a Box action's mean), ``mad`` (PGD maximizing the
-KL divergence of the action distribution, Zhang et al. 2020), ``pgd_toward_<k>``, and
-``learned``: a REINFORCE adversary of its own per agent (``attacks.learned_adversary``:
-for Discrete actions a ``DirectorEnv``, in which it names the action the agent should take
-and a search over the corners of the ball makes it do so where it can, PA-AD's director;
-for Box actions an ``AdversaryEnv``, in which it perturbs each feature, SA-RL's optimal
-attack), cloned from the untargeted gradient attack and then trained for
-``--adversary-steps`` to minimize the victim's return at the largest eps (smaller eps
-shrink the ball it acts in); at each eps, of the clone and the trained adversary, the one
-stronger on episodes of its own attacks. ``worst`` is, per seed and eps, the lowest return
-over every attack but ``random`` (a model is as robust as its weakest evaluation says). Only
-what the agent sees is perturbed.
+play, ``obs_std``, or of ``--obs-std`` when given): ``random`` (the same budget as noise:
+the control), ``fgsm`` and ``pgd`` (away from the greedy action, or shifting a Box action's
+mean), ``mad`` (PGD maximizing the KL divergence of the action distribution, Zhang et al.
+2020), ``pgd_toward_<k>``, and ``learned``: a REINFORCE adversary of its own per agent
+(``attacks.learned_adversary``: for Discrete actions a ``DirectorEnv``, in which it names
+the action the agent should take and a search over the corners of the ball makes it do so
+where it can, PA-AD's director; for Box actions an ``AdversaryEnv``, in which it perturbs
+each feature, SA-RL's optimal attack), cloned from the untargeted gradient attack and then
+trained for ``--adversary-steps`` to minimize the victim's return at the largest eps
+(smaller eps shrink the ball it acts in); at each eps, of the clone and the trained
+adversary, the one stronger on episodes of its own attacks. ``worst`` is, per seed and eps,
+the lowest return over every attack but ``random`` (a model is as robust as its weakest
+evaluation says). Only what the agent sees is perturbed.
 
 Over seeds, each mean return has a bootstrap 95% interval (``experiments.records``); the
 ``comparisons`` in ``summary.json`` call one kind more robust than another at an eps only
@@ -66,7 +66,7 @@ import numpy as np
 import tensorflow as tf
 
 from agents import Reinforce, ReinforceConfig, StateAdversarialRegularizer
-from agents.policies import HostForward
+from agents.policies import HostForward, observation_size
 from attacks.learned_adversary import AdversaryEnv, DirectorEnv, victim_returns
 from attacks.observation import (
     AttackedObservations,
@@ -128,6 +128,10 @@ class ExperimentConfig:
     total_steps: int = field(default=250_000, metadata={"help": "env steps per agent"})
     eps_values: tuple[float, ...] = field(default=(0.0, 0.1, 0.3, 0.5), metadata={
         "help": "evaluation budgets, in observation standard deviations"})
+    obs_std: tuple[float, ...] | None = field(default=None, metadata={
+        "help": "the unit of eps, one positive number per observation feature (another run's "
+                "summary obs_std, to attack with the same budgets); default: measured from "
+                "the standard agents' clean play"})
     train_method: str = field(default="pgd", metadata={"help": "attack during training"})
     train_objectives: str = field(default="all", metadata={
         "help": "away: the training attack leaves the greedy action; all: each environment "
@@ -170,6 +174,8 @@ class ExperimentConfig:
         if self.eps_values[0] != 0.0:
             raise ValueError(f"eps_values must start at 0 (the clean return). "
                              f"Received: eps_values={self.eps_values!r}")
+        for i, std in enumerate(self.obs_std or ()):
+            check_positive(f"obs_std[{i}]", std)
         check_one_of("train_method", self.train_method, ("random", "fgsm", "pgd"))
         check_one_of("train_objectives", self.train_objectives, ("away", "all"))
         check_positive("train_eps", self.train_eps)
@@ -634,6 +640,10 @@ def start(config: ExperimentConfig):
     probe = Reinforce(config.env, dataclasses.replace(config.agent, seed=config.seeds[0]))
     probe.close()
     check_attackable(probe.observation_space, config.env)
+    features = observation_size(probe.observation_space)
+    if config.obs_std is not None and len(config.obs_std) != features:
+        raise ValueError(f"obs_std must hold one number per observation feature: {features} "
+                         f"for {config.env}. Received: obs_std={config.obs_std!r}")
     return probe, {}
 
 
@@ -659,7 +669,8 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
     training rows, and each evaluation (its adversary saved first)."""
     max_return = float(probe.max_steps)  # one reward per step up to the time limit
     state = run.progress({"training_rows": [], "tensorboard_rows": [], "training": {},
-                          "evaluations": {k: {} for k in config.kinds}, "obs_std": None})
+                          "evaluations": {k: {} for k in config.kinds},
+                          "obs_std": config.obs_std and list(config.obs_std)})
     agents = {kind: {} for kind in config.kinds}
 
     def saved(what, kind, seed):

@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -155,11 +156,32 @@ def test_bad_flags_are_usage_errors(read_error, tmp_path):
                             "kinds must start with standard"),
                            (["--kinds", "standard", "sa"], "kinds[1] must be one of"),
                            (["--adversary-steps", "-1"], "adversary_steps must be"),
-                           (["--adversary-envs", "0"], "adversary_envs must be an integer")):
+                           (["--adversary-envs", "0"], "adversary_envs must be an integer"),
+                           (["--obs-std", "0.5", "0"], "obs_std[1] must be > 0")):
         with pytest.raises(SystemExit):
             experiment.main(flags + ["--out", str(tmp_path / "out")])
         assert message in read_error()
     assert not any(tmp_path.iterdir())
+
+
+def test_an_obs_std_of_the_wrong_length_fails_before_anything_is_written(tmp_path):
+    with pytest.raises(SystemExit, match=re.escape(
+            "obs_std must hold one number per observation feature: 4 for CartPole-v1. "
+            "Received: obs_std=(0.5, 0.2)")):
+        experiment.main(["--obs-std", "0.5", "0.2", "--out", str(tmp_path / "out")])
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_given_obs_std_is_the_unit_of_eps(tmp_path):
+    # Another run's unit, so that two runs attack with the same budgets: nothing is measured.
+    unit = [0.7, 0.25, 0.025, 0.2]
+    summary = experiment.main(["--kinds", "standard", "--seeds", "0", "--total-steps", "1000",
+                               "--eval-episodes", "1", "--eps-values", "0", "0.5",
+                               "--adversary-steps", "0", "--no-progress", "--obs-std",
+                               *map(str, unit), "--out", str(tmp_path / "out")])
+    assert summary["obs_std"] == unit
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())["config"]
+    assert saved["obs_std"] == unit
 
 
 def test_quick_caps_what_runs():
