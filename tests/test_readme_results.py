@@ -782,6 +782,10 @@ def overlap(summary: dict, kind: str, a: str, b: str, eps: str) -> bool:
     return lo_a <= hi_b and lo_b <= hi_a
 
 
+WORST_CASES = Derived("per-seed worst cases", lambda s: sum(
+    len(v) for per_eps in s["worst"].values() for v in per_eps.values()))
+
+
 PROSE = {
     "curvature": Prose(
         heading="### Edge of stability",
@@ -1404,9 +1408,7 @@ PROSE = {
             Claim("{} of the {} per-seed worst cases came out bit-identical.",
                   ((Derived("per-seed worst cases equal to the long run's",
                             lambda s: identical_worst_cases(s, LONG_RUN)), Number(0)),
-                   (Derived("per-seed worst cases", lambda s: sum(
-                       len(v) for per_eps in s["worst"].values() for v in per_eps.values())),
-                    Number(0)))),
+                   (WORST_CASES, Number(0)))),
             Claim("at 0.5 its worst case is {} ({}), median {}, with {} of {} seeds at 400 or "
                   "more and every seed at {} clean, which meets all three of issue 20's "
                   "CartPole targets there, with adversarial training rather than the "
@@ -1474,9 +1476,7 @@ PROSE = {
                   "stayed close (the pole angle's standard deviation {} rad against {}).",
                   ((Derived("per-seed worst cases equal to the long run's",
                             lambda s: identical_worst_cases(s, LONG_RUN_PENDULUM)), Number(0)),
-                   (Derived("per-seed worst cases", lambda s: sum(
-                       len(v) for per_eps in s["worst"].values() for v in per_eps.values())),
-                    Number(0)),
+                   (WORST_CASES, Number(0)),
                    (Derived("obs_std[1]", lambda s: s["obs_std"][1]), Number(3)),
                    (Derived("obs_std[1] of the long run",
                             lambda s: long_run(LONG_RUN_PENDULUM)["obs_std"][1]), Number(3)))),
