@@ -732,6 +732,11 @@ def worst(kind: str, eps: str, field: str) -> tuple:
     return ("intervals", kind, "worst", eps, field)
 
 
+def target(kind: str, name: str) -> tuple:
+    """policy_attacks' ``targets`` value ``name`` of ``kind``."""
+    return ("targets", kind, name, "value")
+
+
 def learned_vs(eps: str, *path: str) -> tuple:
     """policy_attacks' ``targets.learned_vs_gradient_standard`` at ``eps``."""
     return ("targets", "learned_vs_gradient_standard", eps, *path)
@@ -1193,9 +1198,8 @@ PROSE = {
                       and verdicts((0.3, None, None, False),
                                    pair=("adversarial", "regularized"))(s))),
             Claim("The regularized agents' median is {}, with {} seeds at 400.",
-                  ((("targets", "regularized", "eps 0.5: median >= 450", "value"), Number(0)),
-                   (("targets", "regularized", "eps 0.5: seeds >= 400 (need 90%)", "value"),
-                    Number(0))),
+                  ((target("regularized", "eps 0.5: median >= 450"), Number(0)),
+                   (target("regularized", "eps 0.5: seeds >= 400 (need 90%)"), Number(0))),
                   holds=lambda s: not any(
                       t["eps 0.5: median >= 450"]["met"]
                       and t["eps 0.5: seeds >= 400 (need 90%)"]["met"]
@@ -1301,10 +1305,8 @@ PROSE = {
                   holds=verdicts((0.5, "adversarial", "standard", False),
                                  (0.3, None, None, False), pair=("adversarial", "standard"))),
             Claim("{} and {} of {} seeds get there, and one seed does not balance even clean.",
-                  ((("targets", "adversarial", "eps 0.3: seeds >= 950 (need 100%)", "value"),
-                    Number(0)),
-                   (("targets", "adversarial", "eps 0.5: seeds >= 800 (need 100%)", "value"),
-                    Number(0)),
+                  ((target("adversarial", "eps 0.3: seeds >= 950 (need 100%)"), Number(0)),
+                   (target("adversarial", "eps 0.5: seeds >= 800 (need 100%)"), Number(0)),
                    (count("seeds"), Number(0))),
                   holds=lambda s: sum(v < s["targets"]["max_return"] / 2
                                       for v in s["worst"]["adversarial"]["0.0"]) == 1),
@@ -1377,11 +1379,9 @@ PROSE = {
             Claim("{} of {} seeds keep at least 400 at 0.5: issue 20's median target is met, by "
                   "adversarial training rather than the regularizer, and its 9 of 10 seeds are "
                   "not. One seed is weak even clean ({}).",
-                  ((("targets", "adversarial", "eps 0.5: seeds >= 400 (need 90%)", "value"),
-                    Number(0)),
+                  ((target("adversarial", "eps 0.5: seeds >= 400 (need 90%)"), Number(0)),
                    (count("seeds"), Number(0)),
-                   (("targets", "adversarial", "clean: every seed at the maximum", "value"),
-                    Number(0))),
+                   (target("adversarial", "clean: every seed at the maximum"), Number(0))),
                   holds=lambda s: (
                       s["targets"]["adversarial"]["eps 0.5: median >= 450"]["met"]
                       and not s["targets"]["adversarial"][
@@ -1417,11 +1417,9 @@ PROSE = {
                   ((worst("adversarial", "0.5", "mean"), Number(0)),
                    (worst("adversarial", "0.5", "ci95"), Range(0)),
                    (worst("adversarial", "0.5", "median"), Number(0)),
-                   (("targets", "adversarial", "eps 0.5: seeds >= 400 (need 90%)", "value"),
-                    Number(0)),
+                   (target("adversarial", "eps 0.5: seeds >= 400 (need 90%)"), Number(0)),
                    (count("seeds"), Number(0)),
-                   (("targets", "adversarial", "clean: every seed at the maximum", "value"),
-                    Number(0)),
+                   (target("adversarial", "clean: every seed at the maximum"), Number(0)),
                    (worst("regularized", "0.5", "mean"), Number(0))),
                   holds=lambda s: all(t["met"] for t in s["targets"]["adversarial"].values())
                   and not any(t["met"] for t in s["targets"]["regularized"].values())),
@@ -1464,8 +1462,7 @@ PROSE = {
                   ((Derived("the long run's adversarial seeds >= 400 at 0.5", lambda s:
                             long_run()["targets"]["adversarial"][
                                 "eps 0.5: seeds >= 400 (need 90%)"]["value"]), Number(0)),
-                   (("targets", "adversarial", "eps 0.5: seeds >= 400 (need 90%)", "value"),
-                    Number(0)))),
+                   (target("adversarial", "eps 0.5: seeds >= 400 (need 90%)"), Number(0)))),
         ),
         checks=24,
     ),
@@ -1478,11 +1475,9 @@ PROSE = {
                   ((worst("adversarial", "0.5", "mean"), Number(0)),
                    (worst("adversarial", "0.5", "ci95"), Range(0)),
                    (worst("adversarial", "0.5", "median"), Number(0)),
-                   (("targets", "adversarial", "eps 0.5: seeds >= 400 (need 90%)", "value"),
-                    Number(0)),
+                   (target("adversarial", "eps 0.5: seeds >= 400 (need 90%)"), Number(0)),
                    (count("seeds"), Number(0)),
-                   (("targets", "adversarial", "clean: every seed at the maximum", "value"),
-                    Number(0))),
+                   (target("adversarial", "clean: every seed at the maximum"), Number(0))),
                   holds=lambda s: s["obs_std"] == long_run()["obs_std"]
                   and sorted(s["worst"]["adversarial"]["0.0"])[1] == 500),
             Claim("{} of {} conclusions held, every verdict on adversarial training at 0.3 and "
@@ -1521,10 +1516,8 @@ PROSE = {
                   ((Derived("seeds meeting both targets",
                             lambda s: len(s["seeds"]) - len(weak_seeds(s))), Number(0)),
                    (count("seeds"), Number(0)),
-                   (("targets", "adversarial", "eps 0.3: seeds >= 950 (need 100%)", "value"),
-                    Number(0)),
-                   (("targets", "adversarial", "eps 0.5: seeds >= 800 (need 100%)", "value"),
-                    Number(0)),
+                   (target("adversarial", "eps 0.3: seeds >= 950 (need 100%)"), Number(0)),
+                   (target("adversarial", "eps 0.5: seeds >= 800 (need 100%)"), Number(0)),
                    *((Derived(f"weak seed {i}", lambda s, i=i: weak_seeds(s)[i]), Number(0))
                      for i in (0, 1)),
                    *((Derived(f"learned at 0.5 on weak seed {i}", lambda s, i=i: s["returns"][
@@ -1555,10 +1548,8 @@ PROSE = {
         summary="policy_attacks/InvertedPendulum-v5/summary.json",
         claims=(
             Claim("at 0.5 ({} and {} at 250,000 steps)",
-                  ((("targets", "adversarial", "eps 0.3: seeds >= 950 (need 100%)", "value"),
-                    Number(0)),
-                   (("targets", "adversarial", "eps 0.5: seeds >= 800 (need 100%)", "value"),
-                    Number(0)))),
+                  ((target("adversarial", "eps 0.3: seeds >= 950 (need 100%)"), Number(0)),
+                   (target("adversarial", "eps 0.5: seeds >= 800 (need 100%)"), Number(0)))),
         ),
         checks=2,
     ),
@@ -1573,10 +1564,8 @@ PROSE = {
                                                             s["worst"]["adversarial"]["0.5"]))),
                     Number(0)),
                    (count("seeds"), Number(0)),
-                   (("targets", "adversarial", "eps 0.3: seeds >= 950 (need 100%)", "value"),
-                    Number(0)),
-                   (("targets", "adversarial", "eps 0.5: seeds >= 800 (need 100%)", "value"),
-                    Number(0))),
+                   (target("adversarial", "eps 0.3: seeds >= 950 (need 100%)"), Number(0)),
+                   (target("adversarial", "eps 0.5: seeds >= 800 (need 100%)"), Number(0))),
                   holds=lambda s: s["targets"]["adversarial"][
                       "clean: every seed at the maximum"]["met"]),
             Claim("Its worst case at 0.5, {} ({}), is above the standard agents' {} ({}), "
