@@ -183,6 +183,11 @@ class CategoricalPolicy:
     def host_mode(self, out: np.ndarray) -> np.ndarray:
         return out.argmax(axis=-1).astype(np.int32)
 
+    def greedy(self, out):
+        """The most likely action, as ``env.step`` takes it, in TensorFlow: ``[batch]`` int64
+        (e.g. a trained agent acting inside another agent's compiled function)."""
+        return tf.argmax(out, axis=-1) + int(self.action_space.start)
+
     def host_entropy(self, out: np.ndarray) -> np.ndarray:
         """``entropy`` on ``HostForward``'s output, in float64."""
         logits = out.astype(np.float64)
@@ -297,11 +302,17 @@ class GaussianPolicy:
         ``actions`` as ``env.step`` takes them, per unit of each bounded dimension's
         half-width (behaviour cloning). Targets at a bound pull the mean to infinity, where
         tanh's gradient vanishes: keep them a little inside."""
+        mode = self.greedy(out)
+        target = tf.reshape(tf.cast(actions, tf.float32), tf.shape(mode))
+        half = tf.constant(self.half, tf.float32)
+        return tf.reduce_mean(tf.reduce_sum(tf.square((mode - target) / half), axis=-1))
+
+    def greedy(self, out):
+        """The most likely action (the squashed mean), as ``env.step`` takes it but flat, in
+        TensorFlow: ``[batch, size]`` float32."""
         mean, _ = self._split(out)
         mid, half = (tf.constant(v, tf.float32) for v in (self.mid, self.half))
-        mode = tf.where(self._bounded, mid + half * tf.tanh(mean), mean)
-        target = tf.reshape(tf.cast(actions, tf.float32), tf.shape(mean))
-        return tf.reduce_mean(tf.reduce_sum(tf.square((mode - target) / half), axis=-1))
+        return tf.where(self._bounded, mid + half * tf.tanh(mean), mean)
 
     def to_env(self, raw_actions: np.ndarray) -> np.ndarray:
         u = raw_actions.reshape(raw_actions.shape[0], -1).astype(np.float64)

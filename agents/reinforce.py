@@ -312,6 +312,25 @@ class Reinforce:
         a stream seeded by ``config.seed`` and independent of training's)."""
         return self.policy.to_env(self._acting(deterministic)(self._preprocess(obs)))
 
+    def greedy_function(self) -> Callable[[tf.Tensor], tf.Tensor]:
+        """``policy(obs) -> actions`` in TensorFlow, on a float32 batch of preprocessed (flat)
+        observations, reading the current weights at each call: the greedy action as
+        ``env.step`` takes it (flat for ``Box``). For this agent acting inside another's
+        compiled function, e.g. a learned adversary in a victim's ``observation_hook``
+        (``attacks.learned_adversary.LearnedAdversaryHook``)."""
+        policy = self.policy
+        return lambda obs: policy.greedy(policy.model(obs, training=False))
+
+    def set_learning_rate(self, value: float) -> None:
+        """Sets the policy's Adam learning rate from the next update on (lower, say, to
+        fine-tune a trained agent); ``config`` records it, and a save keeps it.
+
+        Raises:
+          ValueError: ``value`` is not a positive number (naming ``learning_rate``).
+        """
+        self.config = dataclasses.replace(self.config, learning_rate=value)
+        self._policy_step.optimizer.learning_rate.assign(value)
+
     def greedy_policy(self) -> Callable[[np.ndarray], np.ndarray]:
         """``policy(obs) -> actions``: the greedy actions of the current weights, frozen now
         (a NumPy forward pass: about ten times cheaper per call than ``act``, which rereads

@@ -50,6 +50,7 @@ from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
+import tensorflow as tf
 from gymnasium.envs.registration import EnvSpec
 
 from attacks.observation import check_attackable
@@ -286,6 +287,79 @@ class DirectorEnv(AdversaryEnv):
         self.reached = bool(hits.size)
         chosen = hits[0] if hits.size else 0
         return candidates[chosen], int(taken[chosen])
+
+
+class LearnedAdversaryHook:
+    """A learned adversary as an observation hook: what ``AdversaryEnv`` (or, with
+    ``director``, ``DirectorEnv``) shows the victim when the adversary acts, on a batch and
+    inside a compiled function, so that the victim can train against it (ATLA alternates the
+    two: the adversary learns against the victim, then the victim against the adversary).
+
+    Called as ``hook(model, obs, generator=None)``, the ``observation_hook`` of
+    ``agents.Reinforce`` (or one attack of ``attacks.observation.ObjectivePerEnvironment``):
+    ``model`` is the victim's policy network, ``obs`` a float32 ``[batch, features]`` batch
+    of true observations; returns the batch the victim sees. ``generator`` is not used: the
+    adversary acts greedily.
+
+    Args:
+      adversary: ``adversary(obs) -> actions`` in TensorFlow, on the same batch: the
+        adversary's greedy actions as its environment takes them (e.g. the trained
+        ``agents.Reinforce``'s ``greedy_function()``): the perturbation in units of the
+        budget (clipped to [-1, 1]), or with ``director`` the victim's action to induce.
+      eps: the budget, >= 0, in units of ``eps_scale``; ``hook.eps`` is a ``tf.Variable``
+        (assign it to ramp the budget; ``ObjectivePerEnvironment`` shares its own).
+      eps_scale, clip: as ``AdversaryEnv``'s (the perturbed batch is clipped into ``clip``).
+      director: ``DirectorEnv``'s actor: try the true observation, then the ``2**features``
+        corners of the ball, and show the first at which the victim's greedy action (the
+        argmax of ``model``'s logits, plus ``action_start``) is the one requested; the true
+        observation if none is.
+      action_start: the ``start`` of the victim's ``Discrete`` actions (with ``director``).
+
+    Raises:
+      ValueError: ``adversary`` is not callable, ``eps``, ``eps_scale`` or ``clip`` are
+        invalid (naming the argument and the value received), or, when called with
+        ``director``, the observations have more than ``MAX_DIRECTOR_FEATURES`` features.
+
+    References:
+      Zhang, Chen, Boning, Hsieh. Robust reinforcement learning on state observations with
+      learned optimal adversary. ICLR 2021. arXiv:2101.08452.
+    """
+
+    def __init__(self, adversary: Callable[[tf.Tensor], tf.Tensor], eps, *, eps_scale=None,
+                 clip=None, director: bool = False, action_start: int = 0):
+        if not callable(adversary):
+            raise ValueError(f"adversary must be callable as adversary(obs) -> actions. "
+                             f"Received: adversary={adversary!r}")
+        lo, hi, scale = check_eps(eps, clip, eps_scale=eps_scale)
+        self.adversary, self.director = adversary, bool(director)
+        self.action_start = int(action_start)
+        self._lo, self._hi, self.scale = (tf.constant(v, tf.float32) for v in (lo, hi, scale))
+        self.eps = tf.Variable(float(eps), trainable=False, dtype=tf.float32, name="eps")
+
+    def __call__(self, model, obs, generator=None):
+        radius = self.eps * self.scale
+        if not self.director:
+            directions = tf.clip_by_value(tf.cast(self.adversary(obs), tf.float32), -1.0, 1.0)
+            return self._inside(obs + radius * tf.reshape(directions, tf.shape(obs)))
+        features = int(obs.shape[-1])
+        if features > MAX_DIRECTOR_FEATURES:
+            raise ValueError(f"a director tries the 2**features corners of the ball: features "
+                             f"must be <= {MAX_DIRECTOR_FEATURES}. Received: {features} "
+                             f"observation features")
+        directions = np.array([[0.0] * features,
+                               *itertools.product((-1.0, 1.0), repeat=features)], np.float32)
+        candidates = self._inside(obs[:, None, :] + radius * directions)
+        logits = model(tf.reshape(candidates, [-1, features]), training=False)
+        taken = tf.reshape(tf.argmax(logits, axis=-1) + self.action_start, [-1, len(directions)])
+        requested = tf.reshape(tf.cast(self.adversary(obs), tf.int64), [-1, 1])
+        # The first candidate the victim obliges at; none: the true observation (index 0).
+        order = tf.range(len(directions), dtype=tf.int64)
+        first = tf.reduce_min(tf.where(tf.equal(taken, requested), order, len(directions)),
+                              axis=1)
+        return tf.gather(candidates, tf.where(first < len(directions), first, 0), batch_dims=1)
+
+    def _inside(self, x):
+        return tf.clip_by_value(x, self._lo, self._hi)
 
 
 def random_adversary(size: int, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:

@@ -346,7 +346,10 @@ class ObjectivePerEnvironment:
     The agent collects from a vector environment whose sub-environment ``i`` is always row
     ``i``: each training episode then faces one objective throughout, as an evaluation attack
     does (a consistent push toward one action is what the away-only training never saw).
-    ``eps`` is shared: assigning it sets every attack's budget.
+    ``eps`` is shared: assigning it sets every attack's budget. An attack may be any hook
+    with an ``eps`` variable: an ``ObservationAttack``, a
+    ``attacks.learned_adversary.LearnedAdversaryHook``, or another ``ObjectivePerEnvironment``
+    (first in the list: the others then share its ``eps``).
 
     When the attacks are single-start PGD differing only in their ``"away"`` or ``"toward"``
     objective (adversarial training's case), they run as one PGD whose rows each ascend or
@@ -361,8 +364,9 @@ class ObjectivePerEnvironment:
             attack.eps = self.eps
         first = attacks[0]
         self._fused = all(
-            a.method == "pgd" and a.objective in ("away", "toward") and a.restarts == 1
-            and a.fraction == 1.0 and a.steps == first.steps and a.step_size == first.step_size
+            isinstance(a, ObservationAttack) and a.method == "pgd"
+            and a.objective in ("away", "toward") and a.restarts == 1 and a.fraction == 1.0
+            and a.steps == first.steps and a.step_size == first.step_size
             and _same(a.scale, first.scale) and _same(a.clip, first.clip) for a in attacks)
 
     def __call__(self, model, obs, generator=None):

@@ -53,8 +53,10 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
+import tempfile
 from collections import deque
 from dataclasses import field
 from functools import partial
@@ -67,7 +69,12 @@ import tensorflow as tf
 
 from agents import Reinforce, ReinforceConfig, StateAdversarialRegularizer
 from agents.policies import HostForward, observation_size
-from attacks.learned_adversary import AdversaryEnv, DirectorEnv, victim_returns
+from attacks.learned_adversary import (
+    AdversaryEnv,
+    DirectorEnv,
+    LearnedAdversaryHook,
+    victim_returns,
+)
 from attacks.observation import (
     AttackedObservations,
     AttackedVectorObservations,
@@ -89,7 +96,7 @@ from lab.checks import (
     check_seeds,
 )
 
-KINDS = ("standard", "adversarial", "regularized", "both")
+KINDS = ("standard", "adversarial", "regularized", "both", "atla")
 # The feature each environment's episode plot follows.
 PLOT_FEATURE = {"CartPole-v1": (2, "pole angle (rad)"),
                 "InvertedPendulum-v5": (1, "pole angle (rad)")}
@@ -115,7 +122,7 @@ AGENT = ReinforceConfig(num_envs=16, learning_rate=0.02, gamma=0.99)
 
 # --quick caps these, so that a smoke test writes every file in about a minute.
 QUICK = {"total_steps": 10_000, "eps_values": (0.0, 0.5), "eval_episodes": 1,
-         "adversary_steps": 5_000}
+         "adversary_steps": 5_000, "atla_steps": 5_000}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +131,8 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = field(default=tuple(range(10)), metadata={"help": "one run each"})
     kinds: tuple[str, ...] = field(default=KINDS[:3], metadata={
         "help": f"agents to train, among {KINDS}, standard first (it measures obs_std); "
-                f"both: adversarial training plus the regularizer"})
+                f"both: adversarial training plus the regularizer; atla: adversarial training, "
+                f"then rounds against a learned adversary"})
     total_steps: int = field(default=250_000, metadata={"help": "env steps per agent"})
     eps_values: tuple[float, ...] = field(default=(0.0, 0.1, 0.3, 0.5), metadata={
         "help": "evaluation budgets, in observation standard deviations"})
@@ -149,6 +157,12 @@ class ExperimentConfig:
         "help": "episodes per update of each learned adversary"})
     adversary_learning_rate: float = field(default=0.01, metadata={
         "help": "the learned adversary's Adam learning rate"})
+    atla_rounds: int = field(default=2, metadata={
+        "help": "atla agents: rounds of (train a learned adversary, train against it)"})
+    atla_steps: int = field(default=300_000, metadata={
+        "help": "atla agents: env steps of training against each round's adversary"})
+    atla_learning_rate: float = field(default=0.005, metadata={
+        "help": "atla agents: Adam learning rate of the rounds"})
     eval_episodes: int = field(default=10, metadata={"help": "episodes per seed, attack, eps"})
     out: str | None = field(default=None, metadata={
         "help": "default results/policy_attacks/<env>"})
@@ -185,6 +199,13 @@ class ExperimentConfig:
         check_nonnegative_int("adversary_steps", self.adversary_steps)
         check_positive_int("adversary_envs", self.adversary_envs)
         check_positive("adversary_learning_rate", self.adversary_learning_rate)
+        check_positive_int("atla_rounds", self.atla_rounds)
+        check_positive_int("atla_steps", self.atla_steps)
+        check_positive("atla_learning_rate", self.atla_learning_rate)
+        if "atla" in self.kinds and not self.adversary_steps:
+            raise ValueError(f"atla agents train against a learned adversary: adversary_steps "
+                             f"must be >= 1 with kinds {self.kinds!r}. Received: "
+                             f"adversary_steps={self.adversary_steps}")
         check_positive_int("eval_episodes", self.eval_episodes)
 
     @property
@@ -199,6 +220,7 @@ class ExperimentConfig:
             self, seeds=self.seeds[:1], total_steps=min(self.total_steps, QUICK["total_steps"]),
             eps_values=QUICK["eps_values"],
             adversary_steps=min(self.adversary_steps, QUICK["adversary_steps"]),
+            atla_steps=min(self.atla_steps, QUICK["atla_steps"]),
             eval_episodes=min(self.eval_episodes, QUICK["eval_episodes"]))
 
 
@@ -263,14 +285,30 @@ def train_agent(config: ExperimentConfig, kind: str, seed: int, scale, action_sp
     """Trains one agent of ``kind``; appends its training rows (and writes every update's
     metrics to ``tensorboard``, a ``TensorBoardLog``, if given)."""
     hook = (training_hook(config, scale, action_space, seed)
-            if kind in ("adversarial", "both") else None)
+            if kind in ("adversarial", "both", "atla") else None)
     regularizer = (StateAdversarialRegularizer(config.kappa, 0.0, eps_scale=scale)
                    if kind in ("regularized", "both") else None)
     ramped = [r for r in (hook, regularizer) if r is not None]  # their eps grow in training
     agent = Reinforce(config.env, dataclasses.replace(config.agent, seed=seed),
                       observation_hook=hook, state_regularizer=regularizer)
-    recent = deque(maxlen=100)
     ramp_steps = config.ramp_fraction * config.total_steps
+
+    def ramp(row):  # the next update runs at the ramped eps
+        for robust in ramped:
+            robust.eps.assign(config.train_eps * min(1.0, row["env_steps"] / max(ramp_steps, 1)))
+
+    agent.train(config.total_steps, callback=recorder(kind, seed, ramped, rows, tensorboard, ramp),
+                progress=config.progress)
+    agent.close()
+    return agent
+
+
+def recorder(kind: str, seed: int, ramped: list, rows: list, tensorboard=None,
+             then=lambda row: None):
+    """A training callback: appends each update's row to ``rows`` (and ``tensorboard``), with
+    the running mean of the last 100 episodes and the training eps (the first of ``ramped``,
+    the hooks and regularizers whose eps grows, or 0), then calls ``then(row)``."""
+    recent = deque(maxlen=100)
 
     def record(row):
         recent.extend(row.pop("episode_returns"))
@@ -280,12 +318,48 @@ def train_agent(config: ExperimentConfig, kind: str, seed: int, scale, action_sp
                      "running_mean_return": sum(recent) / len(recent), "train_eps": eps})
         if tensorboard is not None:
             tensorboard.add({**rows[-1], **row})
-        for robust in ramped:  # the next update runs at the ramped eps
-            robust.eps.assign(config.train_eps * min(1.0, row["env_steps"] / max(ramp_steps, 1)))
+        then(row)
 
-    agent.train(config.total_steps, callback=record, progress=config.progress)
-    agent.close()
-    return agent
+    return record
+
+
+def train_atla(config: ExperimentConfig, seed: int, evaluation: Evaluation, path: Path,
+               rows: list, tensorboard=None) -> tuple[Reinforce, list[dict]]:
+    """ATLA's rounds (Zhang et al. 2021) for the adversarially trained agent saved in
+    ``path``: in each of ``--atla-rounds``, a learned adversary is trained against the agent
+    (``train_adversary``, at ``--train-eps``), then the agent trains ``--atla-steps`` more at
+    ``--atla-learning-rate`` with that adversary (the trained version, greedy) as one more
+    objective of its training attack (``ObjectivePerEnvironment``: it attacks every
+    ``k``-th environment). The agent is saved back into ``path`` after each round.
+
+    Returns:
+      The agent, and per round the adversary's ``selection`` (the agent's return against
+      the clone and the trained version at each eps, before the round's training): how
+      strong the adversary was that the agent then trained against.
+    """
+    discrete = isinstance(evaluation.action_space, gym.spaces.Discrete)
+    start = int(evaluation.action_space.start) if discrete else 0
+    rounds = []
+    agent = Reinforce.load(path, env=config.env)
+    for _ in range(config.atla_rounds):
+        versions, selection = train_adversary(agent, config, evaluation, seed,
+                                               eps=config.train_eps)
+        rounds.append(selection)
+        learned = LearnedAdversaryHook(versions["trained"].greedy_function(), 0.0,
+                                       eps_scale=evaluation.scale, director=discrete,
+                                       action_start=start)
+        hook = ObjectivePerEnvironment(
+            [training_hook(config, evaluation.scale, evaluation.action_space, seed), learned])
+        hook.eps.assign(config.train_eps)
+        agent = Reinforce.load(path, env=config.env, observation_hook=hook)
+        agent.set_learning_rate(config.atla_learning_rate)
+        agent.train(config.atla_steps, callback=recorder("atla", seed, [hook], rows, tensorboard),
+                    progress=config.progress)
+        agent.close()
+        agent.save(path)
+        for version in versions.values():
+            version.close()
+    return agent, rounds
 
 
 class Evaluation:
@@ -335,9 +409,9 @@ def adversary_env(config: ExperimentConfig, victim: Reinforce, eps: float, scale
 
 
 def train_adversary(victim: Reinforce, config: ExperimentConfig, evaluation: Evaluation,
-                    seed: int) -> tuple[dict[str, Reinforce], dict]:
-    """The learned adversary of one victim, trained at the largest eps of the evaluation, in
-    two versions, and which of them attacks at each eps.
+                    seed: int, eps: float | None = None) -> tuple[dict[str, Reinforce], dict]:
+    """The learned adversary of one victim, trained at ``eps`` (default: the largest eps of
+    the evaluation), in two versions, and which of them attacks at each eps.
 
     It starts from a clone (``Reinforce.imitate``) of the untargeted gradient attack, on the
     states that attack leads the victim to: for Discrete actions (``adversary_env``: a
@@ -355,7 +429,7 @@ def train_adversary(victim: Reinforce, config: ExperimentConfig, evaluation: Eva
       ``({"clone": agent, "trained": agent}, selection)``, ``selection`` holding per eps the
       victim's mean return against each version in those episodes and the version ``kept``.
     """
-    eps, scale = float(config.eps_values[-1]), evaluation.scale
+    eps, scale = float(config.eps_values[-1] if eps is None else eps), evaluation.scale
     factory = partial(adversary_env, config, victim, eps, scale)
     agent_config = dataclasses.replace(config.agent, seed=seed,
                                        learning_rate=config.adversary_learning_rate,
@@ -673,6 +747,10 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
                           "obs_std": config.obs_std and list(config.obs_std)})
     agents = {kind: {} for kind in config.kinds}
 
+    @functools.cache
+    def shared_evaluation():  # once the unit of eps is known
+        return Evaluation(config, state["obs_std"], probe.action_space)
+
     def saved(what, kind, seed):
         return run.path / what / kind / f"seed_{seed}"
 
@@ -697,18 +775,22 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
                         agents[kind][seed] = Reinforce.load(saved("agents", kind, seed),
                                                             env=config.env)
                     continue
-                rows = []
-                agent = train_agent(config, kind, seed, state["obs_std"], probe.action_space,
-                                    rows, tensorboard)
+                rows, path, extra = [], saved("agents", kind, seed), {}
+                if kind == "atla":
+                    agent, extra["atla_rounds"] = _train_atla_agent(
+                        config, seed, agents, state, shared_evaluation(), rows, tensorboard)
+                else:
+                    agent = train_agent(config, kind, seed, state["obs_std"],
+                                        probe.action_space, rows, tensorboard)
                 agents[kind][seed] = agent
                 state["training_rows"] += rows
                 state["tensorboard_rows"] = list(tensorboard.rows)
                 state["training"][key] = {"final_mean_return": rows[-1]["running_mean_return"],
-                                          "env_steps": agent.env_steps}
-                save_progress((agent, saved("agents", kind, seed)))
+                                          "env_steps": agent.env_steps, **extra}
+                save_progress((agent, path))
     if len(config.kinds) == 1:  # standard alone: obs_std from them, measured now
         state["obs_std"] = state["obs_std"] or observation_std(agents["standard"], config)
-    evaluation = Evaluation(config, state["obs_std"], probe.action_space)
+    evaluation = shared_evaluation()
     for kind in config.kinds:
         for seed in config.seeds:
             if str(seed) in state["evaluations"][kind]:
@@ -734,6 +816,26 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
             for kind in config.kinds for seed, per_attack in state["evaluations"][kind].items()
             for name, per_eps in per_attack.items() for eps, r in per_eps.items()]
     return records.write_results(run.path, rows, summary), agents
+
+
+def _train_atla_agent(config, seed, agents, state, evaluation, rows, tensorboard):
+    """An ``atla`` agent: this seed's ``adversarial`` agent of this run if there is one (its
+    training rows copied: ``atla`` trains the same way up to there, so the numbers would be
+    the same), else trained here, then ``train_atla``'s rounds."""
+    base = agents.get("adversarial", {}).get(seed)
+    if base is None:
+        base = train_agent(config, "atla", seed, state["obs_std"], evaluation.action_space,
+                           rows, tensorboard)
+    else:
+        rows += [{**row, "kind": "atla"} for row in state["training_rows"]
+                 if row["kind"] == "adversarial" and row["seed"] == seed]
+        for row in list(tensorboard.rows):
+            if row["kind"] == "adversarial" and row["seed"] == seed:
+                tensorboard.add({**row, "kind": "atla"})
+    with tempfile.TemporaryDirectory() as scratch:  # the rounds' own save, until it is done
+        base.save(scratch)
+        agent, rounds = train_atla(config, seed, evaluation, Path(scratch), rows, tensorboard)
+    return agent, rounds
 
 
 def report(config: ExperimentConfig, summary: dict, out) -> None:
