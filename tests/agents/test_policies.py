@@ -227,3 +227,19 @@ def test_gaussian_kl_is_the_kl_of_the_squashed_actions(rng):
     monte_carlo = tf.reduce_mean(policy.log_prob(out_p, u) - policy.log_prob(out_q, u))
     np.testing.assert_allclose(float(policy.kl(out_p, out_q)[0]), float(monte_carlo),
                                rtol=0.03)
+
+
+@pytest.mark.parametrize("space", [gym.spaces.Discrete(3, start=-1),
+                                   gym.spaces.Box(np.array([-1.0, 0.0, -np.inf], np.float32),
+                                                  np.array([1.0, 4.0, np.inf], np.float32))],
+                         ids=["categorical", "gaussian, bounded and unbounded"])
+def test_greedy_in_tensorflow_is_the_host_greedy_action_as_the_env_takes_it(space, rng):
+    policy = policy_class(space).build(5, space, (8,), "tanh")
+    for w in policy.model.weights:
+        w.assign(rng.normal(size=w.shape).astype(np.float32))
+    out = policy.model(rng.normal(size=(9, 5)).astype(np.float32))
+    expected = policy.to_env(policy.host_mode(out.numpy())).reshape(9, -1)
+    greedy = policy.greedy(out).numpy().reshape(9, -1)
+    np.testing.assert_allclose(greedy, expected, rtol=1e-6, atol=1e-6)
+    if isinstance(space, gym.spaces.Discrete):
+        assert np.isin(greedy, [-1, 0, 1]).all()

@@ -254,3 +254,21 @@ def test_greedy_policy_acts_as_act_and_keeps_the_weights_it_was_made_with(rng):
     assert not np.array_equal(agent.act(obs, deterministic=True), before)  # it learned
     assert np.array_equal(greedy(obs), before)  # frozen: training moved the agent, not it
     assert np.array_equal(agent.greedy_policy()(obs), agent.act(obs, deterministic=True))
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_greedy_function_acts_as_act_and_reads_the_current_weights(env, rng):
+    import tensorflow as tf
+    agent = Reinforce(env, ReinforceConfig(num_envs=2, seed=0))
+    obs = rng.normal(size=(32, agent.observation_space.shape[0])).astype(np.float32)
+    greedy = tf.function(agent.greedy_function())
+
+    def same():
+        expected = agent.act(obs, deterministic=True).reshape(len(obs), -1)
+        np.testing.assert_allclose(greedy(obs).numpy().reshape(len(obs), -1), expected,
+                                   rtol=1e-5, atol=1e-6)
+
+    same()
+    for w in agent.policy.model.weights:  # new weights, same compiled function
+        w.assign(rng.normal(size=w.shape).astype(np.float32))
+    same()

@@ -212,3 +212,20 @@ def test_ctrl_c_during_collection_leaves_a_state_that_resumes_exactly(tmp_path, 
     agent.save(tmp_path / "agent")
     tail = _train(Reinforce.load(tmp_path / "agent"), 2)
     assert head + tail == expected
+
+
+def test_a_new_learning_rate_is_used_recorded_and_saved(tmp_path):
+    agent = Reinforce("CartPole-v1", ReinforceConfig(num_envs=2, learning_rate=0.02, seed=0))
+    with pytest.raises(ValueError, match="learning_rate must be > 0. Received: learning_rate=0.0"):
+        agent.set_learning_rate(0.0)
+    agent.set_learning_rate(0.005)
+    assert agent.config.learning_rate == 0.005
+    # It trains exactly as an agent built with that rate.
+    built = Reinforce("CartPole-v1", ReinforceConfig(num_envs=2, learning_rate=0.005, seed=0))
+    agent.train(300), built.train(300)
+    for w, b in zip(agent.policy.model.weights, built.policy.model.weights):
+        np.testing.assert_array_equal(w.numpy(), b.numpy())
+    agent.save(tmp_path / "agent")
+    loaded = Reinforce.load(tmp_path / "agent")
+    assert loaded.config.learning_rate == 0.005
+    assert float(loaded._policy_step.optimizer.learning_rate.numpy()) == pytest.approx(0.005)

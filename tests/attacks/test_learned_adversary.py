@@ -303,3 +303,113 @@ def test_reinforce_learns_to_direct_and_minus_its_evaluation_is_the_victims_retu
     np.testing.assert_array_equal(-agent.evaluate(env, episodes=3, seed=5), victim)
     env.close()
     agent.close()
+
+
+# -- LearnedAdversaryHook: the environments' perturbation, as an observation hook ----------
+
+def _victim_network(seed: int = 0, actions: int = 2):
+    """A small random Keras policy network (logits) over CartPole's four features."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="tanh"),
+                             keras.layers.Dense(actions)])
+
+
+def _cartpole_states(count: int, seed: int = 0) -> np.ndarray:
+    """True CartPole observations from episodes of the balancing victim."""
+    env, states = gym.make("CartPole-v1"), []
+    obs, _ = env.reset(seed=seed)
+    while len(states) < count:
+        states.append(obs)
+        obs, _, terminated, truncated, _ = env.step(int(balancing_victim(obs[None])[0]))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    env.close()
+    return np.array(states, np.float32)
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_the_hook_shows_the_victim_what_an_adversary_env_shows_it(bounded):
+    import tensorflow as tf
+
+    from attacks.learned_adversary import LearnedAdversaryHook
+    states = _cartpole_states(40)
+    # Per-feature bounds a little outside the states (AdversaryEnv requires them inside),
+    # which many perturbations cross.
+    margin = 0.4 * SCALE
+    clip = (states.min(axis=0) - margin, states.max(axis=0) + margin) if bounded else None
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1.6, 1.6, states.shape).astype(np.float32)  # some beyond [-1, 1]
+    hook = LearnedAdversaryHook(lambda obs: tf.constant(actions), 0.7, eps_scale=SCALE,
+                                clip=clip)
+    seen = hook(None, tf.constant(states)).numpy()
+    env = AdversaryEnv("CartPole-v1", balancing_victim, eps=0.7, eps_scale=SCALE, clip=clip)
+    for obs, action, hooked in zip(states, actions, seen):
+        env._obs = obs  # the true observation the environment would hold
+        np.testing.assert_array_equal(hooked, env.perturb(action))
+    env.close()
+    hook.eps.assign(0.0)  # a settable budget: none, no change
+    np.testing.assert_array_equal(hook(None, tf.constant(states)).numpy(), states)
+
+
+def test_the_director_hook_shows_the_victim_what_a_director_env_shows_it():
+    import tensorflow as tf
+
+    from attacks.learned_adversary import LearnedAdversaryHook
+    model = _victim_network()
+    states = _cartpole_states(60, seed=1)
+    victim = lambda obs: model(obs).numpy().argmax(axis=-1)  # noqa: E731
+    env = DirectorEnv("CartPole-v1", victim, eps=3.0, eps_scale=SCALE)
+    for requested in (0, 1):
+        hook = LearnedAdversaryHook(lambda obs: tf.fill([tf.shape(obs)[0]], requested), 3.0,
+                                    eps_scale=SCALE, director=True)
+        seen = tf.function(lambda obs: hook(model, obs))(tf.constant(states)).numpy()
+        reached = []
+        for obs, hooked in zip(states, seen):
+            env._obs = obs
+            np.testing.assert_array_equal(hooked, env.perturb(requested))
+            reached.append(env.reached)
+        # Both branches were exercised: perturbed to oblige, and left alone where the
+        # victim already obliges or nothing in the ball makes it.
+        assert any(reached) and any((hooked == obs).all() for obs, hooked in zip(states, seen))
+        assert any((hooked != obs).any() for obs, hooked in zip(states, seen))
+    env.close()
+    # A victim whose actions start at 1 is asked in its own numbering: the same choices.
+    shifted = LearnedAdversaryHook(lambda obs: tf.fill([tf.shape(obs)[0]], 2), 3.0,
+                                   eps_scale=SCALE, director=True, action_start=1)
+    plain = LearnedAdversaryHook(lambda obs: tf.fill([tf.shape(obs)[0]], 1), 3.0,
+                                 eps_scale=SCALE, director=True)
+    np.testing.assert_array_equal(shifted(model, tf.constant(states)).numpy(),
+                                  plain(model, tf.constant(states)).numpy())
+
+
+def test_the_hook_checks_its_arguments_and_names_them():
+    import tensorflow as tf
+
+    from attacks.learned_adversary import LearnedAdversaryHook
+    with pytest.raises(ValueError, match="adversary must be callable"):
+        LearnedAdversaryHook("pgd", 0.5)
+    with pytest.raises(ValueError, match="eps must be"):
+        LearnedAdversaryHook(lambda obs: obs, -0.5)
+    with pytest.raises(ValueError, match="eps_scale"):
+        LearnedAdversaryHook(lambda obs: obs, 0.5, eps_scale=[1.0, 0.0])
+    wide = tf.zeros([2, MAX_DIRECTOR_FEATURES + 1])
+    hook = LearnedAdversaryHook(lambda obs: tf.zeros([2], tf.int64), 0.5, director=True)
+    with pytest.raises(ValueError, match=f"features must be <= {MAX_DIRECTOR_FEATURES}"):
+        hook(None, wide)
+
+
+def test_objective_per_environment_shares_its_budget_with_a_learned_adversary():
+    import tensorflow as tf
+
+    from attacks.learned_adversary import LearnedAdversaryHook
+    from attacks.observation import ObjectivePerEnvironment, ObservationAttack
+    model, states = _victim_network(), tf.constant(_cartpole_states(8))
+    pgd = ObservationAttack("pgd", 0.0, eps_scale=SCALE, steps=3, seed=0)
+    learned = LearnedAdversaryHook(lambda obs: tf.ones_like(obs), 0.0, eps_scale=SCALE)
+    hook = ObjectivePerEnvironment([pgd, learned])
+    hook.eps.assign(0.4)
+    seen = hook(model, states).numpy()
+    # Odd rows: the learned adversary's push, +0.4 std on every feature.
+    np.testing.assert_allclose(seen[1::2], states.numpy()[1::2] + 0.4 * SCALE, rtol=1e-6)
+    np.testing.assert_array_equal(seen[0::2], pgd(model, states).numpy()[0::2])

@@ -188,7 +188,7 @@ def test_quick_caps_what_runs():
     config = experiment.ExperimentConfig(quick=True).resolved()
     assert config.seeds == (0,) and config.total_steps == 10_000
     assert config.eps_values == (0.0, 0.5) and config.eval_episodes == 1
-    assert config.adversary_steps == 5_000
+    assert config.adversary_steps == 5_000 and config.atla_steps == 5_000
     assert experiment.ExperimentConfig().resolved() == experiment.ExperimentConfig()
 
 
@@ -215,3 +215,55 @@ def test_a_run_killed_outright_resumes_with_every_update_in_tensorboard(
         rows = list(csv.DictReader(f))
     tensorboard_holds(out / "tensorboard", rows, ("kind", "seed"), "env_steps",
                       ("mean_return", "running_mean_return", "train_eps"))
+
+
+ATLA = ["--seeds", "0", "--total-steps", "1000", "--eval-episodes", "1", "--eps-values", "0",
+        "0.5", "--adversary-steps", "500", "--atla-steps", "600", "--no-progress"]
+
+
+def test_atla_agents_continue_the_adversarial_agent_against_learned_adversaries(
+        tmp_path, tensorboard_holds):
+    both = experiment.main(ATLA + ["--kinds", "standard", "adversarial", "atla",
+                                   "--out", str(tmp_path / "both")])
+    alone = experiment.main(ATLA + ["--kinds", "standard", "atla",
+                                    "--out", str(tmp_path / "alone")])
+    # Trained from the run's adversarial agent or from scratch: the same agent.
+    assert alone["returns"]["atla"] == both["returns"]["atla"]
+    assert alone["training"]["atla/0"] == both["training"]["atla/0"]
+    assert set(alone["returns"]["atla"]) == ATTACKS
+    rounds = both["training"]["atla/0"]["atla_rounds"]
+    assert len(rounds) == 2  # the default, each with the adversary's strength before it
+    for selection in rounds:
+        assert set(selection) == {"0.5"}
+        record = selection["0.5"]
+        assert record["kept"] == ("trained" if record["trained"] < record["clone"] else "clone")
+    with open(tmp_path / "both" / "training.csv") as f:
+        training = list(csv.DictReader(f))
+    adversarial = [r for r in training if r["kind"] == "adversarial"]
+    atla = [r for r in training if r["kind"] == "atla"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "kind"} for r in rows]  # noqa: E731
+    assert strip(atla[:len(adversarial)]) == strip(adversarial)  # then the rounds
+    after = atla[len(adversarial):]
+    assert after and {float(r["train_eps"]) for r in after} == {0.5}
+    steps = [int(r["env_steps"]) for r in atla]
+    assert steps == sorted(steps) and steps[-1] >= int(adversarial[-1]["env_steps"]) + 2 * 600
+    assert both["training"]["atla/0"]["env_steps"] == steps[-1]
+    tensorboard_holds(tmp_path / "both" / "tensorboard", tmp_path / "both" / "training.csv",
+                      ("kind", "seed"), "env_steps",
+                      ("mean_return", "running_mean_return", "train_eps"))
+    saved = Reinforce.load(tmp_path / "both" / "agents" / "atla" / "seed_0")
+    assert saved.config.learning_rate == 0.005 and saved.env_steps == steps[-1]
+
+
+def test_atla_needs_a_learned_adversary(read_error, tmp_path):
+    with pytest.raises(SystemExit):
+        experiment.main(["--kinds", "standard", "atla", "--adversary-steps", "0",
+                         "--out", str(tmp_path / "out")])
+    assert "adversary_steps must be >= 1 with kinds ('standard', 'atla')" in read_error()
+    for flags, message in ((["--atla-rounds", "0"], "atla_rounds must be"),
+                           (["--atla-steps", "-5"], "atla_steps must be"),
+                           (["--atla-learning-rate", "0"], "atla_learning_rate must be")):
+        with pytest.raises(SystemExit):
+            experiment.main(flags + ["--out", str(tmp_path / "out")])
+        assert message in read_error()
+    assert not any(tmp_path.iterdir())
