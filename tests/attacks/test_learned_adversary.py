@@ -361,9 +361,9 @@ def test_the_director_hook_shows_the_victim_what_a_director_env_shows_it():
     victim = lambda obs: model(obs).numpy().argmax(axis=-1)  # noqa: E731
     env = DirectorEnv("CartPole-v1", victim, eps=3.0, eps_scale=SCALE)
     for requested in (0, 1):
-        hook = LearnedAdversaryHook(lambda obs: tf.fill([tf.shape(obs)[0]], requested), 3.0,
-                                    eps_scale=SCALE, director=True)
-        seen = tf.function(lambda obs: hook(model, obs))(tf.constant(states)).numpy()
+        hook = LearnedAdversaryHook(lambda obs, k=requested: tf.fill([tf.shape(obs)[0]], k),
+                                    3.0, eps_scale=SCALE, director=True)
+        seen = tf.function(partial(hook, model))(tf.constant(states)).numpy()
         reached = []
         for obs, hooked in zip(states, seen):
             env._obs = obs
