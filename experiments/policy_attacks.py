@@ -6,7 +6,10 @@ the same agent acting on observations attacked through its ``observation_hook`` 
 evaluation (``--train-objectives all``); and ``regularized``, trained on clean observations
 with the state-adversarial regularizer (``agents.StateAdversarialRegularizer``, SA-PPO's
 penalty on REINFORCE, weight ``--kappa``); on request, ``both`` (adversarial training with
-the regularizer). The robust kinds ramp their eps up over ``--ramp-fraction`` of training.
+the regularizer) and ``atla``: adversarial training, then ``--atla-rounds`` rounds of ATLA
+(Zhang et al. 2021), each training a learned adversary against the agent and the agent
+against it (``train_atla``). The robust kinds ramp their eps up over ``--ramp-fraction`` of
+training.
 Each agent then plays greedy episodes with fixed seeds, clean and under every attack at
 every eps (in units of each feature's standard deviation under the standard agents' clean
 play, ``obs_std``, or of ``--obs-std`` when given): ``random`` (the same budget as noise:
@@ -32,10 +35,12 @@ the difference, which is why the seeds are many.
 Writes ``config.json``, ``training.csv`` (per kind, seed and update), ``metrics.csv`` (per
 kind, seed, attack and eps), ``summary.json`` (per-seed mean returns, ``worst``, intervals,
 comparisons, the README's targets, which version of each learned adversary attacked at each
-eps under ``adversaries``), ``return_vs_eps.png``, ``episode.png`` (the first seed's
-standard agent, clean and under its worst gradient attack), ``agents/<kind>/seed_<k>/`` and
-``adversaries/<kind>/seed_<k>/{clone,trained}/`` into ``--out`` (default
-``results/policy_attacks/<env>/``; run folder and ``--resume``: ``experiments.run_folder``).
+eps under ``adversaries``, each ``atla`` agent's rounds under ``training``: the agent's
+return against each round's adversary before it trained against it), ``return_vs_eps.png``,
+``episode.png`` (the first seed's standard agent, clean and under its worst gradient attack),
+``agents/<kind>/seed_<k>/`` and ``adversaries/<kind>/seed_<k>/{clone,trained}/`` into
+``--out`` (default ``results/policy_attacks/<env>/``; run folder and ``--resume``:
+``experiments.run_folder``).
 
 References:
   Huang, Papernot, Goodfellow, Duan, Abbeel. Adversarial attacks on neural network policies.
