@@ -58,13 +58,12 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import json
 import tempfile
 from collections import deque
 from dataclasses import field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import gymnasium as gym
@@ -752,7 +751,7 @@ def _train_and_evaluate(config: ExperimentConfig, run, probe: Reinforce):
                           "obs_std": config.obs_std and list(config.obs_std)})
     agents = {kind: {} for kind in config.kinds}
 
-    @functools.cache
+    @cache
     def shared_evaluation():  # once the unit of eps is known
         return Evaluation(config, state["obs_std"], probe.action_space)
 
