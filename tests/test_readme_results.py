@@ -328,6 +328,8 @@ LONG_RUN_PENDULUM_ONE_THREAD = f"{LONG_RUN_PENDULUM}-one-thread"
 LONG_RUN_SAME_UNIT = f"{LONG_RUN}-same-unit"   # the same rerun in the long run's unit of eps
 ATLA_RUN = f"{LONG_RUN}-atla"   # the long runs again, with the atla kind
 ATLA_RUN_PENDULUM = f"{LONG_RUN_PENDULUM}-atla"
+ATLA_RUN_ONE_THREAD = f"{ATLA_RUN}-one-thread"   # its rerun, one thread, the same eps unit
+ATLA_PAIRS = (("adversarial", "standard"), ("atla", "standard"), ("atla", "adversarial"))
 
 
 def long_run(run: str = LONG_RUN) -> dict:
@@ -1682,6 +1684,39 @@ PROSE = {
                           for k in seeds_where(s, "atla", "0.5", lambda w: w < 400))),
         ),
         checks=24,
+    ),
+    "policy_attacks_atla_one_thread": Prose(
+        heading="### Attacks on policies",
+        summary=f"policy_attacks/{ATLA_RUN_ONE_THREAD}/summary.json",
+        claims=(
+            Claim("{} of {} conclusions held, and {} of the {} per-seed worst cases matched this "
+                  "run's bit for bit.",
+                  ((Derived("verdicts the same as the atla run's", lambda s: sum(
+                      same_verdict(s, eps, pair, ATLA_RUN) for eps in (0.1, 0.3, 0.5)
+                      for pair in ATLA_PAIRS)), Number(0)),
+                   (count("comparisons"), Number(0)),
+                   (Derived("per-seed worst cases equal to the atla run's",
+                            lambda s: identical_worst_cases(s, ATLA_RUN)), Number(0)),
+                   (WORST_CASES, Number(0))),
+                  holds=lambda s: s["obs_std"] == long_run(ATLA_RUN)["obs_std"]),
+            Claim("ATLA's worst case at 0.5 is {} ({}), median {}, every seed at 500 clean, and "
+                  "{} of {} seeds at 400 or more (the other two: {} and {}, both under a push "
+                  "toward one action):",
+                  ((worst("atla", "0.5", "mean"), Number(0)),
+                   (worst("atla", "0.5", "ci95"), Range(0)),
+                   (worst("atla", "0.5", "median"), Number(0)),
+                   (target("atla", "eps 0.5: seeds >= 400 (need 90%)"), Number(0)),
+                   (count("seeds"), Number(0)),
+                   *((Derived(f"atla seed {i} below 400", lambda s, i=i: sorted(
+                       w for w in s["worst"]["atla"]["0.5"] if w < 400)[::-1][i]), Number(0))
+                     for i in (0, 1))),
+                  holds=lambda s: s["targets"]["atla"]["clean: every seed at the maximum"]["met"]
+                  and all(min(s["returns"]["atla"][a]["0.5"][k]
+                              for a in ("pgd_toward_0", "pgd_toward_1"))
+                          == s["worst"]["atla"]["0.5"][k]
+                          for k in seeds_where(s, "atla", "0.5", lambda w: w < 400))),
+        ),
+        checks=13,
     ),
     "policy_attacks_inverted_pendulum_long_vs_default": Prose(
         heading="### Attacks on policies",
