@@ -368,6 +368,15 @@ def same_agents(run: str) -> Callable[[dict], bool]:
                          for k in ("standard", "adversarial"))
 
 
+def atla_verdicts(s: dict) -> bool:
+    """ATLA above standard agents at 0.3 and 0.5, significantly, and not significantly
+    different from adversarial training there: both ATLA runs' verdicts."""
+    return (verdicts((0.3, "atla", "standard", True), (0.5, "atla", "standard", True),
+                     pair=("atla", "standard"))(s)
+            and verdicts((0.3, "atla", "adversarial", False),
+                         (0.5, "atla", "adversarial", False), pair=("atla", "adversarial"))(s))
+
+
 def atla_rounds(s: dict, seed: int, round_: int, eps: str) -> float:
     """The return an atla agent's round ``round_`` adversary (the version kept) left it at
     ``eps``, before that round's training."""
@@ -1590,12 +1599,7 @@ PROSE = {
                    (worst("adversarial", "0.3", "mean"), Number(0)),
                    (worst("atla", "0.5", "mean"), Number(0)),
                    (worst("adversarial", "0.5", "mean"), Number(0))),
-                  holds=lambda s: verdicts((0.3, "atla", "standard", True),
-                                           (0.5, "atla", "standard", True),
-                                           pair=("atla", "standard"))(s)
-                  and verdicts((0.3, "atla", "adversarial", False),
-                               (0.5, "atla", "adversarial", False),
-                               pair=("atla", "adversarial"))(s)
+                  holds=lambda s: atla_verdicts(s)
                   and len(seeds_where(s, "adversarial", "0.3", lambda w: w == 1000)) == 8
                   and len(seeds_where(s, "adversarial", "0.5", lambda w: w >= 900)) == 8
                   and seeds_where(s, "adversarial", "0.3", lambda w: w < 100)
@@ -1646,12 +1650,7 @@ PROSE = {
                   "adversarial training ({} against {} at 0.5) not significantly.",
                   ((worst("atla", "0.5", "mean"), Number(0)),
                    (worst("adversarial", "0.5", "mean"), Number(0))),
-                  holds=lambda s: verdicts((0.3, "atla", "standard", True),
-                                           (0.5, "atla", "standard", True),
-                                           pair=("atla", "standard"))(s)
-                  and verdicts((0.3, "atla", "adversarial", False),
-                               (0.5, "atla", "adversarial", False),
-                               pair=("atla", "adversarial"))(s)),
+                  holds=atla_verdicts),
             Claim("The rounds lifted the four adversarially trained seeds below 400 at 0.5 "
                   "({}, {}, {} and {}: seeds {}, {}, {} and {}) to 500, and seed {}'s {} clean to "
                   "500; but seed {}, at 500 after adversarial training, ends at {}, found by "
